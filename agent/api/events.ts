@@ -1,0 +1,51 @@
+// The agent's event stream: one JSON object per line on the `cove-events` SSH subsystem.
+// This module is the only place the event types are written; coved and the tests import it, and
+// `agent/api/events.schema.json` says the same for non-TypeScript clients.
+
+/** Sent once, first, when a client opens the stream: what the guest looks like right now. */
+export interface HelloEvent {
+  type: 'hello';
+  agentVersion: string;
+  /** Guest kernel release (`uname -r`). */
+  kernel: string;
+  /** Seconds since the guest booted. */
+  uptime: number;
+  dockerd: DockerdState;
+  ports: ListeningPort[];
+}
+
+/** dockerd answered `/_ping` for the first time since boot. */
+export interface ReadyEvent {
+  type: 'ready';
+  /** Seconds from guest boot to the first answered `/_ping`. */
+  bootSeconds: number;
+}
+
+export type DockerdState = 'starting' | 'running' | 'stopped';
+
+export interface DockerdEvent {
+  type: 'dockerd';
+  state: DockerdState;
+}
+
+export interface ListeningPort {
+  proto: 'tcp';
+  /** The address the guest socket is bound to, e.g. `0.0.0.0` or `::`. */
+  address: string;
+  port: number;
+}
+
+export interface PortEvent extends ListeningPort {
+  type: 'port';
+  action: 'added' | 'removed';
+}
+
+export interface ShutdownEvent {
+  type: 'shutdown';
+  reason: string;
+}
+
+export type AgentEvent = HelloEvent | ReadyEvent | DockerdEvent | PortEvent | ShutdownEvent;
+
+/** The SSH subsystem name that carries the event stream. */
+export const EVENTS_SUBSYSTEM = 'cove-events';
