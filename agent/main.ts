@@ -1,0 +1,84 @@
+// The guest agent: `node /opt/cove/agent.js [--flag value ...]` (flags and COVE_AGENT_* variables
+// in options.ts). It serves SSH on the agent channel (the virtio-serial port `cove.agent`) and on
+// /run/cove/agent.sock, watches dockerd and the listening ports, and streams events. The init
+// restarts it if it dies; everything it needs is read again at start.
+import './threadpool';
+import { GUEST } from '../vmm-host/layout';
+import { ConfigError, loadConfig } from './config';
+import { EventHub } from './hub';
+import { errorText, log } from './log';
+import { parseOptions, UsageError, type AgentOptions } from './options';
+import { AgentServer } from './server';
+import { PortTransport } from './transport/port';
+import type { Transport } from './transport/transport';
+import { UnixTransport } from './transport/unix';
+import { AGENT_VERSION } from './version';
+import { watchDockerd } from './watch/dockerd';
+import { watchPorts } from './watch/ports';
+
+/** How long the shutdown event gets to reach subscribers before the agent exits. */
+const SHUTDOWN_FLUSH_MS = 300;
+
+export async function startAgent(opts: AgentOptions): Promise<{ stop(reason: string): Promise<void> }> {
+  const config = loadConfig(opts.configPath);
+  const hub = new EventHub();
+  const server = new AgentServer(config, hub);
+
+  const transports: Transport[] = [];
+  if (opts.socketPath) transports.push(new UnixTransport(opts.socketPath));
+  if (opts.port !== 'none') {
+    transports.push(new PortTransport({ port: opts.port, portOut: opts.portOut, portsDir: opts.virtioPortsDir, portName: GUEST.agentPortName }));
+  }
+  for (const t of transports) {
+    await t.start((stream, label) => server.serve(stream, label));
+    log(`listening on ${t.name}`);
+  }
+  const stopPorts = watchPorts(hub, opts.procNet, opts.pollMs);
+  const stopDockerd = watchDockerd(hub, opts.dockerSock, opts.readyMarker, opts.pollMs);
+
+  return {
+    async stop(reason: string): Promise<void> {
+      log(`shutting down: ${reason}`);
+      hub.emit({ type: 'shutdown', reason });
+      stopPorts();
+      stopDockerd();
+      for (const t of transports) t.close();
+      await new Promise((resolve) => setTimeout(resolve, hub.subscribers > 0 ? SHUTDOWN_FLUSH_MS : 0));
+      server.endAll();
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  let opts: AgentOptions;
+  try {
+    opts = parseOptions(process.argv.slice(2));
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`cove-agent: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  log(`cove-agent ${AGENT_VERSION} starting (node ${process.version}, pid ${process.pid})`);
+  let agent: Awaited<ReturnType<typeof startAgent>>;
+  try {
+    agent = await startAgent(opts);
+  } catch (err) {
+    log(`cannot start: ${errorText(err)}`);
+    // The init restarts the agent with back-off; a missing config may appear by then.
+    process.exit(err instanceof ConfigError ? 78 : 1);
+  }
+  let stopping = false;
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => {
+      if (stopping) return;
+      stopping = true;
+      void agent.stop(`agent received ${signal}`).finally(() => process.exit(0));
+    });
+  }
+  // A session's stdio may break under us (a client gone mid-write); that is no reason to die.
+  process.on('uncaughtException', (err) => log(`uncaught: ${err.stack ?? errorText(err)}`));
+}
+
+if (require.main === module) void main();

@@ -1,0 +1,102 @@
+// The agent's SSH service (RFC 4253/4254, served by ssh2): public-key authentication against the
+// config's authorized keys, then sessions (exec, shell, sftp, cove-events), direct-streamlocal to
+// guest unix sockets and direct-tcpip to guest ports. PROTOCOL.md describes it for clients.
+import { timingSafeEqual } from 'node:crypto';
+import type { Duplex } from 'node:stream';
+import { Server, type Connection, type ParsedKey } from 'ssh2';
+import type { AgentConfig } from './config';
+import { openStreamlocal, openTcpip } from './forward';
+import type { EventHub } from './hub';
+import { errorText, log } from './log';
+import { handleSession } from './session';
+import { AGENT_VERSION } from './version';
+
+/**
+ * Sent before the SSH version line. On the virtio-serial port, bytes of a write that was blocked
+ * when the previous host left can reach the next host first; this line ends them, so the client
+ * skips them as a pre-banner line (RFC 4253 section 4.2).
+ */
+export const GREETING = 'cove-agent\r\n';
+
+export interface ConnectionContext {
+  label: string;
+  hub: EventHub;
+}
+
+export class AgentServer {
+  private readonly server: Server;
+  private readonly connections = new Set<Connection>();
+
+  constructor(config: AgentConfig, private readonly hub: EventHub) {
+    this.server = new Server({ hostKeys: [config.hostKey], greeting: GREETING, ident: `cove-agent_${AGENT_VERSION}` });
+    this.server.on('connection', (conn, info) => this.onConnection(conn, config.authorizedKeys, info.ip));
+    this.server.on('error', (err: Error) => log(`ssh: server error: ${errorText(err)}`));
+  }
+
+  /** Serves one SSH connection on a byte stream from any transport. */
+  serve(stream: Duplex, label: string): void {
+    (stream as Duplex & { label?: string }).label = label;
+    this.server.injectSocket(stream as never);
+  }
+
+  /** Ends every SSH connection (used at shutdown, after the shutdown event is sent). */
+  endAll(): void {
+    for (const conn of this.connections) conn.end();
+  }
+
+  private onConnection(conn: Connection, authorized: ParsedKey[], ip: string): void {
+    // ssh2 passes the socket we injected; its label names the connection in the log.
+    const sock = (conn as unknown as { _sock?: { label?: string } })._sock;
+    const label = sock?.label ?? ip ?? 'ssh';
+    const ctx: ConnectionContext = { label, hub: this.hub };
+    this.connections.add(conn);
+    let user = '';
+    log(`${label}: connection opened`);
+
+    conn.on('authentication', (auth) => {
+      user = auth.username;
+      if (auth.method !== 'publickey') {
+        auth.reject(['publickey']);
+        return;
+      }
+      const key = authorized.find((k) => k.type === auth.key.algo && sameBytes(k.getPublicSSH(), auth.key.data));
+      if (!key) {
+        log(`${label}: refused ${auth.key.algo} key for user ${JSON.stringify(auth.username)}: not authorized`);
+        auth.reject(['publickey']);
+        return;
+      }
+      if (!auth.signature || !auth.blob) {
+        auth.accept(); // The client only asks whether this key would do; it signs next.
+        return;
+      }
+      if (key.verify(auth.blob, auth.signature, auth.hashAlgo) !== true) {
+        log(`${label}: refused ${auth.key.algo} key for user ${JSON.stringify(auth.username)}: bad signature`);
+        auth.reject(['publickey']);
+        return;
+      }
+      auth.accept();
+    });
+
+    conn.on('ready', () => {
+      log(`${label}: authenticated as ${JSON.stringify(user)}`);
+      conn.on('session', (accept) => handleSession(accept(), ctx));
+      conn.on('openssh.streamlocal', (accept, reject, info) => openStreamlocal(accept, reject, info.socketPath, ctx));
+      conn.on('tcpip', (accept, reject, info) => openTcpip(accept, reject, info.destIP, info.destPort, ctx));
+      // Global requests (tcpip-forward, streamlocal-forward) are not offered.
+      conn.on('request', (_accept, reject, name) => {
+        log(`${label}: refused global request ${name}`);
+        reject?.();
+      });
+    });
+
+    conn.on('error', (err: Error) => log(`${label}: ${errorText(err)}`));
+    conn.on('close', () => {
+      this.connections.delete(conn);
+      log(`${label}: connection closed`);
+    });
+  }
+}
+
+function sameBytes(a: Buffer, b: Buffer): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}
