@@ -1,0 +1,192 @@
+// coved's API: JSON-RPC 2.0 over WebSocket on $COVE_HOME/coved.sock. This module is the only place
+// where the requests, their parameters, results and the notifications are written; coved, the CLI
+// and the extension all import it. It does not import `vscode`.
+import { NotificationType, RequestType, RequestType0 } from 'vscode-jsonrpc';
+
+export const PROTOCOL_VERSION = 1;
+
+/** Largest JSON-RPC frame coved accepts; bigger frames close the connection (WebSocket 1009). */
+export const MAX_FRAME_BYTES = 1024 * 1024;
+
+export type SandboxState = 'creating' | 'starting' | 'running' | 'stopping' | 'stopped' | 'crashed';
+export type MountType = 'virtiofs' | '9p';
+export type Accel = 'kvm' | 'tcg';
+
+export interface PortForward {
+  hostPort: number;
+  guestPort: number;
+  /** `auto` when it follows a listening port the agent reported, `manual` from `cove publish`. */
+  origin: 'auto' | 'manual';
+  /** Set when the host port could not be bound (in use, privileged). */
+  error?: string;
+}
+
+export interface SandboxInfo {
+  name: string;
+  state: SandboxState;
+  /** The shared folder: the same absolute path on the host and in the guest. */
+  workspace: string;
+  mount: MountType;
+  readonly: boolean;
+  cpus: number;
+  memoryMiB: number;
+  diskGiB: number;
+  accel: Accel | null;
+  /** The Docker context on the host, `cove-<name>`, or null where the docker CLI is missing. */
+  context: string | null;
+  /** `unix://…/docker.sock`: what DOCKER_HOST should be to reach this sandbox. */
+  dockerHost: string;
+  /** The folder that is this sandbox on disk. */
+  dir: string;
+  image: string;
+  ports: PortForward[];
+  /** Whether dockerd in the guest answers `/_ping`. */
+  dockerReady: boolean;
+  /** Seconds from starting qemu to dockerd answering, for the last boot. */
+  bootSeconds: number | null;
+  pids: { qemu: number | null; virtiofsd: number | null };
+  createdAt: string;
+  /** The last lines of the console when the sandbox crashed or failed to boot. */
+  consoleTail?: string;
+  /** Why the sandbox is crashed or failed, with what to do next. */
+  problem?: string;
+}
+
+export interface UpParams {
+  /** The folder to share; absolute. */
+  dir: string;
+  name?: string;
+  cpus?: number;
+  memoryMiB?: number;
+  diskGiB?: number;
+  mount?: MountType;
+  readonly?: boolean;
+}
+
+export interface NameParams {
+  name: string;
+}
+export interface StopParams extends NameParams {
+  /** Skip the clean shutdown and kill qemu. */
+  force?: boolean;
+}
+export interface RemoveParams extends NameParams {
+  /** Remove a running sandbox (stopping it first). */
+  force?: boolean;
+}
+export interface PublishParams extends NameParams {
+  hostPort: number;
+  guestPort: number;
+}
+export interface UnpublishParams extends NameParams {
+  hostPort: number;
+}
+
+export interface ImageInfo {
+  tier: string;
+  hash: string;
+  dir: string;
+  builtAt: string;
+  versions: Record<string, string>;
+  sizes: Record<string, number>;
+}
+export interface ImageBuildParams {
+  force?: boolean;
+}
+export interface ImageBuildResult {
+  image: ImageInfo;
+  cached: boolean;
+  seconds: number;
+}
+
+export interface DoctorCheck {
+  name: string;
+  ok: boolean;
+  detail: string;
+  /** What to do when it is not ok. */
+  hint?: string;
+}
+export interface DoctorResult {
+  checks: DoctorCheck[];
+  accel: Accel | null;
+  accelDetail: string;
+}
+
+export interface VersionResult {
+  version: string;
+  protocol: number;
+  pid: number;
+  home: string;
+}
+
+/** A step of a long operation, for progress bars and notifications. */
+export interface ProgressEvent {
+  /** The sandbox name, or `image` for an image build. */
+  subject: string;
+  operation: 'up' | 'start' | 'stop' | 'build';
+  step: string;
+  message: string;
+  /** 0..1 where known. */
+  fraction?: number;
+}
+
+export interface SandboxChangedEvent {
+  sandbox: SandboxInfo;
+}
+export interface SandboxRemovedEvent {
+  name: string;
+}
+export interface PortEvent {
+  name: string;
+  port: PortForward;
+  action: 'forwarded' | 'removed' | 'failed';
+}
+
+export const Requests = {
+  version: new RequestType0<VersionResult, void>('cove/version'),
+  doctor: new RequestType0<DoctorResult, void>('cove/doctor'),
+  up: new RequestType<UpParams, SandboxInfo, void>('sandbox/up'),
+  list: new RequestType0<SandboxInfo[], void>('sandbox/list'),
+  inspect: new RequestType<NameParams, SandboxInfo, void>('sandbox/inspect'),
+  start: new RequestType<NameParams, SandboxInfo, void>('sandbox/start'),
+  stop: new RequestType<StopParams, SandboxInfo, void>('sandbox/stop'),
+  remove: new RequestType<RemoveParams, void, void>('sandbox/remove'),
+  publish: new RequestType<PublishParams, PortForward, void>('sandbox/publish'),
+  unpublish: new RequestType<UnpublishParams, void, void>('sandbox/unpublish'),
+  imageBuild: new RequestType<ImageBuildParams, ImageBuildResult, void>('image/build'),
+  imageList: new RequestType0<ImageInfo[], void>('image/list'),
+  shutdown: new RequestType0<void, void>('cove/shutdown'),
+} as const;
+
+export const Notifications = {
+  progress: new NotificationType<ProgressEvent>('cove/progress'),
+  sandboxChanged: new NotificationType<SandboxChangedEvent>('sandbox/changed'),
+  sandboxRemoved: new NotificationType<SandboxRemovedEvent>('sandbox/removed'),
+  port: new NotificationType<PortEvent>('sandbox/port'),
+} as const;
+
+/** JSON-RPC error codes of coved's own errors (the -32000..-32099 server range). */
+export const ErrorCodes = {
+  /** No sandbox of that name. */
+  notFound: -32001,
+  /** A name, path, size or port that cannot be used. */
+  invalidInput: -32002,
+  /** The operation conflicts with the sandbox's state or another sandbox. */
+  conflict: -32003,
+  /** A tool Cove needs is missing on the host. */
+  missingTool: -32004,
+  /** The host is out of disk space. */
+  noSpace: -32005,
+  /** The image build failed. */
+  imageBuild: -32006,
+  /** The VM did not boot, crashed, or did not reach dockerd in time. */
+  boot: -32007,
+  /** Anything else. */
+  internal: -32010,
+} as const;
+
+/** The `data` of every coved error: what to do next. */
+export interface ErrorData {
+  hint?: string;
+  consoleTail?: string;
+}

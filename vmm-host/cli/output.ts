@@ -1,0 +1,51 @@
+// How the CLI speaks: errors with their hint on stderr, tables and JSON on stdout.
+import { isCoveError, messageOf } from '../api/errors';
+import { asCoveError } from '../api/client';
+
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** Prints an error the way every command does, and returns the exit code to use. */
+export function reportError(e: unknown): number {
+  const err = asCoveError(e);
+  if (err instanceof UsageError) {
+    process.stderr.write(`cove: ${err.message}\nRun \`cove help\` for usage.\n`);
+    return 2;
+  }
+  if (isCoveError(err)) {
+    process.stderr.write(`cove: ${err.message}\n`);
+    if (err.hint) process.stderr.write(`hint: ${err.hint}\n`);
+    if (err.consoleTail) process.stderr.write(`--- console (last lines) ---\n${err.consoleTail}\n---\n`);
+    return 1;
+  }
+  process.stderr.write(`cove: ${messageOf(err)}\n`);
+  return 1;
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+}
+
+/** A plain aligned table: the first row is the header. */
+export function printTable(rows: string[][]): void {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  for (const r of rows) process.stdout.write(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('   ') + '\n');
+}
+
+/** Parses sizes such as 2G, 2048M, 512MiB, 1.5GiB into MiB; a bare number is in `bareUnit`. */
+export function parseSizeMiB(text: string, bareUnit: 'M' | 'G'): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(text);
+  if (!m) throw new UsageError(`cannot read the size ${JSON.stringify(text)}: use a number with M or G, e.g. 2G or 512M`);
+  const n = Number(m[1]);
+  const unit = (m[2] || bareUnit).toUpperCase();
+  const mib = unit === 'K' ? n / 1024 : unit === 'M' ? n : unit === 'G' ? n * 1024 : n * 1024 * 1024;
+  if (!Number.isFinite(mib) || mib <= 0) throw new UsageError(`the size ${JSON.stringify(text)} is not a positive size`);
+  return Math.round(mib);
+}
+
+export function parseIntArg(text: string | undefined, what: string): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+$/.test(text)) throw new UsageError(`${what} must be a whole number, not ${JSON.stringify(text)}`);
+  return Number(text);
+}

@@ -1,0 +1,43 @@
+// The CLI's data plane: exec, shell and cp go over SSH to the guest agent, through the sandbox's
+// ssh.sock that coved relays. Keys are the sandbox's own; the host key is pinned.
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import { Client, utils } from 'ssh2';
+import { CoveError } from '../api/errors';
+import { ErrorCodes } from '../api/protocol';
+import { coveHome, vmFile } from '../layout';
+
+export async function connectSandbox(name: string, home = coveHome(), timeoutMs = 60_000): Promise<Client> {
+  let clientKey: string;
+  let known: string;
+  try {
+    clientKey = fs.readFileSync(vmFile(name, 'clientKey', home), 'utf8');
+    known = fs.readFileSync(vmFile(name, 'knownHosts', home), 'utf8');
+  } catch {
+    throw new CoveError(ErrorCodes.notFound, `there is no sandbox named ${name}`, 'list them with `cove ls`');
+  }
+  const pinned = utils.parseKey(known.trim().split(/\s+/).slice(1, 3).join(' '));
+  if (pinned instanceof Error) throw new Error(`the pinned host key of ${name} cannot be read: ${pinned.message}`);
+  const blob = pinned.getPublicSSH();
+  const sock = net.connect(vmFile(name, 'sshSock', home));
+  await new Promise<void>((resolve, reject) => {
+    sock.once('connect', resolve);
+    sock.once('error', (e) =>
+      reject(new CoveError(ErrorCodes.conflict, `cannot reach sandbox ${name} (${e.message})`, `is it running? see \`cove ls\`; start it with \`cove start ${name}\``)),
+    );
+  });
+  const client = new Client();
+  await new Promise<void>((resolve, reject) => {
+    client.once('ready', resolve);
+    client.once('error', (e) =>
+      reject(new CoveError(ErrorCodes.conflict, `cannot open a session in sandbox ${name}: ${e.message}`, `is it running? see \`cove ls\``)),
+    );
+    client.connect({ sock, username: 'root', privateKey: clientKey, readyTimeout: timeoutMs, hostVerifier: (key: Buffer) => key.equals(blob) });
+  });
+  return client;
+}
+
+/** Quotes arguments for /bin/sh so the guest runs exactly the argv given. */
+export function shellJoin(argv: string[]): string {
+  return argv.map((a) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
+}

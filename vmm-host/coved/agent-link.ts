@@ -1,0 +1,242 @@
+// coved's SSH connection to one guest's agent, over the agent channel (qemu's unix socket for the
+// virtio-serial port). It reconnects when the link dies (the agent restarted, the VM stalled) and
+// hands out channels: streamlocal to guest unix sockets, direct-tcpip to guest ports, exec.
+import { EventEmitter } from 'node:events';
+import * as net from 'node:net';
+import { Client, utils, type ClientChannel } from 'ssh2';
+import { EVENTS_SUBSYSTEM, type AgentEvent } from '../../agent/api/events';
+
+export interface AgentLinkOptions {
+  /** qemu's end of the agent channel. */
+  agentSock: string;
+  /** The guest's public host key (OpenSSH form); any other key is refused. */
+  hostKey: string;
+  /** coved's private client key (OpenSSH form). */
+  clientKey: string;
+  log: (msg: string) => void;
+  /** How long one SSH handshake may take; the guest may still be booting. */
+  handshakeTimeoutMs: number;
+}
+
+export interface ExecResult {
+  code: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Events: 'up' (SSH ready), 'down' (link lost), 'event' (an AgentEvent).
+ * The guest side resets its SSH session when the host end of the port closes, so every reconnect
+ * closes the socket first and waits a moment before it connects again.
+ */
+export class AgentLink extends EventEmitter {
+  private client: Client | null = null;
+  private socket: net.Socket | null = null;
+  private readyWaiters: Array<() => void> = [];
+  private running = false;
+  private generation = 0;
+  private readonly pinned: Buffer;
+
+  constructor(private readonly opts: AgentLinkOptions) {
+    super();
+    const parsed = utils.parseKey(opts.hostKey);
+    if (parsed instanceof Error) throw new Error(`the pinned host key cannot be read: ${parsed.message}`);
+    this.pinned = parsed.getPublicSSH();
+  }
+
+  get isUp(): boolean {
+    return this.client !== null;
+  }
+
+  /** Starts connecting, and keeps reconnecting until close(). */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    void this.loop();
+  }
+
+  close(): void {
+    this.running = false;
+    this.teardown();
+  }
+
+  /** Resolves when the link is up, or rejects after `timeoutMs` with `what` in the message. */
+  waitUp(timeoutMs: number, what = 'the guest agent'): Promise<void> {
+    if (this.client) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.readyWaiters = this.readyWaiters.filter((w) => w !== done);
+        reject(new Error(`${what} did not answer within ${Math.round(timeoutMs / 1000)} s`));
+      }, timeoutMs);
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.readyWaiters.push(done);
+    });
+  }
+
+  /** Drops the current connection so the loop makes a fresh one (used after a VM stall). */
+  reset(reason: string): void {
+    if (!this.client && !this.socket) return;
+    this.opts.log(`agent link reset: ${reason}`);
+    this.teardown();
+  }
+
+  private teardown(): void {
+    const wasUp = this.client !== null;
+    this.generation++;
+    this.client?.end();
+    this.client = null;
+    this.socket?.destroy();
+    this.socket = null;
+    if (wasUp) this.emit('down');
+  }
+
+  private async loop(): Promise<void> {
+    let backoff = 250;
+    while (this.running) {
+      if (this.client) {
+        await sleep(200);
+        continue;
+      }
+      const gen = ++this.generation;
+      try {
+        await this.connectOnce(gen);
+        backoff = 250;
+      } catch (e) {
+        if (!this.running) return;
+        this.opts.log(`agent link: ${(e as Error).message}; retrying in ${backoff} ms`);
+        this.socket?.destroy();
+        this.socket = null;
+        await sleep(backoff);
+        backoff = Math.min(backoff * 2, 3000);
+      }
+    }
+  }
+
+  private connectOnce(gen: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const sock = net.connect(this.opts.agentSock);
+      this.socket = sock;
+      const client = new Client();
+      let settled = false;
+      const fail = (err: Error) => {
+        if (settled) return;
+        settled = true;
+        client.end();
+        sock.destroy();
+        reject(err);
+      };
+      sock.once('error', (err) => fail(new Error(`cannot open the agent channel: ${err.message}`)));
+      sock.once('connect', () => {
+        client.connect({
+          sock,
+          username: 'root',
+          privateKey: this.opts.clientKey,
+          readyTimeout: this.opts.handshakeTimeoutMs,
+          keepaliveInterval: 10_000,
+          keepaliveCountMax: 6,
+          hostVerifier: (key: Buffer) => key.equals(this.pinned),
+        });
+      });
+      client.once('ready', () => {
+        if (settled || gen !== this.generation) return fail(new Error('superseded'));
+        settled = true;
+        this.client = client;
+        this.opts.log('agent link up');
+        this.subscribeEvents(client);
+        for (const w of this.readyWaiters.splice(0)) w();
+        this.emit('up');
+        resolve();
+      });
+      client.on('error', (err) => {
+        if (!settled) return fail(new Error(`SSH handshake with the agent failed: ${err.message}`));
+        this.opts.log(`agent link error: ${err.message}`);
+      });
+      client.once('close', () => {
+        if (!settled) return fail(new Error('the agent channel closed during the handshake'));
+        if (this.client === client) {
+          this.opts.log('agent link closed');
+          this.client = null;
+          this.socket?.destroy();
+          this.socket = null;
+          this.emit('down');
+        }
+      });
+    });
+  }
+
+  private subscribeEvents(client: Client): void {
+    client.subsys(EVENTS_SUBSYSTEM, (err, stream) => {
+      if (err) {
+        this.opts.log(`cannot open the event stream: ${err.message}`);
+        return;
+      }
+      let buf = '';
+      stream.on('data', (d: Buffer) => {
+        buf += d.toString('utf8');
+        let nl: number;
+        while ((nl = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, nl).trim();
+          buf = buf.slice(nl + 1);
+          if (line === '') continue;
+          try {
+            this.emit('event', JSON.parse(line) as AgentEvent);
+          } catch {
+            this.opts.log(`agent sent a line that is not JSON: ${line.slice(0, 200)}`);
+          }
+        }
+      });
+      stream.stderr.resume();
+    });
+  }
+
+  private requireClient(): Client {
+    if (!this.client) throw new Error('the agent link is down');
+    return this.client;
+  }
+
+  streamLocal(socketPath: string): Promise<ClientChannel> {
+    const client = this.requireClient();
+    return new Promise((resolve, reject) =>
+      client.openssh_forwardOutStreamLocal(socketPath, (err, ch) => (err ? reject(err) : resolve(ch))),
+    );
+  }
+
+  forwardTcp(host: string, port: number): Promise<ClientChannel> {
+    const client = this.requireClient();
+    return new Promise((resolve, reject) => client.forwardOut('127.0.0.1', 0, host, port, (err, ch) => (err ? reject(err) : resolve(ch))));
+  }
+
+  /** Runs a command in the guest and collects its output (for short commands only). */
+  exec(command: string, timeoutMs: number): Promise<ExecResult> {
+    const client = this.requireClient();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`\`${command}\` did not finish within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs);
+      client.exec(command, (err, ch) => {
+        if (err) {
+          clearTimeout(timer);
+          return reject(err);
+        }
+        let stdout = '';
+        let stderr = '';
+        let code: number | null = null;
+        let signal: string | null = null;
+        ch.on('data', (d: Buffer) => (stdout += d.toString()));
+        ch.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+        ch.on('exit', (c: number | null, s?: string) => {
+          code = c;
+          signal = s ?? null;
+        });
+        ch.on('close', () => {
+          clearTimeout(timer);
+          resolve({ code, signal, stdout, stderr });
+        });
+      });
+    });
+  }
+}

@@ -1,0 +1,334 @@
+// The service itself: every sandbox of this user, the image, the Docker contexts, and the
+// notifications that go out to every connected client. server.ts puts it on the wire.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { CoveError, conflict, invalidInput, messageOf, notFound } from '../api/errors';
+import { checkName, nameForFolder } from '../api/names';
+import {
+  ErrorCodes,
+  type DoctorResult,
+  type ImageBuildResult,
+  type ImageInfo,
+  type PortForward,
+  type ProgressEvent,
+  type SandboxInfo,
+} from '../api/protocol';
+import { VM, imagesDir, vmDir, vmsDir } from '../layout';
+import { ensureContext, findDocker, removeContext } from './context';
+import { readJson } from './files';
+import { generateKeys, writeSshConfig } from './keys';
+import { Sandbox, type SandboxConfig } from './sandbox';
+import { asParams, checkWorkspace, optBool, optEnum, optInt, reqInt, type Params } from './validate';
+import * as vm from './vm';
+
+export interface Timeouts {
+  bootTcgMs: number;
+  bootKvmMs: number;
+  handshakeMs: number;
+  socketWaitMs: number;
+  stopMs: number;
+}
+
+export interface Listener {
+  progress(e: ProgressEvent): void;
+  sandboxChanged(info: SandboxInfo): void;
+  sandboxRemoved(name: string): void;
+  port(name: string, port: PortForward, action: 'forwarded' | 'removed' | 'failed'): void;
+}
+
+const envMs = (key: string, fallback: number) => {
+  const v = Number(process.env[key]);
+  return Number.isFinite(v) && v > 0 ? v * 1000 : fallback;
+};
+
+export class Coved {
+  readonly imagesDir: string;
+  readonly timeouts: Timeouts = {
+    bootTcgMs: envMs('COVE_BOOT_TIMEOUT', 300_000),
+    bootKvmMs: envMs('COVE_BOOT_TIMEOUT', 120_000),
+    handshakeMs: 60_000,
+    socketWaitMs: envMs('COVE_SOCKET_WAIT', 120_000),
+    stopMs: 60_000,
+  };
+  private readonly sandboxes = new Map<string, Sandbox>();
+  private readonly creating = new Map<string, Promise<Sandbox>>();
+  readonly listeners = new Set<Listener>();
+  private dockerBin: string | null = null;
+  private accelResult: Promise<vm.AccelResult> | null = null;
+  private imageBuild: Promise<ImageBuildResult> | null = null;
+
+  constructor(
+    readonly home: string,
+    readonly log: (msg: string) => void,
+  ) {
+    this.imagesDir = imagesDir(home);
+  }
+
+  /** Loads every sandbox on disk and re-attaches to the running ones. */
+  async init(): Promise<void> {
+    this.dockerBin = await findDocker();
+    if (!this.dockerBin) this.log('the docker CLI was not found: Docker contexts will not be created');
+    fs.mkdirSync(vmsDir(this.home), { recursive: true, mode: 0o700 });
+    for (const entry of fs.readdirSync(vmsDir(this.home))) {
+      const dir = vmDir(entry, this.home);
+      const config = readJson<SandboxConfig>(path.join(dir, VM.config));
+      if (!config) {
+        // config.json is written last at create: a folder without it was never a complete sandbox.
+        this.log(`removing ${dir}: a sandbox creation that did not finish`);
+        fs.rmSync(dir, { recursive: true, force: true });
+        continue;
+      }
+      const sb = new Sandbox(this, config);
+      this.sandboxes.set(config.name, sb);
+      try {
+        await sb.recover();
+      } catch (e) {
+        this.log(`[${config.name}] recover failed: ${messageOf(e)}`);
+      }
+    }
+  }
+
+  async shutdown(): Promise<void> {
+    // VMs outlive coved on purpose; only coved's side is let go.
+    for (const sb of this.sandboxes.values()) {
+      await sb.detach();
+      await sb.closeSockets();
+    }
+  }
+
+  // ---- notifications ----------------------------------------------------------------------
+
+  sandboxChanged(sb: Sandbox): void {
+    const info = sb.info();
+    for (const l of this.listeners) l.sandboxChanged(info);
+  }
+
+  portChanged(sb: Sandbox, port: PortForward, action: 'forwarded' | 'removed' | 'failed'): void {
+    for (const l of this.listeners) l.port(sb.name, port, action);
+  }
+
+  private progress(e: ProgressEvent): void {
+    for (const l of this.listeners) l.progress(e);
+  }
+
+  // ---- shared resources ---------------------------------------------------------------------
+
+  accel(imageDir: string): Promise<vm.AccelResult> {
+    if (!this.accelResult) {
+      this.accelResult = vm.detectAccel(this.home, imageDir, (m) => this.log(m));
+      this.accelResult.catch(() => (this.accelResult = null));
+    }
+    return this.accelResult;
+  }
+
+  async ensureContext(name: string, dockerSock: string): Promise<string | null> {
+    if (!this.dockerBin) return null;
+    try {
+      return await ensureContext(this.dockerBin, name, `unix://${dockerSock}`);
+    } catch (e) {
+      this.log(`[${name}] ${messageOf(e)}`);
+      return null;
+    }
+  }
+
+  /** Builds the image when there is none (or `force`); concurrent callers share one build. */
+  buildImage(force: boolean, subject = 'image'): Promise<ImageBuildResult> {
+    if (!this.imageBuild) {
+      this.imageBuild = vm
+        .buildImage(this.home, force, (step, message, fraction) => this.progress({ subject, operation: 'build', step, message, fraction }))
+        .finally(() => (this.imageBuild = null));
+    }
+    return this.imageBuild;
+  }
+
+  listImages(): ImageInfo[] {
+    return vm.listImages(this.home);
+  }
+
+  // ---- requests -----------------------------------------------------------------------------
+
+  list(): SandboxInfo[] {
+    return [...this.sandboxes.values()].map((s) => s.info()).sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  get(nameValue: unknown): Sandbox {
+    const name = checkName(nameValue);
+    const sb = this.sandboxes.get(name);
+    if (!sb) throw notFound(`there is no sandbox named ${name}`, 'list them with `cove ls`, or create it with `cove up DIR --name ' + name + '`');
+    return sb;
+  }
+
+  async up(raw: unknown): Promise<SandboxInfo> {
+    const p = asParams(raw);
+    if (typeof p.dir !== 'string') throw invalidInput('"dir" is required and must be a string', 'pass the folder to open');
+    const workspace = checkWorkspace(p.dir, this.home);
+    const opts = this.sizeOptions(p);
+    let name: string;
+    if (p.name !== undefined && p.name !== null) {
+      name = checkName(p.name);
+    } else {
+      const same = [...this.sandboxes.values()].find((s) => s.config.workspace === workspace);
+      name = same ? same.name : this.freeNameFor(workspace);
+    }
+    let sb = this.sandboxes.get(name);
+    if (sb && sb.config.workspace !== workspace) {
+      throw conflict(`sandbox ${name} already exists for ${sb.config.workspace}`, `choose another --name, or remove it with \`cove rm ${name}\``);
+    }
+    if (!sb) sb = await this.create(name, workspace, opts);
+    const target = sb;
+    await target.serialize(async () => {
+      if (target.runtime.state === 'running') return;
+      await target.start((step, message, fraction) => this.progress({ subject: name, operation: 'up', step, message, fraction }));
+    });
+    return target.info();
+  }
+
+  private sizeOptions(p: Params) {
+    const hostMiB = Math.floor(os.totalmem() / 1024 / 1024);
+    return {
+      cpus: optInt(p, 'cpus', 1, Math.max(1, os.cpus().length)),
+      memoryMiB: optInt(p, 'memoryMiB', 512, hostMiB, ' MiB'),
+      diskGiB: optInt(p, 'diskGiB', 4, 4096, ' GiB'),
+      mount: optEnum(p, 'mount', ['virtiofs', '9p'] as const),
+      readonly: optBool(p, 'readonly'),
+    };
+  }
+
+  /** The folder's own name if free, else that name with a short hash of the path. */
+  private freeNameFor(workspace: string): string {
+    const base = nameForFolder(workspace);
+    if (!this.sandboxes.has(base) && !this.creating.has(base)) return base;
+    let h = 0;
+    for (const c of workspace) h = (h * 31 + c.charCodeAt(0)) >>> 0;
+    return `${base.slice(0, 33)}-${h.toString(16).padStart(6, '0').slice(0, 6)}`;
+  }
+
+  private create(name: string, workspace: string, opts: ReturnType<Coved['sizeOptions']>): Promise<Sandbox> {
+    const pending = this.creating.get(name);
+    if (pending) return pending;
+    const made = this.createNow(name, workspace, opts).finally(() => this.creating.delete(name));
+    this.creating.set(name, made);
+    return made;
+  }
+
+  private async createNow(name: string, workspace: string, opts: ReturnType<Coved['sizeOptions']>): Promise<Sandbox> {
+    const progress = (step: string, message: string, fraction?: number) => this.progress({ subject: name, operation: 'up', step, message, fraction });
+    progress('image', 'looking for the Docker tier image', 0);
+    const image = (await this.buildImage(false, name)).image;
+    const dir = vmDir(name, this.home);
+    fs.mkdirSync(vmsDir(this.home), { recursive: true, mode: 0o700 });
+    try {
+      fs.mkdirSync(dir, { mode: 0o700 });
+    } catch (e) {
+      throw conflict(`the folder ${dir} already exists (${messageOf(e)})`, `remove it if it is left over, or pick another name`);
+    }
+    try {
+      progress('disk', 'creating the sandbox disk', 0.02);
+      const config: SandboxConfig = {
+        version: 1,
+        name,
+        workspace,
+        mount: opts.mount ?? 'virtiofs',
+        readonly: opts.readonly ?? false,
+        cpus: opts.cpus ?? Math.min(2, os.cpus().length),
+        memoryMiB: opts.memoryMiB ?? 2048,
+        diskGiB: opts.diskGiB ?? 20,
+        image: path.basename(image.dir),
+        createdAt: new Date().toISOString(),
+        published: [],
+      };
+      generateKeys(dir, name);
+      writeSshConfig(dir, name, `"${process.execPath}" "${path.join(__dirname, '..', '..', '..', 'bin', 'cove')}" ssh-proxy ${name}`);
+      await vm.createDisk(image.dir, path.join(dir, VM.disk), config.diskGiB);
+      const sb = new Sandbox(this, config);
+      sb.saveConfig(); // Written last: its presence marks a complete sandbox.
+      this.sandboxes.set(name, sb);
+      await sb.openSockets();
+      await sb.ensureContext();
+      this.sandboxChanged(sb);
+      return sb;
+    } catch (e) {
+      this.sandboxes.delete(name);
+      fs.rmSync(dir, { recursive: true, force: true });
+      if ((e as NodeJS.ErrnoException).code === 'ENOSPC') {
+        throw new CoveError(ErrorCodes.noSpace, `the disk holding ${this.home} is full`, 'free some space and try again');
+      }
+      throw e;
+    }
+  }
+
+  async start(raw: unknown): Promise<SandboxInfo> {
+    const sb = this.get(asParams(raw).name);
+    await sb.serialize(() => sb.start((step, message, fraction) => this.progress({ subject: sb.name, operation: 'start', step, message, fraction })));
+    return sb.info();
+  }
+
+  async stop(raw: unknown): Promise<SandboxInfo> {
+    const p = asParams(raw);
+    const sb = this.get(p.name);
+    const force = optBool(p, 'force') ?? false;
+    this.progress({ subject: sb.name, operation: 'stop', step: 'stop', message: 'stopping the VM' });
+    await sb.serialize(() => sb.stop(force));
+    return sb.info();
+  }
+
+  async remove(raw: unknown): Promise<void> {
+    const p = asParams(raw);
+    const sb = this.get(p.name);
+    const force = optBool(p, 'force') ?? false;
+    await sb.serialize(async () => {
+      const st = sb.runtime.state;
+      if ((st === 'running' || st === 'starting' || st === 'stopping') && !force) {
+        throw conflict(`sandbox ${sb.name} is ${st}`, `stop it first with \`cove stop ${sb.name}\`, or remove it anyway with \`cove rm --force ${sb.name}\``);
+      }
+      await sb.stop(force);
+      await sb.closeSockets();
+      if (this.dockerBin) await removeContext(this.dockerBin, sb.name);
+      // Only the sandbox's own folder goes; the name was checked, so this is inside vms/.
+      const dir = vmDir(sb.name, this.home);
+      if (path.dirname(dir) !== vmsDir(this.home)) throw new Error(`refusing to remove ${dir}`);
+      fs.rmSync(dir, { recursive: true, force: true });
+      this.sandboxes.delete(sb.name);
+    });
+    for (const l of this.listeners) l.sandboxRemoved(sb.name);
+  }
+
+  async publish(raw: unknown): Promise<PortForward> {
+    const p = asParams(raw);
+    const sb = this.get(p.name);
+    const hostPort = reqInt(p, 'hostPort', 1, 65535);
+    const guestPort = reqInt(p, 'guestPort', 1, 65535);
+    return sb.publish(hostPort, guestPort);
+  }
+
+  async unpublish(raw: unknown): Promise<void> {
+    const p = asParams(raw);
+    const sb = this.get(p.name);
+    await sb.unpublish(reqInt(p, 'hostPort', 1, 65535));
+  }
+
+  async doctor(): Promise<DoctorResult> {
+    const checks = await vm.hostChecks(this.home);
+    checks.push({
+      name: 'docker CLI',
+      ok: this.dockerBin !== null,
+      detail: this.dockerBin ? `found (${this.dockerBin}); contexts are created as cove-<name>` : 'not found',
+      hint: this.dockerBin ? undefined : 'install the docker CLI (Debian: docker.io or docker-cli) to get Docker contexts; DOCKER_HOST=unix://…/docker.sock works without it',
+    });
+    if (this.dockerBin) checks.push(...(await vm.pluginChecks(this.dockerBin)));
+    const image = this.listImages()[0];
+    let accel: DoctorResult['accel'] = null;
+    let accelDetail = 'no image built yet: the KVM probe runs at the first boot';
+    if (image) {
+      try {
+        const r = await this.accel(image.dir);
+        accel = r.accel;
+        accelDetail = r.detail;
+      } catch (e) {
+        accelDetail = messageOf(e);
+      }
+    }
+    return { checks, accel, accelDetail };
+  }
+}

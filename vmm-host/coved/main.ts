@@ -1,0 +1,73 @@
+// coved's entry: one per user. Takes the pid-file lock, loads and re-attaches to every sandbox, and
+// serves the API until SIGTERM/SIGINT or a `cove/shutdown` request. VMs keep running after it exits.
+import * as fs from 'node:fs';
+import { coveHome, homeFile, vmFile } from '../layout';
+import { NAME_MAX } from '../api/names';
+import { messageOf } from '../api/errors';
+import { processAlive } from './proc';
+import { Coved } from './coved';
+import { serve } from './server';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const VERSION: string = require('../../../package.json').version;
+
+function log(msg: string): void {
+  process.stderr.write(`${new Date().toISOString()} ${msg}\n`);
+}
+
+/** One coved per $COVE_HOME: the pid file is created exclusively; a stale one is replaced. */
+function takeLock(pidFile: string): boolean {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      fs.writeFileSync(pidFile, String(process.pid), { flag: 'wx', mode: 0o600 });
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const other = Number(fs.readFileSync(pidFile, 'utf8').trim());
+      if (processAlive(other, 'coved')) {
+        log(`coved is already running (pid ${other}) for ${pidFile}`);
+        return false;
+      }
+      fs.rmSync(pidFile, { force: true });
+    }
+  }
+  return false;
+}
+
+async function main(): Promise<void> {
+  const home = coveHome();
+  fs.mkdirSync(home, { recursive: true, mode: 0o700 });
+  fs.chmodSync(home, 0o700);
+  const longest = vmFile('x'.repeat(NAME_MAX), 'dockerSock', home);
+  if (Buffer.byteLength(longest) > 107) {
+    log(`COVE_HOME ${home} is too long: socket paths under it would exceed the 107-byte unix socket limit; use a shorter COVE_HOME`);
+    process.exit(2);
+  }
+  const pidFile = homeFile('covedPid', home);
+  if (!takeLock(pidFile)) process.exit(0);
+  const coved = new Coved(home, log);
+  let stopServer: (() => Promise<void>) | null = null;
+  let stopping = false;
+  const shutdown = async (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    log(`coved stopping (${why}); sandboxes keep running`);
+    await stopServer?.().catch(() => undefined);
+    await coved.shutdown().catch(() => undefined);
+    fs.rmSync(pidFile, { force: true });
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('uncaughtException', (e) => log(`uncaught: ${e.stack ?? messageOf(e)}`));
+  process.on('unhandledRejection', (e) => log(`unhandled rejection: ${e instanceof Error ? e.stack : String(e)}`));
+  log(`coved ${VERSION} starting (pid ${process.pid}, home ${home})`);
+  await coved.init();
+  stopServer = await serve(coved, homeFile('covedSock', home), VERSION, () => void shutdown('shutdown request'));
+  log('coved ready');
+}
+
+main().catch((e) => {
+  log(`coved failed: ${e instanceof Error ? e.stack : String(e)}`);
+  process.exit(1);
+});

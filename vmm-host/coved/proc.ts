@@ -1,0 +1,37 @@
+// Host process checks that survive pid reuse: a pid only counts as ours when its command line
+// names what we expect (a sandbox's own folder, say), and a zombie counts as gone.
+import * as fs from 'node:fs';
+
+export function processAlive(pid: number | null | undefined, mustContain?: string): boolean {
+  if (!pid || pid <= 0) return false;
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The state is the field after the parenthesised command name.
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    if (state === 'Z' || state === 'X') return false;
+    if (mustContain === undefined) return true;
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(mustContain);
+  } catch {
+    return false;
+  }
+}
+
+/** Sends `signal`, ignoring a process that is already gone. */
+export function signal(pid: number | null | undefined, sig: NodeJS.Signals): void {
+  if (!pid) return;
+  try {
+    process.kill(pid, sig);
+  } catch {
+    /* already gone */
+  }
+}
+
+/** Waits until the process is gone or the deadline passes; true when it is gone. */
+export async function waitGone(pid: number | null | undefined, timeoutMs: number, mustContain?: string): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (processAlive(pid, mustContain)) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return true;
+}

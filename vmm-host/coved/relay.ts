@@ -1,0 +1,73 @@
+// A host unix socket whose every connection becomes one SSH channel into the guest: the Docker
+// socket (to /var/run/docker.sock) and the SSH endpoint (to the agent's own socket) are both this.
+// Half-close is carried both ways, so hijacked Docker streams (attach, exec, build) end cleanly.
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import type { Duplex } from 'node:stream';
+
+export interface RelayOptions {
+  path: string;
+  /** Opens the guest end for one connection; rejects when the guest cannot be reached. */
+  open: () => Promise<Duplex>;
+  /** Called instead of relaying when open() fails; should answer and end the connection. */
+  unavailable: (conn: net.Socket, err: Error) => void;
+  log: (msg: string) => void;
+}
+
+export function pipeBothWays(a: Duplex, b: Duplex): void {
+  a.pipe(b);
+  b.pipe(a);
+  const destroyBoth = () => {
+    a.destroy();
+    b.destroy();
+  };
+  a.on('error', destroyBoth);
+  b.on('error', destroyBoth);
+  // When one side is fully closed the other has nothing left to talk to.
+  a.on('close', () => b.end());
+  b.on('close', () => a.end());
+}
+
+/** Listens on `opts.path` (mode 0600, replacing a stale socket file). */
+export async function startRelay(opts: RelayOptions): Promise<net.Server> {
+  try {
+    fs.unlinkSync(opts.path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+  const server = net.createServer({ allowHalfOpen: true }, (conn) => {
+    conn.on('error', () => conn.destroy());
+    opts.open().then(
+      (ch) => {
+        if (conn.destroyed) {
+          ch.destroy();
+          return;
+        }
+        pipeBothWays(conn, ch);
+      },
+      (err: Error) => opts.unavailable(conn, err),
+    );
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    // The socket is created with the process umask; tighten it before anyone can connect.
+    const old = process.umask(0o177);
+    server.listen(opts.path, () => {
+      process.umask(old);
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  fs.chmodSync(opts.path, 0o600);
+  server.on('error', (err) => opts.log(`relay ${opts.path}: ${err.message}`));
+  return server;
+}
+
+/** Answers a Docker API client with an error it shows to the user (`Error response from daemon: …`). */
+export function dockerUnavailable(conn: net.Socket, message: string): void {
+  const body = JSON.stringify({ message });
+  conn.end(
+    'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nApi-Version: 1.45\r\n' +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}

@@ -1,0 +1,98 @@
+// Puts Coved on the wire: a WebSocket server on $COVE_HOME/coved.sock (mode 0600), one
+// vscode-jsonrpc connection per client, every request declared in api/protocol.ts.
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import { WebSocketServer } from 'ws';
+import { ResponseError, type MessageConnection } from 'vscode-jsonrpc/node';
+import { isCoveError, messageOf } from '../api/errors';
+import { ErrorCodes, MAX_FRAME_BYTES, Notifications, PROTOCOL_VERSION, Requests, type ErrorData } from '../api/protocol';
+import { connectionForSocket } from '../api/transport';
+import type { Coved, Listener } from './coved';
+import { isImageError } from '../image/errors';
+
+/** Turns anything thrown by a handler into a JSON-RPC error a client can show. */
+export function toResponseError(e: unknown): ResponseError<ErrorData> {
+  if (isCoveError(e)) return new ResponseError<ErrorData>(e.code, e.message, { hint: e.hint, consoleTail: e.consoleTail });
+  if (isImageError(e)) {
+    const code = e.name === 'MissingToolError' ? ErrorCodes.missingTool : e.name === 'DiskFullError' ? ErrorCodes.noSpace : ErrorCodes.imageBuild;
+    return new ResponseError<ErrorData>(code, e.message, { hint: e.hint });
+  }
+  return new ResponseError<ErrorData>(ErrorCodes.internal, messageOf(e), { hint: 'see coved.log in $COVE_HOME' });
+}
+
+function handle<T>(fn: () => Promise<T> | T): Promise<T> {
+  return Promise.resolve()
+    .then(fn)
+    .catch((e) => {
+      throw toResponseError(e);
+    });
+}
+
+function register(conn: MessageConnection, coved: Coved, version: string, onShutdown: () => void): Listener {
+  conn.onRequest(Requests.version, () => ({ version, protocol: PROTOCOL_VERSION, pid: process.pid, home: coved.home }));
+  conn.onRequest(Requests.doctor, () => handle(() => coved.doctor()));
+  conn.onRequest(Requests.up, (p) => handle(() => coved.up(p)));
+  conn.onRequest(Requests.list, () => handle(() => coved.list()));
+  conn.onRequest(Requests.inspect, (p) => handle(() => coved.get((p as { name?: unknown } | undefined)?.name).info()));
+  conn.onRequest(Requests.start, (p) => handle(() => coved.start(p)));
+  conn.onRequest(Requests.stop, (p) => handle(() => coved.stop(p)));
+  conn.onRequest(Requests.remove, (p) => handle(() => coved.remove(p)));
+  conn.onRequest(Requests.publish, (p) => handle(() => coved.publish(p)));
+  conn.onRequest(Requests.unpublish, (p) => handle(() => coved.unpublish(p)));
+  conn.onRequest(Requests.imageBuild, (p) =>
+    handle(() => {
+      const force = (p as { force?: unknown } | undefined)?.force;
+      if (force !== undefined && typeof force !== 'boolean') throw new ResponseError(-32602, '"force" must be true or false');
+      return coved.buildImage(force === true);
+    }),
+  );
+  conn.onRequest(Requests.imageList, () => handle(() => coved.listImages()));
+  conn.onRequest(Requests.shutdown, () => {
+    setImmediate(onShutdown);
+  });
+  const send = <P>(type: { method: string }, params: P) => {
+    conn.sendNotification(type.method, params).catch(() => undefined);
+  };
+  return {
+    progress: (e) => send(Notifications.progress, e),
+    sandboxChanged: (sandbox) => send(Notifications.sandboxChanged, { sandbox }),
+    sandboxRemoved: (name) => send(Notifications.sandboxRemoved, { name }),
+    port: (name, port, action) => send(Notifications.port, { name, port, action }),
+  };
+}
+
+export async function serve(coved: Coved, sockPath: string, version: string, onShutdown: () => void): Promise<() => Promise<void>> {
+  fs.rmSync(sockPath, { force: true });
+  const httpServer = http.createServer((_req, res) => {
+    res.writeHead(426, { 'Content-Type': 'text/plain' });
+    res.end('coved speaks JSON-RPC 2.0 over WebSocket on this socket\n');
+  });
+  const wss = new WebSocketServer({ server: httpServer, maxPayload: MAX_FRAME_BYTES });
+  wss.on('connection', (ws) => {
+    const conn = connectionForSocket(ws);
+    const listener = register(conn, coved, version, onShutdown);
+    coved.listeners.add(listener);
+    ws.on('close', () => {
+      coved.listeners.delete(listener);
+      conn.dispose();
+    });
+    ws.on('error', () => ws.terminate());
+    conn.onError(() => undefined);
+    conn.listen();
+  });
+  await new Promise<void>((resolve, reject) => {
+    httpServer.once('error', reject);
+    const old = process.umask(0o177);
+    httpServer.listen(sockPath, () => {
+      process.umask(old);
+      resolve();
+    });
+  });
+  fs.chmodSync(sockPath, 0o600);
+  return async () => {
+    for (const ws of wss.clients) ws.terminate();
+    await new Promise<void>((r) => wss.close(() => r()));
+    await new Promise<void>((r) => httpServer.close(() => r()));
+    fs.rmSync(sockPath, { force: true });
+  };
+}

@@ -1,0 +1,181 @@
+// coved's side of the image and the hypervisor driver: the few calls a sandbox makes, and the
+// progress it reads off the guest console while a VM boots.
+import * as child_process from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { DoctorCheck, ImageBuildResult, ImageInfo, MountType } from '../api/protocol';
+import { buildImage as build, listImages as list, type ImageInfo as StoredImage } from '../image';
+import type { SandboxKeys } from './keys';
+import type { Sandbox } from './sandbox';
+import * as driver from '../driver';
+
+export type AccelResult = driver.AccelResult;
+
+function toInfo(img: StoredImage): ImageInfo {
+  const m = img.manifest;
+  const versions: Record<string, string> = {};
+  for (const [k, v] of Object.entries(m.versions)) if (v) versions[k] = v;
+  const sizes: Record<string, number> = {};
+  for (const [k, f] of Object.entries(m.files)) sizes[k] = f.size;
+  return { tier: m.tier, hash: m.hash, dir: img.dir, builtAt: m.builtAt, versions, sizes };
+}
+
+export async function buildImage(home: string, force: boolean, onStep: (step: string, message: string, fraction: number) => void): Promise<ImageBuildResult> {
+  const t0 = Date.now();
+  const r = await build({ home, force, onProgress: (step, fraction, message) => onStep(step, message, fraction) });
+  return { image: toInfo({ dir: r.dir, manifest: r.manifest }), cached: r.cached, seconds: (Date.now() - t0) / 1000 };
+}
+
+export function listImages(home: string): ImageInfo[] {
+  return list(home).map(toInfo);
+}
+
+export function detectAccel(home: string, imageDir: string, log: (m: string) => void): Promise<AccelResult> {
+  return driver.detectAccel({ home, imageDir, log });
+}
+
+export async function createDisk(imageDir: string, diskPath: string, sizeGiB: number): Promise<void> {
+  await driver.createOverlay(imageDir, diskPath, sizeGiB);
+}
+
+export interface BootRequest {
+  sandbox: Sandbox;
+  imageDir: string;
+  accel: 'kvm' | 'tcg';
+  keys: SandboxKeys;
+  log: (m: string) => void;
+}
+
+/** Writes the config disk and starts virtiofsd (when used) and qemu; both outlive coved. */
+export async function boot(req: BootRequest): Promise<{ qemu: number; virtiofsd: number | null; mount: MountType }> {
+  const sb = req.sandbox;
+  const c = sb.config;
+  let mount: MountType = c.mount;
+  if (mount === 'virtiofs' && !driver.virtiofsAvailable()) {
+    req.log('virtio-fs is not available on this host (no virtiofsd, or not root); using 9p');
+    mount = '9p';
+  }
+  driver.writeConfigDisk(sb.file('configDisk'), {
+    version: 1,
+    name: c.name,
+    hostname: c.name,
+    hostKey: req.keys.hostPrivate,
+    authorizedKeys: [req.keys.clientPublic],
+    mounts: [{ tag: 'cove-ws', type: mount, path: c.workspace, readonly: c.readonly }],
+    network: { address: '10.0.2.15/24', gateway: '10.0.2.2', dns: '10.0.2.3' },
+    resizeRoot: true,
+    insecureRegistries: [],
+  });
+  const pids = await driver.startVm({
+    imageDir: req.imageDir,
+    vmDir: sb.dir,
+    cpus: c.cpus,
+    memoryMiB: c.memoryMiB,
+    accel: req.accel,
+    mount: { type: mount, hostPath: c.workspace, readonly: c.readonly },
+  });
+  return { qemu: pids.qemu, virtiofsd: pids.virtiofsd, mount };
+}
+
+export function quit(qmpSock: string): Promise<void> {
+  return driver.qmpQuit(qmpSock);
+}
+
+/** The console markers of docs/guest.md, as boot steps with a rough share of the boot. */
+const MARKERS: Array<[RegExp, string, string, number]> = [
+  [/Linux version/, 'kernel', 'the guest kernel is starting', 0.05],
+  [/cove: initramfs start/, 'initramfs', 'finding the root disk', 0.1],
+  [/cove: root mounted/, 'root', 'root file system mounted', 0.15],
+  [/cove: init start/, 'init', 'the guest init is running', 0.2],
+  [/cove: modules loaded/, 'modules', 'kernel modules loaded', 0.3],
+  [/cove: workspace mounted/, 'workspace', 'the folder is mounted in the guest', 0.35],
+  [/cove: service cove-agent started|cove: service agent started/, 'agent', 'the agent is starting', 0.4],
+  [/cove: service containerd started/, 'containerd', 'containerd is starting', 0.45],
+  [/cove: service dockerd started/, 'dockerd', 'dockerd is starting', 0.55],
+  [/cove: ready/, 'ready', 'dockerd answers', 0.95],
+];
+
+/** Reads the console log as it grows and reports each boot step once; returns a stop function. */
+export function watchConsole(file: string, onStep: (step: string, message: string, fraction: number) => void): () => void {
+  let pos = 0;
+  let next = 0;
+  let carry = '';
+  const timer = setInterval(() => {
+    let fd: number;
+    try {
+      fd = fs.openSync(file, 'r');
+    } catch {
+      return;
+    }
+    try {
+      const size = fs.fstatSync(fd).size;
+      if (size <= pos) return;
+      const buf = Buffer.alloc(Math.min(size - pos, 1 << 20));
+      fs.readSync(fd, buf, 0, buf.length, pos);
+      pos += buf.length;
+      carry = (carry + buf.toString('utf8')).slice(-8192);
+      for (let i = next; i < MARKERS.length; i++) {
+        const [re, step, message, fraction] = MARKERS[i];
+        if (re.test(carry)) {
+          next = i + 1;
+          onStep(step, message, fraction);
+        }
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  }, 250);
+  return () => clearInterval(timer);
+}
+
+function which(bin: string): string | null {
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    const p = path.join(dir, bin);
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      /* next */
+    }
+  }
+  return null;
+}
+
+export async function hostChecks(home: string): Promise<DoctorCheck[]> {
+  const checks = driver.toolChecks();
+  try {
+    fs.accessSync(home, fs.constants.W_OK);
+    checks.push({ name: 'COVE_HOME', ok: true, detail: home });
+  } catch {
+    checks.push({ name: 'COVE_HOME', ok: false, detail: `${home} is not writable`, hint: 'point COVE_HOME at a writable folder' });
+  }
+  checks.push({
+    name: 'ssh client',
+    ok: which('ssh') !== null,
+    detail: which('ssh') ?? 'not found (only needed to use OpenSSH with `cove ssh-config`)',
+    hint: 'apt-get install openssh-client',
+  });
+  return checks;
+}
+
+/** Whether the host docker CLI has compose and buildx; the guest's own are offered otherwise. */
+export async function pluginChecks(dockerBin: string): Promise<DoctorCheck[]> {
+  const has = (args: string[]) =>
+    new Promise<string | null>((resolve) =>
+      child_process.execFile(dockerBin, args, { timeout: 10_000 }, (err, stdout) => resolve(err ? null : String(stdout).trim().split('\n')[0])),
+    );
+  const out: DoctorCheck[] = [];
+  for (const [plugin, args] of [
+    ['compose', ['compose', 'version']],
+    ['buildx', ['buildx', 'version']],
+  ] as const) {
+    const v = await has([...args]);
+    out.push({
+      name: `docker ${plugin} plugin`,
+      ok: v !== null,
+      detail: v ?? 'not installed on the host',
+      hint: `run it in the sandbox instead: \`cove exec NAME -- docker ${plugin} …\`, or copy the guest's plugin: \`cove cp NAME:/usr/libexec/docker/cli-plugins/docker-${plugin} ~/.docker/cli-plugins/\``,
+    });
+  }
+  return out;
+}
