@@ -1,0 +1,62 @@
+// The qemu command line of docs/guest.md, for TCG with a 9p workspace and KVM with virtio-fs.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { buildQemuArgv, buildVirtiofsdArgv, kernelCmdline } from '../../vmm-host/driver/qemu';
+import { hostTscKhz } from '../../vmm-host/driver/accel';
+
+const base = { imageDir: '/h/images/docker-abc', vmDir: '/h/vms/t1', cpus: 2, memoryMiB: 1024 };
+
+function after(argv: string[], flag: string): string[] {
+  return argv.flatMap((a, i) => (a === flag ? [argv[i + 1]] : []));
+}
+
+test('tcg + 9p', () => {
+  const argv = buildQemuArgv({ ...base, accel: 'tcg', tscKhz: 2445428, mount: { type: '9p', hostPath: '/home/me/p', readonly: true } });
+  assert.deepEqual(after(argv, '-M'), ['microvm,pit=on,pic=on,rtc=on']);
+  assert.deepEqual(after(argv, '-accel'), ['tcg']);
+  assert.deepEqual(after(argv, '-cpu'), ['max']);
+  assert.deepEqual(after(argv, '-m'), ['1024']);
+  assert.deepEqual(after(argv, '-smp'), ['2']);
+  assert.deepEqual(after(argv, '-kernel'), ['/h/images/docker-abc/vmlinux']);
+  assert.deepEqual(after(argv, '-initrd'), ['/h/images/docker-abc/initrd.img']);
+  assert.equal(after(argv, '-append')[0], 'console=ttyS0 reboot=k panic=-1 quiet loglevel=4 tsc_early_khz=2445428 tsc=reliable');
+  assert.deepEqual(after(argv, '-global'), ['virtio-mmio.force-legacy=false']);
+  assert.deepEqual(after(argv, '-drive'), [
+    'id=root,file=/h/vms/t1/disk.qcow2,format=qcow2,if=none,cache=writeback,discard=unmap',
+    'id=cfg,file=/h/vms/t1/cfg.raw,format=raw,if=none,readonly=on',
+  ]);
+  assert.deepEqual(after(argv, '-fsdev'), ['local,id=ws,path=/home/me/p,security_model=none,readonly=on']);
+  assert.ok(after(argv, '-device').includes('virtio-9p-device,fsdev=ws,mount_tag=cove-ws'));
+  assert.ok(after(argv, '-device').includes('virtserialport,chardev=agent,name=cove.agent'));
+  assert.ok(after(argv, '-chardev').includes('socket,id=agent,path=/h/vms/t1/agent.sock,server=on,wait=off'));
+  assert.ok(after(argv, '-chardev').includes('file,id=con,path=/h/vms/t1/console.log'));
+  assert.deepEqual(after(argv, '-qmp'), ['unix:/h/vms/t1/qmp.sock,server=on,wait=off']);
+  assert.deepEqual(after(argv, '-pidfile'), ['/h/vms/t1/qemu.pid']);
+  assert.ok(argv.includes('-daemonize') && argv.includes('-nodefaults') && argv.includes('-no-reboot'));
+  assert.ok(!argv.some((a) => a.includes('memory-backend') || a.includes('vhost-user-fs')));
+});
+
+test('kvm + virtiofs', () => {
+  const spec = { ...base, accel: 'kvm' as const, tscKhz: 2445428, mount: { type: 'virtiofs' as const, hostPath: '/home/me/p', readonly: false }, kernelArgsExtra: ['cove.debug'] };
+  const argv = buildQemuArgv(spec);
+  assert.deepEqual(after(argv, '-M'), ['microvm,pit=on,pic=on,rtc=on,memory-backend=mem']);
+  assert.deepEqual(after(argv, '-accel'), ['kvm']);
+  assert.deepEqual(after(argv, '-cpu'), ['host']);
+  assert.equal(after(argv, '-append')[0], 'console=ttyS0 reboot=k panic=-1 quiet loglevel=4 cove.debug');
+  assert.deepEqual(after(argv, '-object'), ['memory-backend-memfd,id=mem,size=1024M,share=on']);
+  assert.ok(after(argv, '-chardev').includes('socket,id=vfs,path=/h/vms/t1/vfs.sock'));
+  assert.ok(after(argv, '-device').includes('vhost-user-fs-device,chardev=vfs,tag=cove-ws'));
+  assert.deepEqual(after(argv, '-fsdev'), []);
+  assert.deepEqual(buildVirtiofsdArgv(spec), ['--socket-path=/h/vms/t1/vfs.sock', '-o', 'source=/home/me/p', '-o', 'cache=auto', '-f']);
+});
+
+test('no mount: neither 9p nor virtio-fs devices', () => {
+  const argv = buildQemuArgv({ ...base, accel: 'tcg', mount: null });
+  assert.ok(!argv.some((a) => /9p|vhost-user-fs|memory-backend/.test(a)));
+});
+
+test('kernel command line and host TSC', () => {
+  assert.equal(kernelCmdline({ accel: 'tcg', tscKhz: null }), 'console=ttyS0 reboot=k panic=-1 quiet loglevel=4 tsc=reliable');
+  assert.equal(hostTscKhz('processor\t: 0\ncpu MHz\t\t: 2445.428\n'), 2445428);
+  assert.equal(hostTscKhz('nothing'), null);
+});
