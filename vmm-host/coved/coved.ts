@@ -324,7 +324,7 @@ export class Coved {
       try {
         const r = await this.accel(image.dir);
         accel = r.accel;
-        accelDetail = r.detail;
+        accelDetail = r.reason;
       } catch (e) {
         accelDetail = messageOf(e);
       }

@@ -200,7 +200,7 @@ export class Sandbox {
     const keys = readKeys(this.dir);
     let pids: { qemu: number; virtiofsd: number | null; mount: MountType };
     try {
-      pids = await vm.boot({ sandbox: this, imageDir, accel: accel.accel, keys, log: (m) => this.log(m) });
+      pids = await vm.boot({ sandbox: this, imageDir, accel, keys, log: (m) => this.log(m) });
     } catch (e) {
       this.setState('crashed', { problem: messageOf(e), consoleTail: tailFile(this.file('consoleLog')) || tailFile(this.file('qemuLog')) });
       throw e instanceof CoveError ? e : new CoveError(ErrorCodes.boot, `sandbox ${this.name} could not start: ${messageOf(e)}`, `see ${this.file('qemuLog')}`);

@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { DoctorCheck, ImageBuildResult, ImageInfo, MountType } from '../api/protocol';
 import { buildImage as build, listImages as list, type ImageInfo as StoredImage } from '../image';
+import { IMAGE } from '../layout';
 import type { SandboxKeys } from './keys';
 import type { Sandbox } from './sandbox';
 import * as driver from '../driver';
@@ -35,13 +36,18 @@ export function detectAccel(home: string, imageDir: string, log: (m: string) => 
 }
 
 export async function createDisk(imageDir: string, diskPath: string, sizeGiB: number): Promise<void> {
-  await driver.createOverlay(imageDir, diskPath, sizeGiB);
+  await driver.createOverlay(path.join(imageDir, IMAGE.baseDisk), diskPath, sizeGiB * 1024 ** 3);
+}
+
+/** virtio-fs needs a virtiofsd, and the C virtiofsd needs root for its namespace sandbox. */
+function virtiofsAvailable(): boolean {
+  return driver.findVirtiofsd() !== null && process.getuid?.() === 0;
 }
 
 export interface BootRequest {
   sandbox: Sandbox;
   imageDir: string;
-  accel: 'kvm' | 'tcg';
+  accel: AccelResult;
   keys: SandboxKeys;
   log: (m: string) => void;
 }
@@ -51,7 +57,7 @@ export async function boot(req: BootRequest): Promise<{ qemu: number; virtiofsd:
   const sb = req.sandbox;
   const c = sb.config;
   let mount: MountType = c.mount;
-  if (mount === 'virtiofs' && !driver.virtiofsAvailable()) {
+  if (mount === 'virtiofs' && !virtiofsAvailable()) {
     req.log('virtio-fs is not available on this host (no virtiofsd, or not root); using 9p');
     mount = '9p';
   }
@@ -66,12 +72,13 @@ export async function boot(req: BootRequest): Promise<{ qemu: number; virtiofsd:
     resizeRoot: true,
     insecureRegistries: [],
   });
-  const pids = await driver.startVm({
+  const pids = await driver.startQemu({
     imageDir: req.imageDir,
     vmDir: sb.dir,
     cpus: c.cpus,
     memoryMiB: c.memoryMiB,
-    accel: req.accel,
+    accel: req.accel.accel,
+    tscKhz: req.accel.tscKhz,
     mount: { type: mount, hostPath: c.workspace, readonly: c.readonly },
   });
   return { qemu: pids.qemu, virtiofsd: pids.virtiofsd, mount };
@@ -142,7 +149,26 @@ function which(bin: string): string | null {
 }
 
 export async function hostChecks(home: string): Promise<DoctorCheck[]> {
-  const checks = driver.toolChecks();
+  const checks: DoctorCheck[] = [];
+  const tool = (name: string, find: () => string | null, hint: string, optional = '') => {
+    let found: string | null = null;
+    let problem = 'not found';
+    try {
+      found = find();
+    } catch (e) {
+      problem = e instanceof Error ? e.message : String(e);
+    }
+    checks.push({ name, ok: found !== null, detail: found ?? problem + optional, hint });
+  };
+  tool('qemu', () => driver.findQemu(), 'apt-get install qemu-system-x86');
+  tool('qemu-img', () => driver.findQemuImg(), 'apt-get install qemu-utils');
+  tool('virtiofsd', () => driver.findVirtiofsd(), 'apt-get install qemu-system-common (QEMU 7.2) or virtiofsd', '; 9p is used for the shared folder');
+  checks.push({
+    name: 'virtio-fs usable',
+    ok: virtiofsAvailable(),
+    detail: virtiofsAvailable() ? 'yes' : 'no: the C virtiofsd needs root here; shared folders use 9p',
+    hint: 'run coved as root or install the Rust virtiofsd, or use --mount 9p',
+  });
   try {
     fs.accessSync(home, fs.constants.W_OK);
     checks.push({ name: 'COVE_HOME', ok: true, detail: home });

@@ -1,0 +1,126 @@
+// What integration tests share: an isolated $COVE_HOME and Docker config under .cove-test/, the
+// real `cove` CLI and docker CLI run as child processes with deadlines, and clean-up of VMs.
+import * as child_process from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+export const REPO = path.resolve(__dirname, '..', '..', '..');
+export const TEST_ROOT = path.join(REPO, '.cove-test');
+/** Kept short: socket paths under it must stay under the unix limit. */
+export const HOME = process.env.COVE_TEST_HOME ? path.resolve(process.env.COVE_TEST_HOME) : path.join(TEST_ROOT, 'home');
+export const DOCKER_CONFIG = path.join(TEST_ROOT, 'docker');
+export const COVE_BIN = path.join(REPO, 'bin', 'cove');
+
+export function testEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return { ...process.env, COVE_HOME: HOME, DOCKER_CONFIG, ...extra };
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command to completion; rejects only when the deadline passes (with what was awaited). */
+export function run(cmd: string, args: string[], opts: { timeoutMs: number; input?: string | Buffer; env?: NodeJS.ProcessEnv; cwd?: string }): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = child_process.spawn(cmd, args, { env: opts.env ?? testEnv(), cwd: opts.cwd ?? REPO, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`\`${cmd} ${args.join(' ')}\` did not finish within ${opts.timeoutMs / 1000} s\nstdout: ${stdout.slice(-2000)}\nstderr: ${stderr.slice(-2000)}`));
+    }, opts.timeoutMs);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+    child.stdin.on('error', () => undefined);
+    if (opts.input !== undefined) child.stdin.end(opts.input);
+    else child.stdin.end();
+  });
+}
+
+export function cove(args: string[], timeoutMs = 120_000, input?: string): Promise<RunResult> {
+  return run(process.execPath, [COVE_BIN, ...args], { timeoutMs, input });
+}
+
+export function docker(context: string, args: string[], timeoutMs = 120_000, input?: string): Promise<RunResult> {
+  return run('docker', ['--context', context, ...args], { timeoutMs, input });
+}
+
+/** Throws with both output streams unless the command exited 0. */
+export function ok(r: RunResult, what: string): RunResult {
+  if (r.code !== 0) throw new Error(`${what} exited ${r.code}\nstdout: ${r.stdout.slice(-3000)}\nstderr: ${r.stderr.slice(-3000)}`);
+  return r;
+}
+
+export async function waitUntil<T>(what: string, timeoutMs: number, probe: () => Promise<T | null | undefined | false>, intervalMs = 500): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown = null;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+function readPid(file: string): number | null {
+  try {
+    const n = Number(fs.readFileSync(file, 'utf8').trim());
+    return Number.isInteger(n) && n > 0 ? n : null;
+  } catch {
+    return null;
+  }
+}
+
+export function covedPid(): number | null {
+  return readPid(path.join(HOME, 'coved.pid'));
+}
+
+function kill(pid: number | null, sig: NodeJS.Signals = 'SIGKILL'): void {
+  if (!pid) return;
+  try {
+    process.kill(pid, sig);
+  } catch {
+    /* gone */
+  }
+}
+
+/**
+ * Leaves no coved, VM or sandbox from an earlier run: kills coved and every VM process recorded
+ * under vms/, and removes vms/ and the test Docker config. Built images are kept (they are the cache).
+ */
+export function resetTestHome(): void {
+  kill(covedPid());
+  const vms = path.join(HOME, 'vms');
+  if (fs.existsSync(vms)) {
+    for (const name of fs.readdirSync(vms)) {
+      for (const f of ['qemu.pid', 'virtiofsd.pid']) kill(readPid(path.join(vms, name, f)));
+    }
+  }
+  fs.rmSync(vms, { recursive: true, force: true });
+  fs.rmSync(path.join(HOME, 'coved.pid'), { force: true });
+  fs.rmSync(path.join(HOME, 'coved.sock'), { force: true });
+  fs.rmSync(DOCKER_CONFIG, { recursive: true, force: true });
+  fs.mkdirSync(DOCKER_CONFIG, { recursive: true });
+}
+
+/** Makes a fresh workspace folder under .cove-test/ws/<name>. */
+export function workspace(name: string): string {
+  const dir = path.join(TEST_ROOT, 'ws', name);
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  return dir;
+}
