@@ -9,14 +9,8 @@ import { openStreamlocal, openTcpip } from './forward';
 import type { EventHub } from './hub';
 import { errorText, log } from './log';
 import { handleSession } from './session';
+import { AGENT_BANNER_PREFIX } from './api/banner-sync';
 import { AGENT_VERSION } from './version';
-
-/**
- * Sent before the SSH version line. On the virtio-serial port, bytes of a write that was blocked
- * when the previous host left can reach the next host first; this line ends them, so the client
- * skips them as a pre-banner line (RFC 4253 section 4.2).
- */
-export const GREETING = 'cove-agent\r\n';
 
 export interface ConnectionContext {
   label: string;
@@ -28,7 +22,7 @@ export class AgentServer {
   private readonly connections = new Set<Connection>();
 
   constructor(config: AgentConfig, private readonly hub: EventHub) {
-    this.server = new Server({ hostKeys: [config.hostKey], greeting: GREETING, ident: `cove-agent_${AGENT_VERSION}` });
+    this.server = new Server({ hostKeys: [config.hostKey], ident: `${AGENT_BANNER_PREFIX.slice('SSH-2.0-'.length)}${AGENT_VERSION}` });
     this.server.on('connection', (conn, info) => this.onConnection(conn, config.authorizedKeys, info.ip));
     this.server.on('error', (err: Error) => log(`ssh: server error: ${errorText(err)}`));
   }

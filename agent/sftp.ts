@@ -49,6 +49,12 @@ function statusFor(err: unknown): number {
   }
 }
 
+/** The messages OpenSSH's sftp-server sends; clients show them as they are. */
+const STATUS_TEXT: Record<number, string> = {
+  [STATUS_CODE.NO_SUCH_FILE]: 'No such file',
+  [STATUS_CODE.PERMISSION_DENIED]: 'Permission denied',
+};
+
 const MODE_CHARS = 'rwxrwxrwx';
 function longname(name: string, st: fs.Stats): string {
   let kind = '-';
@@ -87,7 +93,7 @@ export function serveSftp(sftp: SFTPWrapper, id: string, cwd: string): void {
     const p = fn().catch((err: unknown) => {
       const code = statusFor(err);
       if (code === STATUS_CODE.FAILURE) log(`${id}: sftp ${what}: ${errorText(err)}`);
-      sftp.status(reqid, code, errorText(err));
+      sftp.status(reqid, code, STATUS_TEXT[code] ?? errorText(err));
     });
     if (handle) {
       handle.pending.add(p);

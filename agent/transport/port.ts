@@ -7,10 +7,10 @@
 //     new host start a fresh SSH connection. All bytes of the old host are read before its EOF, so
 //     none reach the new connection.
 //   - Writes block in the kernel while no host is connected. A write that was in flight when the
-//     host left completes when the next host connects, so the next host may see a few stale bytes
-//     before the SSH greeting. The SSH server sends a greeting line first (see server.ts) and writes
-//     are cut to WRITE_CHUNK bytes, so those bytes are always an ignorable pre-banner line
-//     (RFC 4253 4.2, under ssh2's 8192-byte line limit and OpenSSH's).
+//     host left completes when the next host connects, so the next host may see stale bytes ahead
+//     of the new session's version line. Hosts drop them with skipToBanner() (api/banner-sync.ts),
+//     which reads from the agent's `SSH-2.0-cove-agent_` banner on. Writes are cut to the 32 KiB
+//     the virtio console driver takes per write, which also bounds those stale bytes.
 //
 // net.Socket does not take a char device's fd, so the port is read and written with fs.read and
 // fs.write on the libuv threadpool (threadpool.ts widens it). Tests stand a FIFO pair in for the
@@ -24,7 +24,7 @@ import type { ServeConnection, Transport } from './transport';
 const IDLE_POLL_MS = 200;
 const RETRY_MS = 1000;
 const READ_SIZE = 64 * 1024;
-export const WRITE_CHUNK = 4096;
+export const WRITE_CHUNK = 32 * 1024;
 
 /** Finds the char device of the virtio-serial port named `name`, or null. */
 export function findVirtioPort(portsDir: string, name: string): string | null {

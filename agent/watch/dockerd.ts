@@ -39,12 +39,16 @@ export function watchDockerd(hub: EventHub, socketPath: string, readyMarker: str
       setState('running');
       if (!ready) {
         ready = true;
-        const bootSeconds = Math.round(uptimeSeconds() * 1000) / 1000;
-        try {
-          fs.mkdirSync(path.dirname(readyMarker), { recursive: true });
-          fs.writeFileSync(readyMarker, `${bootSeconds}\n`);
-        } catch (err) {
-          log(`dockerd: cannot write the ready marker ${readyMarker}: ${errorText(err)}`);
+        // A restarted agent keeps the boot's first readiness time, which the marker holds.
+        let bootSeconds = previousReadiness(readyMarker);
+        if (bootSeconds === null) {
+          bootSeconds = Math.round(uptimeSeconds() * 1000) / 1000;
+          try {
+            fs.mkdirSync(path.dirname(readyMarker), { recursive: true });
+            fs.writeFileSync(readyMarker, `${bootSeconds}\n`);
+          } catch (err) {
+            log(`dockerd: cannot write the ready marker ${readyMarker}: ${errorText(err)}`);
+          }
         }
         log(`ready: dockerd answered /_ping ${bootSeconds}s after boot`);
         hub.emit({ type: 'ready', bootSeconds });
@@ -60,4 +64,14 @@ export function watchDockerd(hub: EventHub, socketPath: string, readyMarker: str
     stopped = true;
     if (timer) clearTimeout(timer);
   };
+}
+
+/** The seconds-after-boot written in an existing ready marker, or null. */
+function previousReadiness(readyMarker: string): number | null {
+  try {
+    const value = Number(fs.readFileSync(readyMarker, 'utf8').trim());
+    return Number.isFinite(value) && value >= 0 && value <= uptimeSeconds() ? value : null;
+  } catch {
+    return null;
+  }
 }

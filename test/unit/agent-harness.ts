@@ -1,0 +1,260 @@
+// Runs the real guest agent (the esbuild bundle, as in the image) on this host with a temporary
+// config, a unix socket, a FIFO pair standing in for the virtio-serial port and a fake dockerd,
+// and gives the tests SSH clients to it.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Duplex } from 'node:stream';
+import { Client, utils, type ClientChannel, type ExecOptions } from 'ssh2';
+
+export const REPO = path.resolve(__dirname, '..', '..', '..');
+export const BUNDLE = path.join(REPO, 'out', 'bundle', 'agent.js');
+
+/** Rejects with `message` when `promise` takes longer than `ms`. */
+export function within<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${message}`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** Polls `test` every 50 ms until it returns a truthy value or `ms` pass. */
+export async function waitFor<T>(test: () => T | Promise<T>, ms: number, message: string): Promise<NonNullable<T>> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const value = await test();
+    if (value) return value as NonNullable<T>;
+    if (Date.now() > until) throw new Error(`timed out after ${ms} ms: ${message}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+let bundled = false;
+/** Bundles the agent once per test process, exactly as the image build does. */
+export function ensureBundle(): void {
+  if (bundled) return;
+  execFileSync(process.execPath, ['scripts/bundle.mjs'], { cwd: REPO, stdio: 'inherit' });
+  bundled = true;
+}
+
+export interface Keys {
+  hostPrivate: string;
+  clientPrivate: string;
+  clientPublic: string;
+}
+
+export function makeKeys(): Keys {
+  const host = utils.generateKeyPairSync('ed25519');
+  const client = utils.generateKeyPairSync('ed25519', { comment: 'cove-test' });
+  return { hostPrivate: host.private, clientPrivate: client.private, clientPublic: client.public };
+}
+
+export interface RunningAgent {
+  dir: string;
+  keys: Keys;
+  socket: string;
+  portIn: string;
+  portOut: string;
+  dockerSock: string;
+  readyMarker: string;
+  child: ChildProcess;
+  log(): string;
+  stop(): Promise<number | null>;
+}
+
+export async function startAgent(options: { port?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<RunningAgent> {
+  ensureBundle();
+  // Short paths: a unix socket path is limited to 108 bytes.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cove-agent-'));
+  const keys = makeKeys();
+  const config = path.join(dir, 'config.json');
+  fs.writeFileSync(config, JSON.stringify({ version: 1, name: 't', hostKey: keys.hostPrivate, authorizedKeys: [keys.clientPublic] }), { mode: 0o600 });
+  const socket = path.join(dir, 'agent.sock');
+  const portIn = path.join(dir, 'port.in');
+  const portOut = path.join(dir, 'port.out');
+  if (options.port) execFileSync('mkfifo', [portIn, portOut]);
+  const dockerSock = path.join(dir, 'docker.sock');
+  const readyMarker = path.join(dir, 'run', 'ready');
+  let logText = '';
+  const child = spawn(process.execPath, [BUNDLE], {
+    env: {
+      ...process.env,
+      COVE_AGENT_CONFIG: config,
+      COVE_AGENT_SOCK: socket,
+      COVE_AGENT_PORT: options.port ? portIn : 'none',
+      COVE_AGENT_PORT_OUT: options.port ? portOut : '',
+      COVE_AGENT_DOCKER_SOCK: dockerSock,
+      COVE_AGENT_READY_MARKER: readyMarker,
+      COVE_AGENT_POLL_MS: '200',
+      ...options.env,
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  child.stderr!.on('data', (d: Buffer) => (logText += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  await waitFor(() => fs.existsSync(socket) || child.exitCode !== null, 10_000, 'the agent to create its socket');
+  if (child.exitCode !== null) throw new Error(`the agent exited ${child.exitCode}:\n${logText}`);
+  return {
+    dir,
+    keys,
+    socket,
+    portIn,
+    portOut,
+    dockerSock,
+    readyMarker,
+    child,
+    log: () => logText,
+    async stop() {
+      if (child.exitCode === null) child.kill('SIGTERM');
+      const code = await within(exited, 5000, 'the agent to exit on SIGTERM');
+      fs.rmSync(dir, { recursive: true, force: true });
+      return code;
+    },
+  };
+}
+
+/** Connects an SSH client over the agent's unix socket (or a given stream). */
+export function connect(agent: RunningAgent, opts: { privateKey?: string; sock?: Duplex } = {}): Promise<Client> {
+  const client = new Client();
+  return within(
+    new Promise<Client>((resolve, reject) => {
+      client.once('ready', () => resolve(client));
+      client.once('error', reject);
+      client.connect({
+        sock: opts.sock ?? net.connect(agent.socket),
+        username: 'root',
+        privateKey: opts.privateKey ?? agent.keys.clientPrivate,
+        readyTimeout: 10_000,
+        // ssh2's client only opens streamlocal channels to servers it believes are OpenSSH.
+        strictVendor: false,
+      });
+    }),
+    15_000,
+    'the SSH handshake with the agent',
+  );
+}
+
+export interface ExecResult {
+  code: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function collect(stream: ClientChannel, stdin?: string | Buffer): Promise<ExecResult> {
+  return new Promise((resolve) => {
+    let stdout = '';
+    let stderr = '';
+    let code: number | null = null;
+    let signal: string | null = null;
+    stream.on('data', (d: Buffer) => (stdout += d.toString()));
+    stream.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    stream.on('exit', (c: number | null, s?: string) => {
+      code = c;
+      signal = s ?? null;
+    });
+    stream.on('close', () => resolve({ code, signal, stdout, stderr }));
+    if (stdin !== undefined) stream.end(stdin);
+  });
+}
+
+export function exec(client: Client, command: string, opts: ExecOptions & { stdin?: string | Buffer } = {}): Promise<ExecResult> {
+  return within(
+    new Promise<ExecResult>((resolve, reject) => {
+      client.exec(command, opts, (err, stream) => (err ? reject(err) : resolve(collect(stream, opts.stdin))));
+    }),
+    15_000,
+    `exec ${JSON.stringify(command)}`,
+  );
+}
+
+/** A unix HTTP server standing in for dockerd: answers /_ping with OK. */
+export function fakeDockerd(socketPath: string): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    if (req.url === '/_ping') {
+      res.writeHead(200, { 'Content-Type': 'text/plain' });
+      res.end('OK');
+    } else {
+      res.writeHead(404);
+      res.end();
+    }
+  });
+  return new Promise((resolve) => server.listen(socketPath, () => resolve(server)));
+}
+
+/** Reads JSON lines from a channel. */
+export class LineReader {
+  private buffer = '';
+  private readonly lines: unknown[] = [];
+  private waiter: (() => void) | undefined;
+
+  constructor(stream: ClientChannel) {
+    stream.on('data', (d: Buffer) => {
+      this.buffer += d.toString();
+      let nl: number;
+      while ((nl = this.buffer.indexOf('\n')) >= 0) {
+        this.lines.push(JSON.parse(this.buffer.slice(0, nl)));
+        this.buffer = this.buffer.slice(nl + 1);
+      }
+      this.waiter?.();
+    });
+  }
+
+  /** Every line received so far. */
+  get all(): unknown[] {
+    return this.lines;
+  }
+
+  /** Waits for a line after index `from` that satisfies `match`. */
+  async next(match: (line: Record<string, unknown>) => boolean, ms: number, message: string, from = 0): Promise<Record<string, unknown>> {
+    return within(
+      (async () => {
+        for (;;) {
+          const found = this.lines.slice(from).find((l) => match(l as Record<string, unknown>));
+          if (found) return found as Record<string, unknown>;
+          await new Promise<void>((resolve) => (this.waiter = resolve));
+        }
+      })(),
+      ms,
+      message,
+    );
+  }
+}
+
+/** The test's end of the FIFO pair that stands in for the virtio-serial port. */
+export function openPortPair(portIn: string, portOut: string): Duplex {
+  // The agent holds port.in open for reading (or is blocked opening it), so this open succeeds.
+  const wfd = fs.openSync(portIn, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+  const rfd = fs.openSync(portOut, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  const writer = new net.Socket({ fd: wfd, readable: false, writable: true });
+  const reader = new net.Socket({ fd: rfd, readable: true, writable: false });
+  const duplex = new Duplex({
+    read() {
+      reader.resume();
+    },
+    write(chunk: Buffer, _enc, cb) {
+      writer.write(chunk, cb);
+    },
+    final(cb) {
+      writer.end();
+      cb();
+    },
+    destroy(err, cb) {
+      writer.destroy();
+      reader.destroy();
+      cb(err);
+    },
+  });
+  reader.on('data', (d: Buffer) => {
+    if (!duplex.push(d)) reader.pause();
+  });
+  reader.on('error', (err) => duplex.destroy(err));
+  writer.on('error', (err) => duplex.destroy(err));
+  return duplex;
+}
