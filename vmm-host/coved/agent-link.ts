@@ -138,6 +138,8 @@ export class AgentLink extends EventEmitter {
           username: 'root',
           privateKey: this.opts.clientKey,
           readyTimeout: this.opts.handshakeTimeoutMs,
+          // The agent is not OpenSSH, but it serves OpenSSH's streamlocal extension.
+          strictVendor: false,
           keepaliveInterval: 10_000,
           keepaliveCountMax: 6,
           hostVerifier: (key: Buffer) => key.equals(this.pinned),
