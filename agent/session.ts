@@ -186,9 +186,13 @@ function run(
   });
 
   function hangup(): void {
-    // Like sshd: a pty session is hung up when its channel closes; a plain exec is left to run
-    // (it sees EOF on stdin), so `cove-poweroff` survives a host that goes away mid-call.
-    if (exited || !pty || !child.pid) return;
+    // Like sshd when a connection goes: a pty session is hung up; a plain command loses its pipes
+    // (it sees EOF on stdin and EPIPE or SIGPIPE when it writes) but is not signalled.
+    if (exited) return;
+    child.stdin?.destroy();
+    child.stdout?.destroy();
+    child.stderr?.destroy();
+    if (!pty || !child.pid) return;
     try {
       process.kill(child.pid, 'SIGHUP');
     } catch {
