@@ -4,6 +4,7 @@
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import { Client, utils, type ClientChannel } from 'ssh2';
+import { skipToBanner } from '../../agent/api/banner-sync';
 import { EVENTS_SUBSYSTEM, type AgentEvent } from '../../agent/api/events';
 
 export interface AgentLinkOptions {
@@ -14,8 +15,13 @@ export interface AgentLinkOptions {
   /** coved's private client key (OpenSSH form). */
   clientKey: string;
   log: (msg: string) => void;
-  /** How long one SSH handshake may take; the guest may still be booting. */
+  /** How long one SSH handshake may take once the agent has answered before. */
   handshakeTimeoutMs: number;
+  /**
+   * How long the first handshake may take: the guest may still be booting, and giving up early
+   * costs more, since the agent only notices a host that left when its next read returns EOF.
+   */
+  firstHandshakeTimeoutMs: number;
 }
 
 export interface ExecResult {
@@ -37,6 +43,7 @@ export class AgentLink extends EventEmitter {
   private socket: net.Socket | null = null;
   private readyWaiters: Array<() => void> = [];
   private running = false;
+  private everUp = false;
   private generation = 0;
   private readonly pinned: Buffer;
 
@@ -97,7 +104,10 @@ export class AgentLink extends EventEmitter {
   }
 
   private async loop(): Promise<void> {
-    let backoff = 250;
+    // The agent must see the old host leave (EOF) before bytes of a new one arrive, or both
+    // sessions' bytes mix; so every retry waits at least this long.
+    const minBackoff = 1500;
+    let backoff = minBackoff;
     while (this.running) {
       if (this.client) {
         await sleep(200);
@@ -106,14 +116,14 @@ export class AgentLink extends EventEmitter {
       const gen = ++this.generation;
       try {
         await this.connectOnce(gen);
-        backoff = 250;
+        backoff = minBackoff;
       } catch (e) {
         if (!this.running) return;
         this.opts.log(`agent link: ${(e as Error).message}; retrying in ${backoff} ms`);
         this.socket?.destroy();
         this.socket = null;
         await sleep(backoff);
-        backoff = Math.min(backoff * 2, 3000);
+        backoff = Math.min(backoff * 2, 5000);
       }
     }
   }
@@ -134,10 +144,11 @@ export class AgentLink extends EventEmitter {
       sock.once('error', (err) => fail(new Error(`cannot open the agent channel: ${err.message}`)));
       sock.once('connect', () => {
         client.connect({
-          sock,
+          // Bytes the agent wrote for an earlier host may precede its banner: skip them.
+          sock: skipToBanner(sock) as unknown as net.Socket,
           username: 'root',
           privateKey: this.opts.clientKey,
-          readyTimeout: this.opts.handshakeTimeoutMs,
+          readyTimeout: this.everUp ? this.opts.handshakeTimeoutMs : this.opts.firstHandshakeTimeoutMs,
           // The agent is not OpenSSH, but it serves OpenSSH's streamlocal extension.
           strictVendor: false,
           keepaliveInterval: 10_000,
@@ -148,6 +159,7 @@ export class AgentLink extends EventEmitter {
       client.once('ready', () => {
         if (settled || gen !== this.generation) return fail(new Error('superseded'));
         settled = true;
+        this.everUp = true;
         this.client = client;
         this.opts.log('agent link up');
         this.subscribeEvents(client);

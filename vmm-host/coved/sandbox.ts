@@ -256,6 +256,7 @@ export class Sandbox {
       clientKey: keys.clientPrivate,
       log: (m) => this.log(m),
       handshakeTimeoutMs: this.coved.timeouts.handshakeMs,
+      firstHandshakeTimeoutMs: this.runtime.state === 'starting' ? this.coved.timeouts.bootTcgMs : this.coved.timeouts.handshakeMs,
     });
     this.link = link;
     this.ports = new PortForwarder(link, (port, action) => this.coved.portChanged(this, port, action), (m) => this.log(m));
