@@ -6,7 +6,7 @@ import type { Client, ClientChannel, SFTPWrapper } from 'ssh2';
 import { checkName } from '../api/names';
 import { coveHome, vmFile } from '../layout';
 import { UsageError } from './output';
-import { connectSandbox, shellJoin } from './ssh';
+import { connectSandbox, shellJoin } from '../api/ssh';
 
 function workspaceOf(name: string): string | undefined {
   try {

@@ -1,10 +1,11 @@
-// The CLI's data plane: exec, shell and cp go over SSH to the guest agent, through the sandbox's
-// ssh.sock that coved relays. Keys are the sandbox's own; the host key is pinned.
+// The clients' data plane: the CLI's exec, shell and cp and the extension's terminals go over SSH to
+// the guest agent, through the sandbox's ssh.sock that coved relays. Keys are the sandbox's own; the
+// host key is pinned. It does not import `vscode`.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { Client, utils } from 'ssh2';
-import { CoveError } from '../api/errors';
-import { ErrorCodes } from '../api/protocol';
+import { CoveError } from './errors';
+import { ErrorCodes } from './protocol';
 import { coveHome, vmFile } from '../layout';
 
 export async function connectSandbox(name: string, home = coveHome(), timeoutMs = 60_000): Promise<Client> {
