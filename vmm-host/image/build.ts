@@ -213,7 +213,12 @@ async function buildLocked(c: Ctx): Promise<BuildImageResult> {
     begin('rootfs', 'assembling the root file system');
     const rootfs = path.join(tmp, 'rootfs');
     await run('cp', ['-a', '--reflink=auto', dbRootfs, rootfs], cmd('rootfs', 10 * 60 * 1000));
-    await run('cp', ['-a', '--no-preserve=ownership', `${c.paths.rootfs}/.`, `${rootfs}/`], cmd('rootfs', 60_000));
+    // tar, not cp: /sbin, /lib… are symlinks into /usr in trixie and must stay symlinks.
+    await run(
+      'sh',
+      ['-c', 'tar -C "$1" --owner=0 --group=0 -cf - . | tar -C "$2" --keep-directory-symlink -xpf -', 'overlay', c.paths.rootfs, rootfs],
+      cmd('rootfs', 60_000),
+    );
     fs.mkdirSync(path.join(rootfs, 'opt/cove'), { recursive: true });
     fs.copyFileSync(c.agent, path.join(rootfs, 'opt/cove/agent.js'));
     // dockerd on this kernel uses the x_tables (legacy) iptables; nft would need more modules.
@@ -301,6 +306,7 @@ async function buildLocked(c: Ctx): Promise<BuildImageResult> {
       makeWritable(old);
       fs.rmSync(old, { recursive: true, force: true });
     }
+    fs.chmodSync(tmp, 0o755);
     fs.renameSync(tmp, c.finalDir);
     c.progress('manifest', 1, `image ${path.basename(c.finalDir)} ready`);
     return { dir: c.finalDir, manifest, cached: false };

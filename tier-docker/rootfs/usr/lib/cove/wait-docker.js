@@ -12,7 +12,7 @@ function ping() {
     done = true;
     retry();
   };
-  const req = http.get({ socketPath: '/var/run/docker.sock', path: '/_ping', timeout: 2000 }, (res) => {
+  const req = http.get({ socketPath: '/var/run/docker.sock', path: '/_ping', timeout: 10000 }, (res) => {
     res.resume();
     if (res.statusCode === 200) {
       console.log(`cove: ready t=${uptime()}s`);
