@@ -79,10 +79,16 @@ export async function checkMirrorReachable(mirror: string, suite: string, timeou
   } catch (e) {
     if (e instanceof MirrorError) throw e;
     throw new MirrorError(
-      `cannot reach the Debian mirror ${mirror} (${url}): ${(e as Error).message}`,
+      `cannot reach the Debian mirror ${mirror} (${url}): ${describeFetchError(e)}`,
       mirror,
       undefined,
       { cause: e },
     );
   }
+}
+
+function describeFetchError(e: unknown): string {
+  const cause = (e as { cause?: { code?: string; message?: string } }).cause;
+  if ((e as Error).name === 'TimeoutError') return 'no answer in time';
+  return cause?.code ?? cause?.message ?? (e as Error).message;
 }
