@@ -48,15 +48,21 @@ function clampSize(n: number, fallback: number): number {
   return Number.isInteger(n) && n > 0 && n < 10000 ? n : fallback;
 }
 
-/** The pid of script(1)'s child (the wrapper, then the shell it execs), once it exists. */
-export async function ptyChildPid(scriptPid: number, deadlineMs = 3000): Promise<number | null> {
+/**
+ * The pid of script(1)'s child (the wrapper, then the shell it execs) and its pts, once the child
+ * has its terminal: right after fork its stdin is still script's pipe.
+ */
+export async function findPtyChild(scriptPid: number, deadlineMs = 5000): Promise<{ pid: number; pts: string } | null> {
   const until = Date.now() + deadlineMs;
   while (Date.now() < until) {
     try {
       const children = fs.readFileSync(`/proc/${scriptPid}/task/${scriptPid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
-      if (children.length > 0) return Number(children[0]);
+      for (const child of children) {
+        const pts = ptsOf(Number(child));
+        if (pts) return { pid: Number(child), pts };
+      }
     } catch {
-      // Not there yet, or script(1) has already exited.
+      // script(1) has already exited.
       if (!fs.existsSync(`/proc/${scriptPid}`)) return null;
     }
     await new Promise((resolve) => setTimeout(resolve, 20));
@@ -65,7 +71,7 @@ export async function ptyChildPid(scriptPid: number, deadlineMs = 3000): Promise
 }
 
 /** The pts that `pid` has on its stdin, e.g. `/dev/pts/3`, or null. */
-export function ptsOf(pid: number): string | null {
+function ptsOf(pid: number): string | null {
   try {
     const target = fs.readlinkSync(`/proc/${pid}/fd/0`);
     return target.startsWith('/dev/pts/') ? target : null;

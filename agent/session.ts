@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import type { PseudoTtyInfo, RejectConnection, ServerChannel, Session, SetEnvInfo, SignalInfo, WindowChangeInfo } from 'ssh2';
 import { EVENTS_SUBSYSTEM, type AgentEvent } from './api/events';
 import { errorText, log } from './log';
-import { foregroundGroup, ptsOf, ptyChildPid, resizePts, spawnPty, type PtyRequest } from './pty';
+import { findPtyChild, foregroundGroup, resizePts, spawnPty, type PtyRequest } from './pty';
 import type { ConnectionContext } from './server';
 import { serveSftp } from './sftp';
 
@@ -151,10 +151,10 @@ function run(
     void resizePts(ptsPath, want.rows, want.cols, id);
   };
   if (pty && child.pid) {
-    void ptyChildPid(child.pid).then((pid) => {
-      ptyPid = pid;
-      ptsPath = pid ? ptsOf(pid) : null;
-      if (!ptsPath) log(`${id}: could not find the pty of the session; window changes are ignored`);
+    void findPtyChild(child.pid).then((found) => {
+      ptyPid = found?.pid ?? null;
+      ptsPath = found?.pts ?? null;
+      if (!found && !exited) log(`${id}: could not find the pty of the session; window changes are ignored`);
       applySize();
     });
   }

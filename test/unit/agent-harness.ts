@@ -80,9 +80,13 @@ export async function startAgent(options: { port?: boolean; env?: NodeJS.Process
   const portOut = path.join(dir, 'port.out');
   if (options.port) execFileSync('mkfifo', [portIn, portOut]);
   const dockerSock = path.join(dir, 'docker.sock');
+  // Run a copy outside the repository, as in the image: nothing may come from node_modules.
+  const bundle = path.join(dir, 'agent.js');
+  fs.copyFileSync(BUNDLE, bundle);
   const readyMarker = path.join(dir, 'run', 'ready');
   let logText = '';
-  const child = spawn(process.execPath, [BUNDLE], {
+  const child = spawn(process.execPath, [bundle], {
+    cwd: dir,
     env: {
       ...process.env,
       COVE_AGENT_CONFIG: config,

@@ -80,7 +80,7 @@ describe('agent SSH service', () => {
     stream.on('data', (d: Buffer) => (out += d.toString()));
     const closed = collect(stream);
     stream.write('echo marker-$((6*7)); stty size; tty\n');
-    await waitFor(() => /marker-42/.test(out) && /24 80/.test(out), 10_000, `the shell to answer (got ${JSON.stringify(out)})`);
+    await waitFor(() => /marker-42/.test(out) && /24 80/.test(out) && /\/dev\/pts\/\d+/.test(out), 10_000, `the shell to answer (got ${JSON.stringify(out)})`);
     assert.match(out, /echo marker-\$\(\(6\*7\)\)/, 'the pty echoes what was typed');
     assert.match(out, /\/dev\/pts\/\d+/);
     stream.setWindow(40, 132, 0, 0);
@@ -92,7 +92,7 @@ describe('agent SSH service', () => {
         return /40 132/.test(out);
       },
       10_000,
-      `the shell to see 40x132 (got ${JSON.stringify(out.slice(-200))})`,
+      `the shell to see 40x132 (got ${JSON.stringify(out.slice(-300))})\n${agent.log()}`,
     );
     stream.write('exit 3\n');
     const r = await within(closed, 10_000, 'the shell to exit');

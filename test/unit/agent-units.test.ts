@@ -1,0 +1,115 @@
+// The agent's pure parts: /proc/net/tcp parsing, options, config checks, the banner sync.
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { PassThrough } from 'node:stream';
+import { test } from 'node:test';
+import { AGENT_BANNER_PREFIX, skipToBanner } from '../../agent/api/banner-sync';
+import { ConfigError, loadConfig } from '../../agent/config';
+import { parseOptions, UsageError } from '../../agent/options';
+import { findVirtioPort } from '../../agent/transport/port';
+import { parseProcNetTcp, reachablePorts } from '../../agent/watch/ports';
+import { GUEST } from '../../vmm-host/layout';
+import { makeKeys } from './agent-harness';
+
+const TCP = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:0CEA 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 100 0 0 10 0
+   2: 0F02000A:1388 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 100 0 0 10 0
+   3: 0F02000A:D431 0202000A:0016 01 00000000:00000000 00:00000000 00000000     0        0 4 1 0000000000000000 100 0 0 10 0
+`;
+const TCP6 = `  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 5 1 0000000000000000 100 0 0 10 0
+   1: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 6 1 0000000000000000 100 0 0 10 0
+   2: 0000000000000000FFFF00000100007F:0051 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 7 1 0000000000000000 100 0 0 10 0
+   3: 00000000000000000000000000000000:2382 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 8 1 0000000000000000 100 0 0 10 0
+   4: B80D0120000000000000000001000000:0052 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 9 1 0000000000000000 100 0 0 10 0
+`;
+
+test('/proc/net/tcp{,6} parsing decodes listening sockets only', () => {
+  assert.deepEqual(parseProcNetTcp(TCP, false), [
+    { address: '0.0.0.0', port: 8080, loopback: false },
+    { address: '127.0.0.1', port: 3306, loopback: true },
+    { address: '10.0.2.15', port: 5000, loopback: false },
+  ]);
+  assert.deepEqual(parseProcNetTcp(TCP6, true), [
+    { address: '::', port: 8080, loopback: false },
+    { address: '::1', port: 80, loopback: true },
+    { address: '::ffff:127.0.0.1', port: 81, loopback: true },
+    { address: '::', port: 9090, loopback: false },
+    { address: '2001:db8::1', port: 82, loopback: false },
+  ]);
+});
+
+test('reachable ports: no loopback, one entry per port, wildcard preferred', () => {
+  const raw = [...parseProcNetTcp(TCP, false), ...parseProcNetTcp(TCP6, true)];
+  assert.deepEqual(reachablePorts(raw), [
+    { proto: 'tcp', address: '2001:db8::1', port: 82 },
+    { proto: 'tcp', address: '10.0.2.15', port: 5000 },
+    { proto: 'tcp', address: '0.0.0.0', port: 8080 },
+    { proto: 'tcp', address: '::', port: 9090 },
+  ]);
+});
+
+test('options: defaults come from the guest contract; flags beat the environment', () => {
+  const d = parseOptions([], {});
+  assert.equal(d.configPath, GUEST.config);
+  assert.equal(d.socketPath, GUEST.agentSock);
+  assert.equal(d.dockerSock, GUEST.dockerSock);
+  assert.equal(d.readyMarker, GUEST.readyMarker);
+  assert.equal(d.port, 'auto');
+  const o = parseOptions(['--socket', 'none', '--port=/dev/vport0p1', '--poll-ms', '250'], { COVE_AGENT_SOCK: '/x.sock', COVE_AGENT_CONFIG: '/c.json' });
+  assert.equal(o.socketPath, null);
+  assert.equal(o.port, '/dev/vport0p1');
+  assert.equal(o.pollMs, 250);
+  assert.equal(o.configPath, '/c.json');
+  assert.throws(() => parseOptions(['--nope'], {}), UsageError);
+  assert.throws(() => parseOptions(['--poll-ms', 'x'], {}), UsageError);
+});
+
+test('the virtio-serial port is found by its name', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cove-vports-'));
+  try {
+    fs.mkdirSync(path.join(dir, 'vport0p0'));
+    fs.writeFileSync(path.join(dir, 'vport0p0', 'name'), 'org.qemu.guest_agent.0\n');
+    fs.mkdirSync(path.join(dir, 'vport0p1'));
+    fs.writeFileSync(path.join(dir, 'vport0p1', 'name'), `${GUEST.agentPortName}\n`);
+    assert.equal(findVirtioPort(dir, GUEST.agentPortName), '/dev/vport0p1');
+    assert.equal(findVirtioPort(dir, 'other'), null);
+    assert.equal(findVirtioPort(path.join(dir, 'missing'), GUEST.agentPortName), null);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('config: clear errors for a missing file, no keys, a bad key', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cove-cfg-'));
+  try {
+    const file = path.join(dir, 'config.json');
+    assert.throws(() => loadConfig(file), (e: Error) => e instanceof ConfigError && /cannot read the agent config/.test(e.message));
+    const keys = makeKeys();
+    fs.writeFileSync(file, JSON.stringify({ hostKey: keys.hostPrivate, authorizedKeys: [] }));
+    assert.throws(() => loadConfig(file), /no authorizedKeys/);
+    fs.writeFileSync(file, JSON.stringify({ hostKey: keys.hostPrivate, authorizedKeys: ['ssh-ed25519 nonsense'] }));
+    assert.throws(() => loadConfig(file), /authorizedKeys\[0\]/);
+    fs.writeFileSync(file, JSON.stringify({ hostKey: keys.hostPrivate, authorizedKeys: [keys.clientPublic] }));
+    assert.equal(loadConfig(file).authorizedKeys.length, 1);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('skipToBanner drops stale bytes, even with the banner split across chunks', async () => {
+  const inner = new PassThrough();
+  const outer = skipToBanner(inner);
+  let got = '';
+  outer.on('data', (d: Buffer) => (got += d.toString('latin1')));
+  const banner = `${AGENT_BANNER_PREFIX}0.1.0\r\n`;
+  inner.write(Buffer.from([0xde, 0xad, 0x0d, 0xbe, 0xef]));
+  inner.write(`stale ${banner.slice(0, 7)}`);
+  inner.write(`${banner.slice(7)}kexinit...`);
+  inner.end();
+  await new Promise((resolve) => outer.on('end', resolve));
+  assert.equal(got, `${banner}kexinit...`);
+});
