@@ -55,19 +55,33 @@ function clampSize(n: number, fallback: number): number {
 export async function findPtyChild(scriptPid: number, deadlineMs = 5000): Promise<{ pid: number; pts: string } | null> {
   const until = Date.now() + deadlineMs;
   while (Date.now() < until) {
-    try {
-      const children = fs.readFileSync(`/proc/${scriptPid}/task/${scriptPid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
-      for (const child of children) {
-        const pts = ptsOf(Number(child));
-        if (pts) return { pid: Number(child), pts };
-      }
-    } catch {
-      // script(1) has already exited.
-      if (!fs.existsSync(`/proc/${scriptPid}`)) return null;
+    if (!fs.existsSync(`/proc/${scriptPid}`)) return null; // script(1) has already exited.
+    for (const child of childrenOf(scriptPid)) {
+      const pts = ptsOf(child);
+      if (pts) return { pid: child, pts };
     }
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   return null;
+}
+
+/** The children of `pid`: from /proc/<pid>/task/<pid>/children, else (a kernel without CONFIG_PROC_CHILDREN) by ppid. */
+function childrenOf(pid: number): number[] {
+  try {
+    return fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    const found: number[] = [];
+    for (const entry of fs.readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      try {
+        const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+        if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) found.push(Number(entry));
+      } catch {
+        // Exited while we looked.
+      }
+    }
+    return found;
+  }
 }
 
 /** The pts that `pid` has on its stdin, e.g. `/dev/pts/3`, or null. */
