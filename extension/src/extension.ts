@@ -1,0 +1,61 @@
+// The extension's entry: builds the one context object, registers the commands, connects to coved
+// (starting it when it is not running) and returns the API the end-to-end tests use.
+import * as vscode from 'vscode';
+import { messageOf } from '../../vmm-host/api/errors';
+import type { SandboxInfo } from '../../vmm-host/api/protocol';
+import { registerCommands } from './commands/registerCommands';
+import { Ctx } from './ctx';
+
+/** What `activate` returns: read-only views for tests and other extensions. */
+export interface CoveApi {
+  readonly home: string;
+  sandboxes(): SandboxInfo[];
+  windowSandbox(): SandboxInfo | undefined;
+  /** Resolves once coved has answered and the sandbox list is loaded. */
+  ready(): Promise<void>;
+  /** The text a sandbox terminal has shown so far, or undefined for another terminal. */
+  terminalOutput(t: vscode.Terminal): string | undefined;
+  /** The sandbox a terminal's shell runs in. */
+  terminalSandbox(t: vscode.Terminal): string | undefined;
+  /** The sandbox this window's Docker tooling points at, if any. */
+  dockerTarget(): string | undefined;
+  lastError(): string | undefined;
+}
+
+let ctx: Ctx | undefined;
+
+export async function activate(context: vscode.ExtensionContext): Promise<CoveApi> {
+  ctx = new Ctx(context);
+  const c = ctx;
+  context.subscriptions.push({ dispose: () => c.dispose() });
+  registerCommands(c);
+  let loaded: Promise<void> = Promise.resolve();
+  try {
+    // VS Code doesn't show a notification when an extension fails to activate, so we do it ourselves.
+    loaded = c.connection().then(
+      () => new Promise<void>((resolve) => (c.store.isLoaded ? resolve() : c.store.onDidChange(() => c.store.isLoaded && resolve()))),
+      (e) => {
+        c.showError('connecting to coved', e);
+      },
+    );
+  } catch (e) {
+    void vscode.window.showErrorMessage(`Cove failed to activate: ${messageOf(e)}`);
+  }
+  return {
+    get home() {
+      return c.home;
+    },
+    sandboxes: () => c.store.all(),
+    windowSandbox: () => c.windowSandbox(),
+    ready: () => loaded,
+    terminalOutput: (t) => c.terminals.ptyOf(t)?.output(),
+    terminalSandbox: (t) => c.terminals.ptyOf(t)?.sandbox,
+    dockerTarget: () => c.docker.activeSandbox,
+    lastError: () => c.lastError,
+  };
+}
+
+export function deactivate(): void {
+  ctx?.dispose();
+  ctx = undefined;
+}
