@@ -178,7 +178,8 @@ function run(
         channel.exit(signal.replace(/^SIG/, ''), false, '');
         log(`${id}: killed by ${signal}`);
       } else {
-        channel.exit(code ?? 255);
+        // A command that could not start reports a negative errno; 127 is the shell's "not found".
+        channel.exit(code !== null && code >= 0 ? code : 127);
         log(`${id}: exited ${code}`);
       }
       channel.end();

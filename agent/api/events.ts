@@ -14,7 +14,10 @@ export interface HelloEvent {
   ports: ListeningPort[];
 }
 
-/** dockerd answered `/_ping` for the first time since boot. */
+/**
+ * dockerd answered `/_ping` for the first time since the agent started (once per boot, unless the
+ * agent itself was restarted; `bootSeconds` is the boot's first answer either way).
+ */
 export interface ReadyEvent {
   type: 'ready';
   /** Seconds from guest boot to the first answered `/_ping`. */
