@@ -9,6 +9,7 @@ import { errorText, log } from './log';
 
 const { STATUS_CODE, flagsToString } = utils.sftp;
 const MAX_READ = 256 * 1024;
+const READDIR_BATCH = 128;
 
 interface FileHandle {
   kind: 'file';
@@ -19,7 +20,8 @@ interface FileHandle {
 interface DirHandle {
   kind: 'dir';
   path: string;
-  done: boolean;
+  /** Names not sent yet; read on the first READDIR. */
+  names: string[] | null;
   pending: Set<Promise<unknown>>;
 }
 type Handle = FileHandle | DirHandle;
@@ -199,7 +201,7 @@ export function serveSftp(sftp: SFTPWrapper, id: string, cwd: string): void {
       const file = resolve(dir);
       const st = await fsp.stat(file);
       if (!st.isDirectory()) throw Object.assign(new Error(`${file} is not a directory`), { code: 'ENOTDIR' });
-      sftp.handle(reqid, newHandle({ kind: 'dir', path: file, done: false, pending: new Set() }));
+      sftp.handle(reqid, newHandle({ kind: 'dir', path: file, names: null, pending: new Set() }));
     });
   });
 
@@ -207,14 +209,15 @@ export function serveSftp(sftp: SFTPWrapper, id: string, cwd: string): void {
     const [, h] = lookup(handle);
     if (!h || h.kind !== 'dir') return badHandle(reqid);
     op(reqid, 'readdir', async () => {
-      if (h.done) {
+      if (h.names === null) h.names = ['.', '..', ...(await fsp.readdir(h.path))];
+      if (h.names.length === 0) {
         sftp.status(reqid, STATUS_CODE.EOF);
         return;
       }
-      h.done = true; // One answer with every entry; the next READDIR gets EOF.
-      const names = ['.', '..', ...(await fsp.readdir(h.path))];
+      // A batch per answer keeps each packet well under the clients' 256 KiB limit.
+      const batch = h.names.splice(0, READDIR_BATCH);
       const entries: FileEntry[] = [];
-      for (const name of names) {
+      for (const name of batch) {
         try {
           const st = await fsp.lstat(path.join(h.path, name));
           entries.push({ filename: name, longname: longname(name, st), attrs: attrsOf(st) });

@@ -135,6 +135,14 @@ describe('agent SSH service', () => {
       assert.equal(st.size, bytes.length);
     });
 
+    test('readdir lists a large directory in batches', async () => {
+      const dir = path.join(agent.dir, 'many');
+      fs.mkdirSync(dir);
+      for (let i = 0; i < 700; i++) fs.writeFileSync(path.join(dir, `f${i}`), '');
+      const list = await call<{ filename: string }[]>('readdir', (cb) => sftp.readdir(dir, cb));
+      assert.equal(list.filter((e) => e.filename.startsWith('f')).length, 700);
+    });
+
     test('mkdir, readdir, rename, setstat, remove, rmdir, realpath', async () => {
       const dir = path.join(agent.dir, 'd');
       await call('mkdir', (cb) => sftp.mkdir(dir, cb));
