@@ -5,10 +5,15 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
+import { spawn, spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Client, ClientChannel, SFTPWrapper } from 'ssh2';
 import { collect, connect, exec, makeKeys, startAgent, waitFor, within, type RunningAgent } from './agent-harness';
+
+function hasTools(...names: string[]): boolean {
+  return names.every((name) => spawnSync('sh', ['-c', `command -v ${name}`]).status === 0);
+}
 
 describe('agent SSH service', () => {
   let agent: RunningAgent;
@@ -39,6 +44,36 @@ describe('agent SSH service', () => {
     const input = crypto.randomBytes(300_000).toString('base64');
     const r = await exec(client, 'wc -c', { stdin: input });
     assert.equal(r.stdout.trim(), String(input.length));
+  });
+
+  test('exec streams large output with flow control', async () => {
+    const stream = await new Promise<ClientChannel>((resolve, reject) => client.exec('head -c 20000000 /dev/zero', (err, s) => (err ? reject(err) : resolve(s))));
+    let bytes = 0;
+    stream.on('data', (d: Buffer) => (bytes += d.length));
+    const r = await within(collect(stream), 30_000, 'the 20 MB output');
+    assert.equal(r.code, 0);
+    assert.equal(bytes, 20_000_000);
+  });
+
+  test('OpenSSH can exec through the unix socket', { skip: !hasTools('ssh', 'socat') && 'ssh or socat is not installed' }, async () => {
+    const key = path.join(agent.dir, 'id_ed25519');
+    fs.writeFileSync(key, agent.keys.clientPrivate, { mode: 0o600 });
+    const out = await within(
+      new Promise<{ code: number | null; stdout: string }>((resolve) => {
+        const child = spawn('ssh', [
+          '-F', '/dev/null', '-i', key, '-o', 'IdentitiesOnly=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
+          '-o', 'LogLevel=ERROR', '-o', 'BatchMode=yes', '-o', `ProxyCommand=socat - UNIX-CONNECT:${agent.socket}`,
+          'root@cove', 'echo openssh-ok; exit 5',
+        ], { stdio: ['ignore', 'pipe', 'inherit'] });
+        let stdout = '';
+        child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+        child.on('close', (code) => resolve({ code, stdout }));
+      }),
+      15_000,
+      'ssh to exit',
+    );
+    assert.equal(out.stdout, 'openssh-ok\n');
+    assert.equal(out.code, 5);
   });
 
   test('exec honours env requests and COVE_CWD', async () => {
