@@ -36,11 +36,40 @@ export async function waitFor<T>(test: () => T | Promise<T>, ms: number, message
 }
 
 let bundled = false;
-/** Bundles the agent once per test process, exactly as the image build does. */
-export function ensureBundle(): void {
-  if (bundled) return;
-  execFileSync(process.execPath, ['scripts/bundle.mjs'], { cwd: REPO, stdio: 'inherit' });
-  bundled = true;
+/**
+ * Bundles the agent exactly as the image build does (once per test process) and copies the bundle
+ * to `dest`. Test files run in parallel processes, so building and copying happen under a lock
+ * file: no process copies a bundle another is writing.
+ */
+export async function copyBundle(dest: string): Promise<void> {
+  const lock = path.join(REPO, 'out', '.agent-bundle.lock');
+  fs.mkdirSync(path.dirname(lock), { recursive: true });
+  let fd = -1;
+  await waitFor(
+    () => {
+      try {
+        fd = fs.openSync(lock, 'wx');
+        return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        // A lock left by a killed test run is stale after a minute.
+        if (Date.now() - fs.statSync(lock, { throwIfNoEntry: false })!.mtimeMs > 60_000) fs.rmSync(lock, { force: true });
+        return false;
+      }
+    },
+    60_000,
+    `the bundle lock ${lock}`,
+  );
+  try {
+    if (!bundled) {
+      execFileSync(process.execPath, ['scripts/bundle.mjs'], { cwd: REPO, stdio: 'inherit' });
+      bundled = true;
+    }
+    fs.copyFileSync(BUNDLE, dest);
+  } finally {
+    fs.closeSync(fd);
+    fs.rmSync(lock, { force: true });
+  }
 }
 
 export interface Keys {
@@ -69,7 +98,6 @@ export interface RunningAgent {
 }
 
 export async function startAgent(options: { port?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<RunningAgent> {
-  ensureBundle();
   // Short paths: a unix socket path is limited to 108 bytes.
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cove-agent-'));
   const keys = makeKeys();
@@ -82,7 +110,7 @@ export async function startAgent(options: { port?: boolean; env?: NodeJS.Process
   const dockerSock = path.join(dir, 'docker.sock');
   // Run a copy outside the repository, as in the image: nothing may come from node_modules.
   const bundle = path.join(dir, 'agent.js');
-  fs.copyFileSync(BUNDLE, bundle);
+  await copyBundle(bundle);
   const readyMarker = path.join(dir, 'run', 'ready');
   let logText = '';
   const child = spawn(process.execPath, [bundle], {
