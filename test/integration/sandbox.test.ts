@@ -115,6 +115,44 @@ describe('sandbox t1 (virtio-fs)', { timeout: 45 * 60_000 }, () => {
     assert.equal(r.stdout, 'hello from the host\n');
   });
 
+  test('cove publish forwards a guest port by hand; cove unpublish takes it back', async () => {
+    // A loopback-only listener in the guest is not forwarded automatically; publish does it.
+    ok(await docker(CTX, ['run', '-d', '--name', 'lo', '--network', 'host', image, 'httpd', '-f', '-p', '127.0.0.1:7777', '-h', '/www'], 180_000), 'docker run lo');
+    ok(await cove(['publish', 't1', '-p', '18777:7777']), 'cove publish');
+    const body = await waitUntil('curl 127.0.0.1:18777 to answer', 60_000, async () => {
+      const r = await run('curl', ['-sf', '--max-time', '5', 'http://127.0.0.1:18777/'], { timeoutMs: 15_000 });
+      return r.code === 0 ? r.stdout : null;
+    });
+    assert.equal(body, 'hello from cove\n');
+    const bad = await cove(['publish', 't1', '-p', '18777']);
+    assert.equal(bad.code, 2, 'a malformed port spec is a usage error');
+    ok(await cove(['unpublish', 't1', '-p', '18777']), 'cove unpublish');
+    const gone = await run('curl', ['-s', '--max-time', '3', 'http://127.0.0.1:18777/'], { timeoutMs: 10_000 });
+    assert.notEqual(gone.code, 0, 'the port is closed after unpublish');
+    ok(await docker(CTX, ['rm', '-f', 'lo']), 'docker rm lo');
+  });
+
+  test('cove cp copies files both ways, and cove logs shows the boot', async () => {
+    const src = path.join(TEST_ROOT, 'cp-src.bin');
+    const bytes = randomBytes(150_000);
+    fs.writeFileSync(src, bytes);
+    ok(await cove(['cp', src, 't1:/root/copied.bin']), 'cove cp to the guest');
+    const sum = ok(await cove(['exec', 't1', '--', 'sha256sum', '/root/copied.bin']), 'sha256sum in guest');
+    assert.equal(sum.stdout.split(/\s+/)[0], sha256(bytes));
+    const back = path.join(TEST_ROOT, 'cp-back.bin');
+    fs.rmSync(back, { force: true });
+    ok(await cove(['cp', 't1:/root/copied.bin', back]), 'cove cp from the guest');
+    assert.ok(fs.readFileSync(back).equals(bytes), 'the round trip is byte for byte');
+    const both = await cove(['cp', 't1:/a', 't1:/b']);
+    assert.equal(both.code, 2, 'guest-to-guest is refused as usage');
+    const logs = ok(await cove(['logs', 't1']), 'cove logs');
+    assert.match(logs.stdout, /cove: ready/);
+    const doctor = await cove(['doctor', '--json']);
+    const d = JSON.parse(doctor.stdout) as { accel: string; checks: Array<{ name: string; ok: boolean }> };
+    assert.ok(d.accel === 'tcg' || d.accel === 'kvm');
+    assert.ok(d.checks.find((c) => c.name === 'qemu')?.ok, 'doctor finds qemu');
+  });
+
   test('a named volume survives cove stop and cove start', async () => {
     ok(await docker(CTX, ['volume', 'create', 'keepme']), 'volume create');
     ok(await docker(CTX, ['run', '--rm', '-v', 'keepme:/data', image, 'sh', '-c', 'echo persisted > /data/f'], 180_000), 'write volume');
