@@ -155,6 +155,8 @@ export const Requests = {
   unpublish: new RequestType<UnpublishParams, void, void>('sandbox/unpublish'),
   imageBuild: new RequestType<ImageBuildParams, ImageBuildResult, void>('image/build'),
   imageList: new RequestType0<ImageInfo[], void>('image/list'),
+  /** Removes images no sandbox is made over, except the newest; returns the removed folders. */
+  imagePrune: new RequestType0<string[], void>('image/prune'),
   shutdown: new RequestType0<void, void>('cove/shutdown'),
 } as const;
 

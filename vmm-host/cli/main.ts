@@ -34,6 +34,7 @@ Usage:
   cove ssh-config NAME      print an OpenSSH config that reaches the sandbox (ssh -F FILE cove-NAME)
   cove doctor [--json]      check the host: qemu, virtiofsd, KVM, docker CLI and plugins
   cove image build [--force] | cove image ls [--json]
+  cove image prune          remove images that no sandbox uses (the newest is kept)
   cove daemon               run coved in the foreground
   cove version
 
@@ -266,7 +267,13 @@ async function run(argv: string[]): Promise<number> {
         else printTable([['IMAGE', 'BUILT', 'DOCKER', 'KERNEL', 'DIR'], ...list.map((i) => [`${i.tier}-${i.hash}`, i.builtAt, i.versions.docker ?? '-', i.versions.kernel ?? '-', i.dir])]);
         return 0;
       }
-      throw new UsageError('cove image build [--force] | cove image ls [--json]');
+      if (sub === 'prune') {
+        const removed = await withCoved((c) => c.sendRequest(Requests.imagePrune));
+        if (o.json) printJson(removed);
+        else process.stdout.write(removed.length ? removed.map((d) => `removed ${d}\n`).join('') : 'nothing to remove\n');
+        return 0;
+      }
+      throw new UsageError('cove image build [--force] | cove image ls [--json] | cove image prune');
     }
     case 'daemon':
       process.env.COVE_HOME = coveHome();

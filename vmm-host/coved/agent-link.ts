@@ -151,8 +151,11 @@ export class AgentLink extends EventEmitter {
           readyTimeout: this.everUp ? this.opts.handshakeTimeoutMs : this.opts.firstHandshakeTimeoutMs,
           // The agent is not OpenSSH, but it serves OpenSSH's streamlocal extension.
           strictVendor: false,
-          keepaliveInterval: 10_000,
-          keepaliveCountMax: 6,
+          // A restarted agent only speaks once the host sends something, so a short keepalive is
+          // what notices it (its banner arrives mid-session and the link resets). A stalled VM
+          // (SIGSTOP, a laptop asleep) gets two minutes before the link is given up.
+          keepaliveInterval: 3000,
+          keepaliveCountMax: 40,
           hostVerifier: (key: Buffer) => key.equals(this.pinned),
         });
       });

@@ -146,6 +146,19 @@ export class Coved {
     return vm.listImages(this.home);
   }
 
+  /** Removes every image no sandbox uses, keeping the newest one (what the next `up` uses). */
+  async pruneImages(): Promise<string[]> {
+    if (this.imageBuild) throw conflict('an image build is running', 'prune again when it has finished');
+    const used = new Set([...this.sandboxes.values()].map((s) => s.config.image));
+    const removed: string[] = [];
+    for (const img of this.listImages().slice(1)) {
+      if (used.has(path.basename(img.dir))) continue;
+      fs.rmSync(img.dir, { recursive: true, force: true });
+      removed.push(img.dir);
+    }
+    return removed;
+  }
+
   // ---- requests -----------------------------------------------------------------------------
 
   list(): SandboxInfo[] {
@@ -235,6 +248,7 @@ export class Coved {
         memoryMiB: opts.memoryMiB ?? 2048,
         diskGiB: opts.diskGiB ?? 20,
         image: path.basename(image.dir),
+        baseSha256: vm.baseSha256(image.dir),
         createdAt: new Date().toISOString(),
         published: [],
       };

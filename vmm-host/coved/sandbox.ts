@@ -29,6 +29,8 @@ export interface SandboxConfig {
   diskGiB: number;
   /** The image folder name (`docker-<hash>`) whose base disk the overlay is made over. */
   image: string;
+  /** The base disk's sha256 when the overlay was made: an overlay is only valid over that base. */
+  baseSha256?: string;
   createdAt: string;
   /** Ports added with `cove publish`, kept across restarts. */
   published: Array<{ hostPort: number; guestPort: number }>;
@@ -190,6 +192,7 @@ export class Sandbox {
         `remove the sandbox with \`cove rm ${this.name}\` (its Docker data goes with it) and run \`cove up\` again`,
       );
     }
+    await vm.checkImageFor(imageDir, this.config);
     const started = Date.now();
     onStep('accel', 'checking for KVM', 0.05);
     const accel = await this.coved.accel(imageDir);

@@ -47,6 +47,7 @@ function register(conn: MessageConnection, coved: Coved, version: string, onShut
     }),
   );
   conn.onRequest(Requests.imageList, () => handle(() => coved.listImages()));
+  conn.onRequest(Requests.imagePrune, () => handle(() => coved.pruneImages()));
   conn.onRequest(Requests.shutdown, () => {
     setImmediate(onShutdown);
   });

@@ -4,10 +4,12 @@ import * as child_process from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { DoctorCheck, ImageBuildResult, ImageInfo, MountType } from '../api/protocol';
-import { buildImage as build, listImages as list, type ImageInfo as StoredImage } from '../image';
+import { buildImage as build, listImages as list, readManifest, verifyImage, type ImageInfo as StoredImage } from '../image';
+import { CoveError } from '../api/errors';
+import { ErrorCodes } from '../api/protocol';
 import { IMAGE } from '../layout';
 import type { SandboxKeys } from './keys';
-import type { Sandbox } from './sandbox';
+import type { Sandbox, SandboxConfig } from './sandbox';
 import * as driver from '../driver';
 
 export type AccelResult = driver.AccelResult;
@@ -29,6 +31,29 @@ export async function buildImage(home: string, force: boolean, onStep: (step: st
 
 export function listImages(home: string): ImageInfo[] {
   return list(home).map(toInfo);
+}
+
+/** The base disk's recorded checksum (from the manifest), or undefined. */
+export function baseSha256(imageDir: string): string | undefined {
+  return readManifest(imageDir)?.files[IMAGE.baseDisk]?.sha256;
+}
+
+/**
+ * Refuses to boot a sandbox over a damaged image, or over a base disk other than the one its
+ * overlay was made on (an image rebuilt in place after damage): either would corrupt its disk.
+ */
+export async function checkImageFor(imageDir: string, config: SandboxConfig): Promise<void> {
+  const v = await verifyImage(imageDir);
+  const again = `rebuild it with \`cove image build\`; sandbox ${config.name} was made over it and cannot start until then`;
+  if (!v.ok) throw new CoveError(ErrorCodes.conflict, `the image ${config.image} is damaged: ${v.problems.join('; ')}`, again);
+  const now = baseSha256(imageDir);
+  if (config.baseSha256 && now && now !== config.baseSha256) {
+    throw new CoveError(
+      ErrorCodes.conflict,
+      `the image ${config.image} was rebuilt after sandbox ${config.name} was made over it, so its disk no longer fits`,
+      `copy out what you need (the workspace folder is safe on the host), then \`cove rm ${config.name}\` and \`cove up\` again`,
+    );
+  }
 }
 
 export function detectAccel(home: string, imageDir: string, log: (m: string) => void): Promise<AccelResult> {
