@@ -35,6 +35,8 @@ function takeLock(pidFile: string): boolean {
 }
 
 async function main(): Promise<void> {
+  // Everything coved, qemu and virtiofsd create (sockets, disks, keys, logs) is the user's alone.
+  process.umask(0o077);
   const home = coveHome();
   fs.mkdirSync(home, { recursive: true, mode: 0o700 });
   fs.chmodSync(home, 0o700);

@@ -359,7 +359,10 @@ export class Sandbox {
     if (!force && link?.isUp) {
       // The link drops as the guest powers off, so the command's own end is not awaited.
       link.exec(GUEST.poweroff, 5000).catch(() => undefined);
-      if (!(await waitGone(qemu, this.coved.timeouts.stopMs, this.dir))) this.log('the guest did not power off in time; quitting qemu');
+      // With virtiofsd gone the guest cannot unmount the folder cleanly; don't wait long for it.
+      const vfsDead = this.runtime.pids.virtiofsd !== null && !processAlive(this.runtime.pids.virtiofsd);
+      const wait = vfsDead ? Math.min(20_000, this.coved.timeouts.stopMs) : this.coved.timeouts.stopMs;
+      if (!(await waitGone(qemu, wait, this.dir))) this.log('the guest did not power off in time; quitting qemu');
     }
     await this.detach();
     if (processAlive(qemu, this.dir)) {

@@ -86,6 +86,12 @@ export async function boot(req: BootRequest): Promise<{ qemu: number; virtiofsd:
     req.log('virtio-fs is not available on this host (no virtiofsd, or not root); using 9p');
     mount = '9p';
   }
+  if (mount === 'virtiofs' && c.readonly) {
+    // The C virtiofsd cannot refuse writes; qemu's 9p server can (readonly=on), so a read-only
+    // folder is enforced on the host side, where the guest cannot undo it.
+    req.log('read-only folder: using 9p, whose read-only mode the host enforces');
+    mount = '9p';
+  }
   driver.writeConfigDisk(sb.file('configDisk'), {
     version: 1,
     name: c.name,
