@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  qemu-system-x86 qemu-utils      # the VMs (microvm machine, qemu-img) and the C virtiofsd
+  qemu-system-x86 qemu-utils passt  # the VMs (microvm, qemu-img, the C virtiofsd) and their network
   debootstrap busybox-static cpio xz-utils zstd e2fsprogs   # the image build
   socat iproute2 curl openssh-client ca-certificates        # tests: ss, curl, OpenSSH
 )

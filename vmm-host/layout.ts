@@ -65,6 +65,11 @@ export const VM = {
   qemuLog: 'qemu.log',
   /** virtiofsd's stderr. */
   virtiofsdLog: 'virtiofsd.log',
+  /** passt's output (user-mode networking that keeps the host's loopback out of reach). */
+  passtLog: 'passt.log',
+  passtPid: 'passt.pid',
+  /** passt's end of the guest network (qemu's `-netdev stream`). */
+  netSock: 'net.sock',
   qemuPid: 'qemu.pid',
   virtiofsdPid: 'virtiofsd.pid',
   /** QMP control socket of qemu. */

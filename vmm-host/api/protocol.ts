@@ -27,6 +27,8 @@ export interface SandboxInfo {
   /** The shared folder: the same absolute path on the host and in the guest. */
   workspace: string;
   mount: MountType;
+  /** `passt` keeps the host's loopback out of the guest's reach; `user` is qemu's slirp, which does not. */
+  network: 'passt' | 'user' | null;
   readonly: boolean;
   cpus: number;
   memoryMiB: number;
@@ -44,7 +46,7 @@ export interface SandboxInfo {
   dockerReady: boolean;
   /** Seconds from starting qemu to dockerd answering, for the last boot. */
   bootSeconds: number | null;
-  pids: { qemu: number | null; virtiofsd: number | null };
+  pids: { qemu: number | null; virtiofsd: number | null; passt: number | null };
   createdAt: string;
   /** The last lines of the console when the sandbox crashed or failed to boot. */
   consoleTail?: string;

@@ -42,7 +42,9 @@ export interface SandboxRuntime {
   accel: Accel | null;
   /** The mount type actually in use (9p when virtio-fs was not available). */
   mount: MountType | null;
-  pids: { qemu: number | null; virtiofsd: number | null };
+  pids: { qemu: number | null; virtiofsd: number | null; passt?: number | null };
+  /** The network in use: passt, or qemu's user networking where passt is missing. */
+  network?: 'passt' | 'user';
   startedAt: string | null;
   bootSeconds: number | null;
   problem?: string;
@@ -70,7 +72,7 @@ export class Sandbox {
       state: 'stopped',
       accel: null,
       mount: null,
-      pids: { qemu: null, virtiofsd: null },
+      pids: { qemu: null, virtiofsd: null, passt: null },
       startedAt: null,
       bootSeconds: null,
     };
@@ -101,6 +103,7 @@ export class Sandbox {
       state: this.runtime.state,
       workspace: this.config.workspace,
       mount: this.runtime.mount ?? this.config.mount,
+      network: this.runtime.network ?? null,
       readonly: this.config.readonly,
       cpus: this.config.cpus,
       memoryMiB: this.config.memoryMiB,
@@ -113,7 +116,7 @@ export class Sandbox {
       ports: this.ports?.list() ?? [],
       dockerReady: this.dockerReady,
       bootSeconds: this.runtime.bootSeconds,
-      pids: { ...this.runtime.pids },
+      pids: { qemu: this.runtime.pids.qemu, virtiofsd: this.runtime.pids.virtiofsd, passt: this.runtime.pids.passt ?? null },
       createdAt: this.config.createdAt,
       ...(this.runtime.consoleTail ? { consoleTail: this.runtime.consoleTail } : {}),
       ...(this.runtime.problem ? { problem: this.runtime.problem } : {}),
@@ -201,14 +204,14 @@ export class Sandbox {
     this.dockerReady = false;
     this.setState('starting', { accel: accel.accel, startedAt: new Date().toISOString(), bootSeconds: null });
     const keys = readKeys(this.dir);
-    let pids: { qemu: number; virtiofsd: number | null; mount: MountType };
+    let pids: Awaited<ReturnType<typeof vm.boot>>;
     try {
       pids = await vm.boot({ sandbox: this, imageDir, accel, keys, log: (m) => this.log(m) });
     } catch (e) {
       this.setState('crashed', { problem: messageOf(e), consoleTail: tailFile(this.file('consoleLog')) || tailFile(this.file('qemuLog')) });
       throw e instanceof CoveError ? e : new CoveError(ErrorCodes.boot, `sandbox ${this.name} could not start: ${messageOf(e)}`, `see ${this.file('qemuLog')}`);
     }
-    this.setState('starting', { pids: { qemu: pids.qemu, virtiofsd: pids.virtiofsd }, mount: pids.mount });
+    this.setState('starting', { pids: { qemu: pids.qemu, virtiofsd: pids.virtiofsd, passt: pids.passt }, mount: pids.mount, network: pids.network });
     await this.attach();
     const stopWatching = vm.watchConsole(this.file('consoleLog'), (step, message, fraction) => onStep(step, message, 0.1 + 0.8 * fraction));
     try {
@@ -320,7 +323,7 @@ export class Sandbox {
     const tail = tailFile(this.file('consoleLog'));
     this.log('qemu exited unexpectedly');
     void this.detach();
-    signal(this.runtime.pids.virtiofsd, 'SIGTERM');
+    this.signalHelpers('SIGTERM');
     this.setState('crashed', { problem: 'the VM exited unexpectedly (qemu is gone)', consoleTail: tail });
   }
 
@@ -335,12 +338,25 @@ export class Sandbox {
     this.dockerReady = false;
   }
 
-  /** Kills qemu and virtiofsd at once. */
+  /** virtiofsd and passt: the VM's helper processes, which outlive coved like qemu does. */
+  private signalHelpers(sig: NodeJS.Signals): void {
+    signal(this.runtime.pids.virtiofsd, sig);
+    signal(this.runtime.pids.passt, sig);
+  }
+
+  private async stopHelpers(): Promise<void> {
+    this.signalHelpers('SIGTERM');
+    await waitGone(this.runtime.pids.virtiofsd, 5000);
+    await waitGone(this.runtime.pids.passt, 5000);
+    this.signalHelpers('SIGKILL');
+  }
+
+  /** Kills qemu and its helpers at once. */
   private async kill(): Promise<void> {
     await this.detach();
     signal(this.runtime.pids.qemu, 'SIGKILL');
     await waitGone(this.runtime.pids.qemu, 5000, this.dir);
-    signal(this.runtime.pids.virtiofsd, 'SIGKILL');
+    this.signalHelpers('SIGKILL');
     await waitGone(this.runtime.pids.virtiofsd, 5000);
   }
 
@@ -350,8 +366,8 @@ export class Sandbox {
     const qemu = this.runtime.pids.qemu;
     if (!processAlive(qemu, this.dir)) {
       await this.detach();
-      signal(this.runtime.pids.virtiofsd, 'SIGTERM');
-      this.setState('stopped', { pids: { qemu: null, virtiofsd: null } });
+      await this.stopHelpers();
+      this.setState('stopped', { pids: { qemu: null, virtiofsd: null, passt: null } });
       return;
     }
     this.setState('stopping');
@@ -372,10 +388,8 @@ export class Sandbox {
         await waitGone(qemu, 5000, this.dir);
       }
     }
-    signal(this.runtime.pids.virtiofsd, 'SIGTERM');
-    await waitGone(this.runtime.pids.virtiofsd, 5000);
-    signal(this.runtime.pids.virtiofsd, 'SIGKILL');
-    this.setState('stopped', { pids: { qemu: null, virtiofsd: null } });
+    await this.stopHelpers();
+    this.setState('stopped', { pids: { qemu: null, virtiofsd: null, passt: null } });
   }
 
   async ensureContext(): Promise<void> {
@@ -419,9 +433,9 @@ export class Sandbox {
     }
     await this.openSockets();
     this.setState(st === 'stopping' ? 'stopped' : 'crashed', {
-      pids: { qemu: null, virtiofsd: null },
+      pids: { qemu: null, virtiofsd: null, passt: null },
       ...(st === 'stopping' ? {} : { problem: 'the VM exited while coved was not running', consoleTail: tailFile(this.file('consoleLog')) }),
     });
-    signal(this.runtime.pids.virtiofsd, 'SIGTERM');
+    this.signalHelpers('SIGTERM');
   }
 }

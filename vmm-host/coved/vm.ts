@@ -78,7 +78,13 @@ export interface BootRequest {
 }
 
 /** Writes the config disk and starts virtiofsd (when used) and qemu; both outlive coved. */
-export async function boot(req: BootRequest): Promise<{ qemu: number; virtiofsd: number | null; mount: MountType }> {
+/** passt where it is installed (COVE_NETWORK=user forces qemu's slirp). */
+export function networkFor(env: NodeJS.ProcessEnv = process.env): 'passt' | 'user' {
+  if (env.COVE_NETWORK === 'user') return 'user';
+  return driver.findPasst(env) ? 'passt' : 'user';
+}
+
+export async function boot(req: BootRequest): Promise<{ qemu: number; virtiofsd: number | null; passt: number | null; mount: MountType; network: 'passt' | 'user' }> {
   const sb = req.sandbox;
   const c = sb.config;
   let mount: MountType = c.mount;
@@ -92,6 +98,8 @@ export async function boot(req: BootRequest): Promise<{ qemu: number; virtiofsd:
     req.log('read-only folder: using 9p, whose read-only mode the host enforces');
     mount = '9p';
   }
+  const network = networkFor();
+  if (network === 'user') req.log('passt is not installed: using qemu user networking, which lets the guest reach the host loopback');
   driver.writeConfigDisk(sb.file('configDisk'), {
     version: 1,
     name: c.name,
@@ -111,8 +119,9 @@ export async function boot(req: BootRequest): Promise<{ qemu: number; virtiofsd:
     accel: req.accel.accel,
     tscKhz: req.accel.tscKhz,
     mount: { type: mount, hostPath: c.workspace, readonly: c.readonly },
+    network,
   });
-  return { qemu: pids.qemu, virtiofsd: pids.virtiofsd, mount };
+  return { qemu: pids.qemu, virtiofsd: pids.virtiofsd, passt: pids.passt, mount, network };
 }
 
 export function quit(qmpSock: string): Promise<void> {
@@ -194,6 +203,13 @@ export async function hostChecks(home: string): Promise<DoctorCheck[]> {
   tool('qemu', () => driver.findQemu(), 'apt-get install qemu-system-x86');
   tool('qemu-img', () => driver.findQemuImg(), 'apt-get install qemu-utils');
   tool('virtiofsd', () => driver.findVirtiofsd(), 'apt-get install qemu-system-common (QEMU 7.2) or virtiofsd', '; 9p is used for the shared folder');
+  const passt = driver.findPasst();
+  checks.push({
+    name: 'passt',
+    ok: passt !== null,
+    detail: passt ? `${passt}: the guest cannot reach services on the host's 127.0.0.1` : "not found: qemu's user networking is used, and the guest can reach services on the host's 127.0.0.1",
+    hint: 'apt-get install passt',
+  });
   checks.push({
     name: 'virtio-fs usable',
     ok: virtiofsAvailable(),

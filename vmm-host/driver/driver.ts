@@ -18,6 +18,8 @@ export interface VmPids {
   qemu: number;
   /** null when the spec had no virtio-fs mount. */
   virtiofsd: number | null;
+  /** null when the VM uses qemu's built-in user networking instead of passt. */
+  passt: number | null;
 }
 
 export interface StopOptions {

@@ -9,7 +9,8 @@ import type { Accel } from './accel';
 import type { Driver, DriverFeatures, StopOptions, VmPids } from './driver';
 import { DriverError, waitFor } from './errors';
 import { qmpQuit } from './qmp';
-import { findQemu, findVirtiofsd, requireVirtiofsd } from './tools';
+import { MissingToolError } from '../image/errors';
+import { findPasst, findQemu, findVirtiofsd, requireVirtiofsd } from './tools';
 
 export interface MountSpec {
   type: 'virtiofs' | '9p';
@@ -29,6 +30,11 @@ export interface QemuSpec {
   tscKhz?: number | null;
   mount: MountSpec | null;
   kernelArgsExtra?: string[];
+  /**
+   * `passt` (default where installed): the guest reaches the network but not the host's
+   * loopback. `user`: qemu's slirp, which maps the gateway address to the host's 127.0.0.1.
+   */
+  network?: 'passt' | 'user';
 }
 
 export interface QemuPaths {
@@ -68,7 +74,9 @@ export function buildQemuArgv(spec: QemuSpec): string[] {
   a.push('-device', 'virtio-serial-device');
   a.push('-chardev', `socket,id=agent,path=${vm('agentSock')},server=on,wait=off`);
   a.push('-device', `virtserialport,chardev=agent,name=${GUEST.agentPortName}`);
-  a.push('-netdev', 'user,id=net0', '-device', 'virtio-net-device,netdev=net0');
+  if (spec.network === 'passt') a.push('-netdev', `stream,id=net0,server=off,addr.type=unix,addr.path=${vm('netSock')}`);
+  else a.push('-netdev', 'user,id=net0');
+  a.push('-device', 'virtio-net-device,netdev=net0');
   a.push('-device', 'virtio-rng-device');
   if (spec.mount && virtiofs) {
     a.push('-object', `memory-backend-memfd,id=mem,size=${spec.memoryMiB}M,share=on`);
@@ -128,28 +136,53 @@ function tail(file: string, n = 5): string {
   }
 }
 
-async function startVirtiofsd(spec: QemuSpec, env: NodeJS.ProcessEnv): Promise<number> {
-  const bin = requireVirtiofsd(env);
-  const sock = path.join(spec.vmDir, VM.virtiofsSock);
-  const logFile = path.join(spec.vmDir, VM.virtiofsdLog);
+/** passt's argv: the guest's static address, DNS forwarded to the host's resolver, no gateway-to-host mapping. */
+export function buildPasstArgv(spec: QemuSpec): string[] {
+  const uid = process.getuid?.() ?? 0;
+  const gid = process.getgid?.() ?? 0;
+  return [
+    '--foreground', '--quiet', '--ipv4-only',
+    // Stay this user: as root passt would switch to nobody before binding in a 0700 folder.
+    '--runas', `${uid}:${gid}`,
+    '--socket', path.join(path.resolve(spec.vmDir), VM.netSock),
+    '--address', '10.0.2.15', '--netmask', '24', '--gateway', '10.0.2.2',
+    '--dns', '10.0.2.3', '--dns-forward', '10.0.2.3',
+    '--no-map-gw', '--tcp-ports', 'none', '--udp-ports', 'none',
+  ];
+}
+
+/**
+ * Starts a helper process (virtiofsd, passt) in its own session, so it survives the node process,
+ * records its pid, and waits for its socket.
+ */
+async function startHelper(name: string, bin: string, args: string[], sock: string, pidFile: string, logFile: string, hint: string): Promise<number> {
   fs.rmSync(sock, { force: true });
   const log = fs.openSync(logFile, 'a');
-  // detached: its own session (setsid), so it survives the node process and its process group.
-  const child = spawn(bin, buildVirtiofsdArgv(spec), { detached: true, stdio: ['ignore', log, log] });
+  const child = spawn(bin, args, { detached: true, stdio: ['ignore', log, log] });
   fs.closeSync(log);
   const pid = child.pid;
-  if (!pid) throw new DriverError(`cannot start ${bin}`, 'check that virtiofsd is executable');
+  if (!pid) throw new DriverError(`cannot start ${bin}`, `check that ${name} is executable`);
   let exitCode: number | null = null;
   child.on('exit', (code) => (exitCode = code ?? -1));
   child.unref();
-  fs.writeFileSync(path.join(spec.vmDir, VM.virtiofsdPid), `${pid}\n`);
-  await waitFor(`virtiofsd's socket ${sock}`, 10_000, () => {
-    if (exitCode !== null) {
-      throw new DriverError(`virtiofsd exited (${exitCode}) before listening: ${tail(logFile)}`, `see ${logFile}; or use the 9p mount`);
-    }
+  fs.writeFileSync(pidFile, `${pid}\n`);
+  await waitFor(`${name}'s socket ${sock}`, 10_000, () => {
+    if (exitCode !== null) throw new DriverError(`${name} exited (${exitCode}) before listening: ${tail(logFile)}`, `see ${logFile}; ${hint}`);
     return fs.existsSync(sock);
   });
   return pid;
+}
+
+function startVirtiofsd(spec: QemuSpec, env: NodeJS.ProcessEnv): Promise<number> {
+  const f = (k: keyof typeof VM) => path.join(spec.vmDir, VM[k]);
+  return startHelper('virtiofsd', requireVirtiofsd(env), buildVirtiofsdArgv(spec), f('virtiofsSock'), f('virtiofsdPid'), f('virtiofsdLog'), 'or use the 9p mount');
+}
+
+function startPasst(spec: QemuSpec, env: NodeJS.ProcessEnv): Promise<number> {
+  const bin = findPasst(env);
+  if (!bin) throw new MissingToolError('passt', 'passt');
+  const f = (k: keyof typeof VM) => path.join(spec.vmDir, VM[k]);
+  return startHelper('passt', bin, buildPasstArgv(spec), f('netSock'), f('passtPid'), f('passtLog'), 'or set COVE_NETWORK=user');
 }
 
 export interface StartOptions {
@@ -163,7 +196,12 @@ export async function startQemu(spec: QemuSpec, opts: StartOptions = {}): Promis
   const qemu = findQemu(env);
   for (const f of [VM.qemuPid, VM.qmpSock, VM.agentSock, VM.consoleLog]) fs.rmSync(path.join(spec.vmDir, f), { force: true });
   let virtiofsd: number | null = null;
-  if (spec.mount?.type === 'virtiofs') virtiofsd = await startVirtiofsd(spec, env);
+  let passt: number | null = null;
+  if (spec.network === 'passt') passt = await startPasst(spec, env);
+  if (spec.mount?.type === 'virtiofs') virtiofsd = await startVirtiofsd(spec, env).catch((e) => {
+    if (passt) killQuietly(passt, 'SIGKILL');
+    throw e;
+  });
   const logFile = path.join(spec.vmDir, VM.qemuLog);
   const log = fs.openSync(logFile, 'a');
   fs.writeSync(log, `\n# ${new Date().toISOString()} ${qemu} ${buildQemuArgv(spec).join(' ')}\n`);
@@ -188,12 +226,13 @@ export async function startQemu(spec: QemuSpec, opts: StartOptions = {}): Promis
     if (code !== 0) throw new DriverError(`qemu failed to start (exit ${code}): ${tail(logFile, 3)}`, `see ${logFile}`);
   } catch (e) {
     if (virtiofsd) killQuietly(virtiofsd, 'SIGKILL');
+    if (passt) killQuietly(passt, 'SIGKILL');
     throw e;
   } finally {
     fs.closeSync(log);
   }
   const qemuPid = await waitFor(`qemu's pid file ${VM.qemuPid}`, 5000, () => readPid(path.join(spec.vmDir, VM.qemuPid)));
-  return { qemu: qemuPid, virtiofsd };
+  return { qemu: qemuPid, virtiofsd, passt };
 }
 
 function killQuietly(pid: number, sig: NodeJS.Signals): void {
@@ -227,14 +266,16 @@ export async function stopQemu(vmDir: string, opts: StopOptions = {}): Promise<v
       }
     }
   }
-  const vfsPid = readPid(path.join(vmDir, VM.virtiofsdPid));
-  if (vfsPid && isRunning(vfsPid)) {
-    killQuietly(vfsPid, 'SIGTERM');
-    const end = Date.now() + 5000;
-    while (Date.now() < end && isRunning(vfsPid)) await new Promise((r) => setTimeout(r, 100));
-    if (isRunning(vfsPid)) killQuietly(vfsPid, 'SIGKILL');
+  for (const pidFile of [VM.virtiofsdPid, VM.passtPid]) {
+    const helper = readPid(path.join(vmDir, pidFile));
+    if (helper && isRunning(helper)) {
+      killQuietly(helper, 'SIGTERM');
+      const end = Date.now() + 5000;
+      while (Date.now() < end && isRunning(helper)) await new Promise((r) => setTimeout(r, 100));
+      if (isRunning(helper)) killQuietly(helper, 'SIGKILL');
+    }
   }
-  for (const f of [VM.qemuPid, VM.virtiofsdPid, VM.qmpSock, VM.agentSock, VM.virtiofsSock]) fs.rmSync(path.join(vmDir, f), { force: true });
+  for (const f of [VM.qemuPid, VM.virtiofsdPid, VM.passtPid, VM.qmpSock, VM.agentSock, VM.virtiofsSock, VM.netSock]) fs.rmSync(path.join(vmDir, f), { force: true });
 }
 
 export class QemuDriver implements Driver {

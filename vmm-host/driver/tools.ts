@@ -56,3 +56,9 @@ export function requireVirtiofsd(env: NodeJS.ProcessEnv = process.env): string {
 export function findQemuTools(env: NodeJS.ProcessEnv = process.env): QemuTools {
   return { qemu: findQemu(env), qemuImg: findQemuImg(env), virtiofsd: findVirtiofsd(env) };
 }
+
+/** passt (user-mode networking without the host-loopback mapping of qemu's slirp), or null. */
+export function findPasst(env: NodeJS.ProcessEnv = process.env): string | null {
+  if (env.COVE_PASST && executable(env.COVE_PASST)) return env.COVE_PASST;
+  return search('passt', env);
+}
