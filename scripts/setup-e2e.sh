@@ -44,6 +44,8 @@ mkdir -p "$DEST.tmp"
   done
   # The native modules (node-pty, @parcel/watcher, kerberos, spdlog…) are built for this Node.
   (cd lib/vscode && npm rebuild --loglevel=error)
+  # code-server's own native module: its CLI (--install-extension included) loads it.
+  npm rebuild argon2 --loglevel=error
   # What code-server's postinstall does besides: the asar link and the built-in extensions' deps.
   [ -e lib/vscode/node_modules.asar ] || ln -s node_modules lib/vscode/node_modules.asar
   if [ -f lib/vscode/extensions/package.json ]; then

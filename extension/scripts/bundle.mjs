@@ -38,6 +38,18 @@ const rootPackageJson = {
   },
 };
 
+// Modules that are also CLIs run their main when `require.main === module`, which is true for every
+// module inside a bundle: in coved's bundle those guards must be false.
+const noCliMains = {
+  name: 'no-cli-mains',
+  setup(build) {
+    build.onLoad({ filter: /[\\/](kernel|tier-docker)[\\/].*\.ts$/ }, async (args) => ({
+      contents: (await fs.promises.readFile(args.path, 'utf8')).replace(/require\.main === module/g, 'false'),
+      loader: 'ts',
+    }));
+  },
+};
+
 fs.rmSync(dist, { recursive: true, force: true });
 fs.mkdirSync(dist, { recursive: true });
 
@@ -46,7 +58,7 @@ execFileSync(process.execPath, [path.join(root, 'scripts', 'bundle.mjs')], { cwd
 
 await Promise.all([
   esbuild.build({ ...common, entryPoints: [path.join(ext, 'src', 'extension.ts')], outfile: path.join(dist, 'extension.js'), external: [...common.external, 'vscode'] }),
-  esbuild.build({ ...common, entryPoints: [path.join(root, 'vmm-host', 'coved', 'main.ts')], outfile: path.join(dist, 'coved.js'), plugins: [rootPackageJson] }),
+  esbuild.build({ ...common, entryPoints: [path.join(root, 'vmm-host', 'coved', 'main.ts')], outfile: path.join(dist, 'coved.js'), plugins: [rootPackageJson, noCliMains] }),
   esbuild.build({
     ...common,
     entryPoints: [path.join(root, 'test', 'e2e', 'suite', 'index.ts'), path.join(root, 'test', 'e2e', 'suite', 'sandbox.test.ts')],

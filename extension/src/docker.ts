@@ -21,7 +21,9 @@ interface Saved {
 export class DockerIntegration implements vscode.Disposable {
   /** Operations run one at a time: settings writes must not interleave. */
   private queue: Promise<void> = Promise.resolve();
+  /** `name|dockerHost|context` of what was applied, so a repeated sync writes nothing. */
   private applied: string | undefined;
+  private appliedSandbox: string | undefined;
 
   constructor(
     private readonly env: vscode.GlobalEnvironmentVariableCollection,
@@ -40,7 +42,7 @@ export class DockerIntegration implements vscode.Disposable {
 
   /** The sandbox the window's Docker tooling points at now, if any. */
   get activeSandbox(): string | undefined {
-    return this.applied ?? this.state.get<Saved>(SAVED_KEY)?.sandbox;
+    return this.appliedSandbox ?? this.state.get<Saved>(SAVED_KEY)?.sandbox;
   }
 
   private async apply(sb: SandboxInfo): Promise<void> {
@@ -75,6 +77,7 @@ export class DockerIntegration implements vscode.Disposable {
       await this.state.update(SAVED_KEY, { sandbox: sb.name, values } satisfies Saved);
     }
     this.applied = key;
+    this.appliedSandbox = sb.name;
     this.log.info(`Docker tooling of this window points at sandbox ${sb.name} (${sb.context ?? sb.dockerHost})`);
   }
 
@@ -95,6 +98,7 @@ export class DockerIntegration implements vscode.Disposable {
     await this.state.update(SAVED_KEY, undefined);
     if (this.applied || saved) this.log.info(`Docker tooling of this window restored (sandbox ${saved?.sandbox ?? '?'} is not running)`);
     this.applied = undefined;
+    this.appliedSandbox = undefined;
   }
 
   dispose(): void {

@@ -1,8 +1,8 @@
 // The end-to-end runner (`npm run test:e2e`): the extension in a real VS Code — code-server's
 // server, as no desktop VS Code can be downloaded here — opened in headless Chromium.
 //   1. extension tests: the mocha suite (test/e2e/suite) runs in the extension host against a real
-//      sandbox, with the development extension and a stub that registers the Docker extension's
-//      settings keys;
+//      sandbox, with the development extension and, installed, a stub that registers the Docker
+//      extension's settings keys (the real one cannot be downloaded here);
 //   2. the VSIX installs into code-server with --install-extension;
 //   3. a UI smoke test, with the installed VSIX (so its bundled coved is the one started): command
 //      palette → "Cove: Open in Sandbox" → the progress notification → text in the sandbox terminal,
@@ -15,6 +15,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import * as util from 'node:util';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { connect } from '../../vmm-host/api/client';
 import { Requests } from '../../vmm-host/api/protocol';
@@ -163,6 +164,7 @@ const USER_SETTINGS = {
   'update.mode': 'none',
   'terminal.integrated.enablePersistentSessions': false,
   'window.confirmBeforeClose': 'never',
+  'git.openRepositoryInParentFolders': 'never',
 };
 
 interface Server {
@@ -260,7 +262,9 @@ function workbenchUrl(base: string, payload?: Array<[string, string]>): string {
 async function extensionTests(): Promise<void> {
   const resultsFile = path.join(RUN_DIR, 'results.jsonl');
   fs.rmSync(resultsFile, { force: true });
-  const server = await startServer('tests', path.join(RUN_DIR, 'tests', 'extensions'), { COVE_E2E_RESULTS: resultsFile, COVE_COVED: path.join(EXTENSION, 'dist', 'coved.js') });
+  const extensionsDir = path.join(RUN_DIR, 'tests', 'extensions');
+  installStub(extensionsDir);
+  const server = await startServer('tests', extensionsDir, { COVE_E2E_RESULTS: resultsFile, COVE_COVED: path.join(EXTENSION, 'dist', 'coved.js') });
   const { context, page } = await openBrowser('tests');
   let exitCode: number | null = null;
   await page.exposeFunction('codeAutomationLog', (type: string, args: unknown[]) => {
@@ -270,10 +274,23 @@ async function extensionTests(): Promise<void> {
   await page.exposeFunction('codeAutomationExit', (code: number) => {
     exitCode = code;
   });
+  // The extension host's console (mocha's spec reporter) reaches the page's console.
+  page.on('console', (m) => {
+    if (!m.text().includes('[Extension Host]')) return;
+    void Promise.all(m.args().map((a) => a.jsonValue().catch(() => '?')))
+      .then((args: unknown[]) => {
+        // The first argument is '%c[Extension Host] %c<format>' with two CSS arguments after it.
+        const [fmt, , , ...rest] = args;
+        const text = typeof fmt === 'string' ? util.format(fmt.replace(/%c/g, ''), ...rest) : m.text();
+        process.stdout.write(`  ${text.trimEnd()}\n`);
+      })
+      .catch(() => undefined);
+  });
+  // Paths on the server, as vscode-remote URIs whose authority is the server itself.
+  const remote = (p: string) => `vscode-remote://${new URL(server.url).host}${p}`;
   const url = workbenchUrl(server.url, [
-    ['extensionDevelopmentPath', EXTENSION],
-    ['extensionDevelopmentPath', STUB],
-    ['extensionTestsPath', SUITE],
+    ['extensionDevelopmentPath', remote(EXTENSION)],
+    ['extensionTestsPath', remote(SUITE)],
     ['skipWelcome', 'true'],
   ]);
   log(`tests: opening the workbench with the extension under test and the suite ${path.relative(REPO, SUITE)}`);
@@ -296,6 +313,37 @@ async function extensionTests(): Promise<void> {
   await server.stop();
 }
 
+/** `code-server --install-extension VSIX` into a fresh extensions folder (offline). */
+function codeServerInstall(vsix: string, extensionsDir: string): child_process.SpawnSyncReturns<string> {
+  const dir = path.join(RUN_DIR, 'install');
+  fs.mkdirSync(dir, { recursive: true });
+  fs.mkdirSync(extensionsDir, { recursive: true });
+  return child_process.spawnSync(
+    process.execPath,
+    [
+      path.join(CODE_SERVER, 'out', 'node', 'entry.js'),
+      '--config', path.join(dir, 'config.yaml'),
+      '--user-data-dir', path.join(dir, 'user-data'),
+      '--extensions-dir', extensionsDir,
+      '--install-extension', vsix,
+    ],
+    { env: env(), encoding: 'utf8', timeout: 3 * MIN },
+  );
+}
+
+/**
+ * The stub that registers the Docker extension's settings keys, packaged and installed like any
+ * extension (the workbench takes one extensionDevelopmentPath only: the extension under test).
+ */
+function installStub(extensionsDir: string): void {
+  const vsix = path.join(RUN_DIR, 'docker-settings-stub.vsix');
+  const vsce = path.join(REPO, 'node_modules', '.bin', 'vsce');
+  const p = child_process.spawnSync(vsce, ['package', '--no-dependencies', '--skip-license', '--allow-missing-repository', '--out', vsix], { cwd: STUB, encoding: 'utf8', timeout: 2 * MIN });
+  if (p.status !== 0) throw new Error(`packaging the settings stub failed: ${p.stdout}\n${p.stderr}`);
+  const r = codeServerInstall(vsix, extensionsDir);
+  if (r.status !== 0) throw new Error(`installing the settings stub failed: ${r.stdout}\n${r.stderr}`);
+}
+
 /** Phase 2: the VSIX installs into code-server offline. */
 async function installVsix(extensionsDir: string): Promise<boolean> {
   const title = 'the VSIX installs into code-server with --install-extension';
@@ -304,11 +352,7 @@ async function installVsix(extensionsDir: string): Promise<boolean> {
     results.push({ title, state: 'failed', error: `${VSIX} is missing: run npm run package` });
     return false;
   }
-  const r = child_process.spawnSync(
-    process.execPath,
-    [path.join(CODE_SERVER, 'out', 'node', 'entry.js'), '--install-extension', VSIX, '--extensions-dir', extensionsDir, '--user-data-dir', path.join(RUN_DIR, 'install-user-data')],
-    { env: env(), encoding: 'utf8', timeout: 3 * MIN },
-  );
+  const r = codeServerInstall(VSIX, extensionsDir);
   const installed = fs.existsSync(extensionsDir) && fs.readdirSync(extensionsDir).find((d) => d.startsWith('cove.cove-'));
   const ok = r.status === 0 && !!installed && fs.existsSync(path.join(extensionsDir, installed, 'dist', 'coved.js'));
   results.push({ title, state: ok ? 'passed' : 'failed', ms: Date.now() - started, error: ok ? undefined : `exit ${r.status}: ${r.stdout}\n${r.stderr}` });
@@ -356,6 +400,14 @@ async function uiSmoke(extensionsDir: string): Promise<void> {
     await page.keyboard.press('Enter');
     await waitFor('"hello from the e2e workspace" in the terminal', 2 * MIN, async () => /hello from the e2e workspace/.test(await terminalText(page)), 1000);
     await shot('ui-3-sandbox-terminal.png');
+    // The Cove view lists the sandbox with its state, accel and mount type.
+    await page.locator('.activitybar .action-item [aria-label^="Cove"]').first().click();
+    const item = page.locator('.monaco-list-row', { hasText: 'cove-e2e' }).first();
+    await item.waitFor({ timeout: 30_000 });
+    const itemText = (await item.innerText()).replace(/\s+/g, ' ');
+    if (!/running · (TCG|KVM) · (virtiofs|9p)/.test(itemText)) throw new Error(`the Cove view shows "${itemText}", not the running sandbox with accel and mount`);
+    log(`ui: the Cove view lists: ${itemText}`);
+    await shot('ui-4-cove-view.png');
     results.push({ title, state: 'passed', ms: Date.now() - started });
     log(`ui: terminal text read back; screenshots in ${path.relative(REPO, ARTIFACTS)}/`);
   } catch (e) {

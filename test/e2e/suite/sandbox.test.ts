@@ -103,7 +103,7 @@ describe('Cove extension, end to end', function () {
     assert.ok(terminal, `cove.openTerminal returned nothing: ${api.lastError()}`);
     assert.equal(api.terminalSandbox(terminal), sandbox.name);
     const out = () => plain(api.terminalOutput(terminal) ?? '');
-    await waitFor('the guest shell prompt', 2 * MIN, () => /[#$] ?$/m.test(out()) || out().includes(sandbox.name));
+    await waitFor('the guest shell prompt', 2 * MIN, () => /[#$] ?$/m.test(out()));
     terminal.sendText('pwd; cat hello.txt; docker ps --format "ps:{{.Names}}"; echo "done-$((6*7))"');
     const text = await waitFor('pwd, cat and docker ps output in the sandbox terminal', 3 * MIN, () => /done-42/.test(out()) && out());
     assert.match(text, new RegExp(`^${workspace.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}$`, 'm'), 'the shell did not start in the workspace path');
