@@ -1,0 +1,181 @@
+// Rows 2 and 3: the Docker API through the context against the same request made inside the guest
+// (/_ping with the same node client on both sides; `docker ps` with 20 running containers with the
+// docker CLI on both sides), and `docker load` of a 100 MiB image through the context against
+// loading the same tarball inside the guest.
+import { createHash, randomBytes } from 'node:crypto';
+import * as child_process from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { makeBusyboxImage } from '../test/helpers/busybox-image';
+import { BENCH_ROOT, GUEST_FILES, HOME, cove, docker, guestSh, log, makeRow, ok, sh, timeHost, timed } from './lib';
+import type { Suite } from './suite';
+
+export const BUSYBOX_TAG = 'cove-bench/busybox:latest';
+const BIG_TAG = 'cove-bench/big:latest';
+const BIG_MIB = 100;
+
+/** Loads the busybox test image into the sandbox (once). */
+export async function ensureBusybox(name: string): Promise<void> {
+  const have = await docker(name, ['image', 'inspect', BUSYBOX_TAG], 60_000);
+  if (have.code === 0) return;
+  const tar = path.join(BENCH_ROOT, 'busybox.tar');
+  if (!fs.existsSync(tar)) makeBusyboxImage(tar, BUSYBOX_TAG);
+  ok(await docker(name, ['load', '-i', tar], 300_000), 'docker load busybox');
+}
+
+/** Runs the shared HTTP probe with the host's node; returns per-request ms. */
+export async function hostProbe(url: string, count: number, socket?: string): Promise<{ ms: number[]; bytes: number }> {
+  const r = ok(await sh(process.execPath, [path.join(GUEST_FILES, 'probe.js'), url, `${count}`, ...(socket ? [socket] : [])], 10 * 60_000), `probe ${url} on the host`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+}
+
+/** Runs the same probe with the guest's node (the file is in the shared workspace). */
+export async function guestProbe(suite: Suite, name: string, url: string, count: number, socket?: string): Promise<{ ms: number[]; bytes: number }> {
+  const probe = path.join(suite.workspacePath(name), '.bench', 'probe.js');
+  const r = ok(await cove(['exec', name, '--', 'node', probe, url, `${count}`, ...(socket ? [socket] : [])], 10 * 60_000), `probe ${url} in the guest`);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+}
+
+const apiGoal = (r: { figure: { median: number }; baseline: { median: number } | null }) => ({
+  text: '≤ 1.2× in-guest + 1 ms',
+  met: r.baseline !== null && r.figure.median <= 1.2 * r.baseline.median + 1,
+});
+
+export async function apiGroup(suite: Suite): Promise<void> {
+  if (!suite.want('api.ping') && !suite.want('api.ps20')) return;
+  const name = await suite.main();
+  const sock = path.join(HOME, 'vms', name, 'docker.sock');
+  if (suite.want('api.ping')) {
+    const n = suite.samples(20);
+    // Interleaved in halves so drift on the machine hits both sides alike.
+    const host: number[] = [];
+    const guest: number[] = [];
+    for (let half = 0; half < 2; half++) {
+      host.push(...(await hostProbe('http://docker/_ping', Math.ceil(n / 2), sock)).ms);
+      guest.push(...(await guestProbe(suite, name, 'http://docker/_ping', Math.ceil(n / 2), '/var/run/docker.sock')).ms);
+    }
+    suite.add(
+      makeRow({
+        id: 'api.ping',
+        what: 'GET /_ping through the context (new connection each)',
+        unit: 'ms',
+        better: 'lower',
+        figure: host,
+        baselineWhat: 'GET /_ping on /var/run/docker.sock inside the guest (same node client)',
+        baseline: guest,
+        goal: apiGoal,
+      }),
+    );
+  }
+  if (suite.want('api.ps20')) {
+    await ensureBusybox(name);
+    log('starting 20 idle containers');
+    const t0 = Date.now();
+    await guestSh(
+      name,
+      `for i in $(seq 1 20); do docker run -d --name idle$i ${BUSYBOX_TAG} sleep 1000000 > /dev/null & done; wait; echo running $(docker ps -q --filter name=idle | wc -l)`,
+      15 * 60_000,
+      'docker run -d ×20',
+    ).then((o) => {
+      if (o.running !== 20) throw new Error(`expected 20 running containers, found ${o.running}`);
+    });
+    log(`20 containers running after ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+    const n = suite.samples(5);
+    const host: number[] = [];
+    const guest: number[] = [];
+    for (let i = 0; i < n; i++) host.push(await timeHost('docker ps through the context', 'docker', ['--context', `cove-${name}`, 'ps'], 120_000));
+    const g = await guestSh(name, Array.from({ length: n }, (_, i) => timed(`ps${i}`, 'docker ps > /dev/null')).join('\n'), 10 * 60_000, 'docker ps ×N');
+    for (let i = 0; i < n; i++) guest.push(g[`ps${i}`] / 1000);
+    suite.add(
+      makeRow({
+        id: 'api.ps20',
+        what: '`docker ps` (20 running containers) through the context, host CLI',
+        unit: 'ms',
+        better: 'lower',
+        figure: host,
+        baselineWhat: '`docker ps` inside the guest (guest CLI, timed in the guest)',
+        baseline: guest,
+        goal: apiGoal,
+      }),
+    );
+    await guestSh(name, 'docker rm -f $(docker ps -aq --filter name=idle) > /dev/null; echo left $(docker ps -aq --filter name=idle | wc -l)', 10 * 60_000, 'docker rm -f idle*');
+  }
+}
+
+/** A `docker load` tarball with one layer holding BIG_MIB MiB of random bytes (made once). */
+function makeBigImage(outFile: string): void {
+  if (fs.existsSync(outFile) && fs.statSync(outFile).size > BIG_MIB * 2 ** 20) return;
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'cove-bench-img-'));
+  try {
+    const root = path.join(work, 'root');
+    fs.mkdirSync(root);
+    const fd = fs.openSync(path.join(root, 'blob'), 'w');
+    for (let i = 0; i < BIG_MIB; i++) fs.writeSync(fd, randomBytes(2 ** 20));
+    fs.closeSync(fd);
+    const layer = path.join(work, 'layer.tar');
+    child_process.execFileSync('tar', ['--numeric-owner', '--owner=0', '--group=0', '--mtime=2020-01-01', '-C', root, '-cf', layer, '.']);
+    const hash = createHash('sha256');
+    const rfd = fs.openSync(layer, 'r');
+    const buf = Buffer.alloc(1 << 20);
+    for (let n; (n = fs.readSync(rfd, buf)) > 0; ) hash.update(buf.subarray(0, n));
+    fs.closeSync(rfd);
+    const diffId = hash.digest('hex');
+    const config = JSON.stringify({
+      architecture: 'amd64',
+      os: 'linux',
+      created: '2020-01-01T00:00:00Z',
+      config: { Cmd: ['/blob'] },
+      rootfs: { type: 'layers', diff_ids: [`sha256:${diffId}`] },
+      history: [{ created: '2020-01-01T00:00:00Z', created_by: 'cove bench: 100 MiB of random bytes' }],
+    });
+    const configName = `${createHash('sha256').update(config).digest('hex')}.json`;
+    fs.writeFileSync(path.join(work, configName), config);
+    fs.mkdirSync(path.join(work, diffId));
+    fs.renameSync(layer, path.join(work, diffId, 'layer.tar'));
+    fs.writeFileSync(path.join(work, 'manifest.json'), JSON.stringify([{ Config: configName, RepoTags: [BIG_TAG], Layers: [`${diffId}/layer.tar`] }]));
+    child_process.execFileSync('tar', ['-C', work, '-cf', `${outFile}.tmp`, 'manifest.json', configName, diffId]);
+    fs.renameSync(`${outFile}.tmp`, outFile);
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+export async function loadGroup(suite: Suite): Promise<void> {
+  if (!suite.want('load.100m')) return;
+  const name = await suite.main();
+  const tar = path.join(suite.workspacePath(name), '.bench', 'big.tar');
+  makeBigImage(tar);
+  const mib = fs.statSync(tar).size / 2 ** 20;
+  // The guest loads from its own disk, not from the share: copy it there first (untimed).
+  await guestSh(name, `cp ${tar} /var/tmp/big.tar && sync && echo copied 1`, 10 * 60_000, 'copy the image tarball to the guest disk');
+  const rmi = async () => {
+    const r = await docker(name, ['rmi', '-f', BIG_TAG], 120_000);
+    if (r.code !== 0 && !/No such image/.test(r.stderr)) ok(r, 'docker rmi');
+  };
+  await rmi();
+  const n = suite.samples(2);
+  const host: number[] = [];
+  const guest: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const ms = await timeHost('docker load through the context', 'docker', ['--context', `cove-${name}`, 'load', '-i', tar], 15 * 60_000);
+    host.push(mib / (ms / 1000));
+    await rmi();
+    const g = await guestSh(name, timed('load', 'docker load -i /var/tmp/big.tar > /dev/null'), 15 * 60_000, 'docker load in the guest');
+    guest.push(mib / (g.load / 1e6));
+    await rmi();
+  }
+  await guestSh(name, 'rm -f /var/tmp/big.tar; echo removed 1', 60_000, 'rm the tarball');
+  suite.add(
+    makeRow({
+      id: 'load.100m',
+      what: `\`docker load\` of a ${mib.toFixed(0)} MiB image through the context`,
+      unit: 'MiB/s',
+      better: 'higher',
+      figure: host,
+      baselineWhat: '`docker load` of the same tarball from the guest disk, inside the guest',
+      baseline: guest,
+      goal: (r) => ({ text: '≥ 80 % of in-guest', met: (r.ratio ?? 0) >= 0.8 }),
+    }),
+  );
+}

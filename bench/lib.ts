@@ -1,0 +1,229 @@
+// What every bench group shares: the bench's own $COVE_HOME (images, build cache and locks shared
+// with the tests' home when it exists), the real `cove` and docker CLIs with deadlines, timing in
+// the guest, statistics, and the rows the table is made of.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { run, type RunResult } from '../test/helpers/harness';
+
+export const REPO = path.resolve(__dirname, '..', '..');
+export const BENCH_ROOT = path.join(REPO, '.cove-bench');
+export const HOME = process.env.COVE_BENCH_HOME ? path.resolve(process.env.COVE_BENCH_HOME) : path.join(BENCH_ROOT, 'home');
+export const DOCKER_CONFIG = path.join(BENCH_ROOT, 'docker');
+export const COVE_BIN = path.join(REPO, 'bin', 'cove');
+export const RESULTS = path.join(REPO, 'bench', 'results');
+/** Guest-side helpers (plain JS / shell), copied into each workspace so the guest can run them. */
+export const GUEST_FILES = path.join(REPO, 'bench', 'guest');
+
+export function benchEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  return { ...process.env, COVE_HOME: HOME, DOCKER_CONFIG, ...extra };
+}
+
+export function log(msg: string): void {
+  process.stderr.write(`bench: ${msg}\n`);
+}
+
+export function sh(cmd: string, args: string[], timeoutMs: number, input?: string): Promise<RunResult> {
+  return run(cmd, args, { timeoutMs, input, env: benchEnv() });
+}
+
+export function cove(args: string[], timeoutMs = 120_000, input?: string): Promise<RunResult> {
+  return sh(process.execPath, [COVE_BIN, ...args], timeoutMs, input);
+}
+
+export function docker(name: string, args: string[], timeoutMs = 120_000): Promise<RunResult> {
+  return sh('docker', ['--context', `cove-${name}`, ...args], timeoutMs);
+}
+
+export function ok(r: RunResult, what: string): RunResult {
+  if (r.code !== 0) throw new Error(`${what} exited ${r.code}\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr.slice(-2000)}`);
+  return r;
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
+
+export async function waitUntil<T>(what: string, timeoutMs: number, probe: () => Promise<T | null | undefined | false> | T | null | undefined | false, intervalMs = 250): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown = null;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
+    await sleep(intervalMs);
+  }
+}
+
+/** Times a host command (wall clock, ms); throws unless it exits 0. */
+export async function timeHost(what: string, cmd: string, args: string[], timeoutMs: number): Promise<number> {
+  const t0 = nowMs();
+  ok(await sh(cmd, args, timeoutMs), what);
+  return nowMs() - t0;
+}
+
+/**
+ * Runs a shell snippet in the guest over `cove exec` and returns the `key value` lines it prints.
+ * Figures that are timed in the guest use `date +%s%N` around the command inside the snippet, so
+ * the SSH round trip is not part of them.
+ */
+export async function guestSh(name: string, script: string, timeoutMs: number, what: string): Promise<Record<string, number>> {
+  const r = ok(await cove(['exec', name, '--', 'bash', '-c', script], timeoutMs), `${what} (in the guest)`);
+  const out: Record<string, number> = {};
+  for (const line of r.stdout.split('\n')) {
+    const m = /^([\w.-]+)\s+(-?[\d.]+)$/.exec(line.trim());
+    if (m) out[m[1]] = Number(m[2]);
+  }
+  return out;
+}
+
+/** A bash snippet that times CMD in the guest and prints `KEY <microseconds>`; exits 1 if CMD fails. */
+export function timed(key: string, cmd: string): string {
+  return `_a=$(date +%s%N); ${cmd}; _rc=$?; _b=$(date +%s%N); [ $_rc -eq 0 ] || { echo "${key} failed: exit $_rc" >&2; exit 1; }; echo "${key} $(( (_b - _a) / 1000 ))"`;
+}
+
+export interface Stats {
+  n: number;
+  min: number;
+  median: number;
+  max: number;
+  samples: number[];
+}
+
+export function stats(samples: number[]): Stats {
+  if (samples.length === 0) throw new Error('no samples');
+  const s = [...samples].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  const median = s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+  return { n: s.length, min: s[0], median, max: s[s.length - 1], samples };
+}
+
+export interface Goal {
+  text: string;
+  met: boolean;
+}
+
+export interface Row {
+  id: string;
+  what: string;
+  unit: string;
+  /** Which way is better, for reading the ratio. */
+  better: 'lower' | 'higher';
+  figure: Stats;
+  baselineWhat: string;
+  baseline: Stats | null;
+  /** figure median / baseline median. */
+  ratio: number | null;
+  goal?: Goal;
+  note?: string;
+}
+
+export type RowSpec = Omit<Row, 'ratio' | 'figure' | 'baseline' | 'goal'> & { figure: number[]; baseline: number[] | null; goal?: (row: Row) => Goal };
+
+export function makeRow(spec: RowSpec): Row {
+  const { goal, ...r } = spec;
+  const figure = stats(r.figure);
+  const baseline = r.baseline && r.baseline.length ? stats(r.baseline) : null;
+  const row: Row = { ...r, figure, baseline, ratio: baseline && baseline.median !== 0 ? figure.median / baseline.median : null };
+  if (goal) row.goal = goal(row);
+  return row;
+}
+
+export interface MachineFacts {
+  cores: number;
+  cpuModel: string;
+  memMiB: number;
+  hostKernel: string;
+  accel: string;
+  accelReason: string;
+  node: string;
+  qemu: string;
+  loadAvgAtStart: number[];
+  vmCpus: number;
+  vmMemoryMiB: number;
+}
+
+export function machineBase(): Omit<MachineFacts, 'accel' | 'accelReason' | 'qemu' | 'vmCpus' | 'vmMemoryMiB'> {
+  return {
+    cores: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    memMiB: Math.round(os.totalmem() / 2 ** 20),
+    hostKernel: os.release(),
+    node: process.version,
+    loadAvgAtStart: os.loadavg().map((x) => Math.round(x * 100) / 100),
+  };
+}
+
+/** The VM size every booted machine in a run uses (the bare limit too). */
+export const VM_CPUS = Math.min(2, os.cpus().length);
+export const VM_MEMORY_MIB = 2048;
+
+export function readPid(file: string): number | null {
+  try {
+    const n = Number(fs.readFileSync(file, 'utf8').trim());
+    return Number.isInteger(n) && n > 0 ? n : null;
+  } catch {
+    return null;
+  }
+}
+
+export function alive(pid: number | null): boolean {
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    const st = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return st.slice(st.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** pid and every descendant of it (from /proc/<pid>/stat ppid). */
+export function processTree(root: number): number[] {
+  const parent = new Map<number, number>();
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const st = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+      const ppid = Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]);
+      parent.set(Number(e), ppid);
+    } catch {
+      /* gone */
+    }
+  }
+  const out = [root];
+  for (let i = 0; i < out.length; i++) for (const [pid, pp] of parent) if (pp === out[i]) out.push(pid);
+  return out.filter((p) => parent.has(p));
+}
+
+/** Proportional set size (KiB) of one process, from smaps_rollup; VmRSS when that is unreadable. */
+export function pssKiB(pid: number): { pss: number; rss: number } {
+  let rss = 0;
+  try {
+    rss = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+  } catch {
+    return { pss: 0, rss: 0 };
+  }
+  try {
+    const m = /^Pss:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+    return { pss: m ? Number(m[1]) : rss, rss };
+  } catch {
+    return { pss: rss, rss };
+  }
+}
+
+export function treePss(pids: Array<number | null>): { pssMiB: number; rssMiB: number; pids: number[] } {
+  const all = new Set<number>();
+  for (const p of pids) if (p && alive(p)) for (const q of processTree(p)) all.add(q);
+  let pss = 0;
+  let rss = 0;
+  for (const p of all) {
+    const m = pssKiB(p);
+    pss += m.pss;
+    rss += m.rss;
+  }
+  return { pssMiB: pss / 1024, rssMiB: rss / 1024, pids: [...all] };
+}
