@@ -45,7 +45,7 @@ const envMs = (key: string, fallback: number) => {
 export class Coved {
   readonly imagesDir: string;
   readonly timeouts: Timeouts = {
-    bootTcgMs: envMs('COVE_BOOT_TIMEOUT', 300_000),
+    bootTcgMs: envMs('COVE_BOOT_TIMEOUT', 480_000),
     bootKvmMs: envMs('COVE_BOOT_TIMEOUT', 120_000),
     handshakeMs: 60_000,
     socketWaitMs: envMs('COVE_SOCKET_WAIT', 120_000),

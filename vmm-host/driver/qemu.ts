@@ -146,9 +146,23 @@ export function buildPasstArgv(spec: QemuSpec): string[] {
     '--runas', `${uid}:${gid}`,
     '--socket', path.join(path.resolve(spec.vmDir), VM.netSock),
     '--address', '10.0.2.15', '--netmask', '24', '--gateway', '10.0.2.2',
-    '--dns', '10.0.2.3', '--dns-forward', '10.0.2.3',
+    // Queries to 10.0.2.3 go to the host's own resolver (passt reads /etc/resolv.conf).
+    '--dns-forward', '10.0.2.3',
     '--no-map-gw', '--tcp-ports', 'none', '--udp-ports', 'none',
   ];
+}
+
+/**
+ * Spawns in its own session (setsid: it outlives the node process) with umask 077, so the sockets,
+ * pid files and logs it creates are the user's alone whoever calls the driver.
+ */
+function spawnPrivate(bin: string, args: string[], logFd: number) {
+  const old = process.umask(0o077);
+  try {
+    return spawn(bin, args, { detached: true, stdio: ['ignore', logFd, logFd] });
+  } finally {
+    process.umask(old);
+  }
 }
 
 /**
@@ -158,7 +172,7 @@ export function buildPasstArgv(spec: QemuSpec): string[] {
 async function startHelper(name: string, bin: string, args: string[], sock: string, pidFile: string, logFile: string, hint: string): Promise<number> {
   fs.rmSync(sock, { force: true });
   const log = fs.openSync(logFile, 'a');
-  const child = spawn(bin, args, { detached: true, stdio: ['ignore', log, log] });
+  const child = spawnPrivate(bin, args, log);
   fs.closeSync(log);
   const pid = child.pid;
   if (!pid) throw new DriverError(`cannot start ${bin}`, `check that ${name} is executable`);
@@ -206,7 +220,7 @@ export async function startQemu(spec: QemuSpec, opts: StartOptions = {}): Promis
   const log = fs.openSync(logFile, 'a');
   fs.writeSync(log, `\n# ${new Date().toISOString()} ${qemu} ${buildQemuArgv(spec).join(' ')}\n`);
   try {
-    const child = spawn(qemu, buildQemuArgv(spec), { detached: true, stdio: ['ignore', log, log] });
+    const child = spawnPrivate(qemu, buildQemuArgv(spec), log);
     const timeoutMs = opts.timeoutMs ?? 30_000;
     // With -daemonize the first process exits once the VM is set up: 0 = started, else failed.
     const code = await new Promise<number>((resolve, reject) => {
