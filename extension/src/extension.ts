@@ -20,6 +20,8 @@ export interface CoveApi {
   /** The sandbox this window's Docker tooling points at, if any. */
   dockerTarget(): string | undefined;
   lastError(): string | undefined;
+  /** Whether a connection to coved is up. */
+  connected(): boolean;
 }
 
 let ctx: Ctx | undefined;
@@ -52,6 +54,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<CoveAp
     terminalSandbox: (t) => c.terminals.ptyOf(t)?.sandbox,
     dockerTarget: () => c.docker.activeSandbox,
     lastError: () => c.lastError,
+    connected: () => c.coved.connected,
   };
 }
 

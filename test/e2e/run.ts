@@ -279,9 +279,13 @@ async function extensionTests(): Promise<void> {
     if (!m.text().includes('[Extension Host]')) return;
     void Promise.all(m.args().map((a) => a.jsonValue().catch(() => '?')))
       .then((args: unknown[]) => {
-        // The first argument is '%c[Extension Host] %c<format>' with two CSS arguments after it.
-        const [fmt, , , ...rest] = args;
-        const text = typeof fmt === 'string' ? util.format(fmt.replace(/%c/g, ''), ...rest) : m.text();
+        // The first argument is '%c[Extension Host]…' with one CSS argument per %c after it; the
+        // extension host's own format string and its arguments follow, or are folded into it.
+        const head = typeof args[0] === 'string' ? args[0] : '';
+        const css = (head.match(/%c/g) ?? []).length;
+        const rest = args.slice(1 + css);
+        const plainHead = head.replace(/%c/g, '');
+        const text = /%[sdifoOj]/.test(plainHead) ? util.format(plainHead, ...rest) : `${plainHead.trim()} ${rest.length ? util.format(...(rest as [unknown, ...unknown[]])) : ''}`;
         process.stdout.write(`  ${text.trimEnd()}\n`);
       })
       .catch(() => undefined);

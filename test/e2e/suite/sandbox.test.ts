@@ -8,7 +8,8 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { SandboxInfo } from '../../../vmm-host/api/protocol';
+import { connect } from '../../../vmm-host/api/client';
+import { Requests, type SandboxInfo } from '../../../vmm-host/api/protocol';
 import type { CoveApi } from '../../../extension/src/extension';
 
 const MIN = 60_000;
@@ -149,6 +150,23 @@ describe('Cove extension, end to end', function () {
     assert.equal(port.origin, 'auto');
     const body = await waitFor('http://127.0.0.1:18080/ to answer', MIN, () => get('http://127.0.0.1:18080/').catch(() => ''));
     assert.match(body, /hello from cove/);
+  });
+
+  it('reconnects when coved restarts (starting it again), and the sandbox keeps running', async function () {
+    this.timeout(3 * MIN);
+    const pidFile = path.join(api.home, 'coved.pid');
+    const before = fs.readFileSync(pidFile, 'utf8').trim();
+    const conn = await connect({ home: api.home, autoStart: false });
+    await conn.sendRequest(Requests.shutdown).catch(() => undefined);
+    conn.dispose();
+    const after = await waitFor('the extension to start a new coved', 2 * MIN, () => {
+      const p = fs.existsSync(pidFile) ? fs.readFileSync(pidFile, 'utf8').trim() : '';
+      return p !== '' && p !== before && p;
+    });
+    assert.notEqual(after, before);
+    await waitFor('the extension to reconnect', MIN, () => api.connected());
+    await vscode.commands.executeCommand('cove.refresh');
+    await waitFor('the extension to list the running sandbox again', MIN, () => api.sandboxes().find((s) => s.name === sandbox.name && s.state === 'running'));
   });
 
   it('"Cove: Stop Sandbox" stops it and restores the Docker settings of the window', async function () {
