@@ -132,11 +132,14 @@ export class Coved {
     }
   }
 
-  /** Builds the image when there is none (or `force`); concurrent callers share one build. */
-  buildImage(force: boolean, subject = 'image'): Promise<ImageBuildResult> {
+  /**
+   * Builds the image when there is none (or `force`); concurrent callers share one build. An
+   * explicit build (`cove image build`) checks a cached image's checksums; `up` checks sizes.
+   */
+  buildImage(force: boolean, subject = 'image', fullVerify = subject === 'image'): Promise<ImageBuildResult> {
     if (!this.imageBuild) {
       this.imageBuild = vm
-        .buildImage(this.home, force, (step, message, fraction) => this.progress({ subject, operation: 'build', step, message, fraction }))
+        .buildImage(this.home, force, fullVerify, (step, message, fraction) => this.progress({ subject, operation: 'build', step, message, fraction }))
         .finally(() => (this.imageBuild = null));
     }
     return this.imageBuild;
@@ -265,8 +268,8 @@ export class Coved {
     } catch (e) {
       this.sandboxes.delete(name);
       fs.rmSync(dir, { recursive: true, force: true });
-      if ((e as NodeJS.ErrnoException).code === 'ENOSPC') {
-        throw new CoveError(ErrorCodes.noSpace, `the disk holding ${this.home} is full`, 'free some space and try again');
+      if ((e as NodeJS.ErrnoException).code === 'ENOSPC' || /no space left on device/i.test(messageOf(e))) {
+        throw new CoveError(ErrorCodes.noSpace, `the disk holding ${this.home} is full: sandbox ${name} was not created`, 'free some space and run `cove up` again');
       }
       throw e;
     }

@@ -23,9 +23,9 @@ function toInfo(img: StoredImage): ImageInfo {
   return { tier: m.tier, hash: m.hash, dir: img.dir, builtAt: m.builtAt, versions, sizes };
 }
 
-export async function buildImage(home: string, force: boolean, onStep: (step: string, message: string, fraction: number) => void): Promise<ImageBuildResult> {
+export async function buildImage(home: string, force: boolean, fullVerify: boolean, onStep: (step: string, message: string, fraction: number) => void): Promise<ImageBuildResult> {
   const t0 = Date.now();
-  const r = await build({ home, force, onProgress: (step, fraction, message) => onStep(step, message, fraction) });
+  const r = await build({ home, force, fullVerify, onProgress: (step, fraction, message) => onStep(step, message, fraction) });
   return { image: toInfo({ dir: r.dir, manifest: r.manifest }), cached: r.cached, seconds: (Date.now() - t0) / 1000 };
 }
 

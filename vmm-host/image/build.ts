@@ -33,6 +33,8 @@ export interface BuildImageOptions {
   onProgress?: ProgressFn;
   /** Rebuild even if an image with this hash exists (the debootstrap and kernel caches too). */
   force?: boolean;
+  /** Check a cached image's checksums, not only its sizes (a few seconds). */
+  fullVerify?: boolean;
   /** The repository holding tier-docker/ and kernel/; default: found from this file. */
   repoRoot?: string;
   env?: NodeJS.ProcessEnv;
@@ -77,7 +79,11 @@ export async function buildImage(opts: BuildImageOptions = {}): Promise<BuildIma
     if (opts.force) return null;
     const manifest = readManifest(finalDir);
     if (!manifest) return null;
-    if (!(await verifyImage(finalDir)).ok) return null;
+    const check = await verifyImage(finalDir, { full: opts.fullVerify });
+    if (!check.ok) {
+      progress('cached', 0, `the cached image ${path.basename(finalDir)} is damaged (${check.problems.join('; ')}); rebuilding it`);
+      return null;
+    }
     progress('cached', 1, `using the cached image ${path.basename(finalDir)}`);
     return { dir: finalDir, manifest, cached: true };
   };
