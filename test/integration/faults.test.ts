@@ -4,6 +4,7 @@
 import { strict as assert } from 'node:assert';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { makeBusyboxImage } from '../helpers/busybox-image';
@@ -253,6 +254,24 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
       assert.match(r.stdout, /SHARED-OK/, 'the shared folder itself is readable');
     } finally {
       fs.rmSync(secret, { force: true });
+    }
+  });
+
+  test("a service on the host's 127.0.0.1 is out of the guest's reach", async () => {
+    const server = net.createServer((c) => c.end('host-loopback-secret\n'));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      const probe = `nc -w 5 10.0.2.2 ${port} </dev/null; nc -w 5 10.0.2.3 ${port} </dev/null; echo probed`;
+      for (const mode of [[], ["--network", "host"]]) {
+        const r = ok(await docker(CTX, ['run', '--rm', '--privileged', ...mode, image, 'sh', '-c', probe], 180_000), `probe ${mode.join(' ') || 'bridge'}`);
+        assert.match(r.stdout, /probed/);
+        assert.doesNotMatch(r.stdout, /host-loopback-secret/, `a ${mode.join(' ') || 'bridge'} container reached the host's loopback`);
+      }
+      const info = JSON.parse(ok(await cove(['inspect', NAME, '--json']), 'inspect').stdout) as { network: string };
+      assert.equal(info.network, 'passt');
+    } finally {
+      server.close();
     }
   });
 
