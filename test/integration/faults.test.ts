@@ -263,7 +263,7 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
     const port = (server.address() as net.AddressInfo).port;
     try {
       const probe = `nc -w 5 10.0.2.2 ${port} </dev/null; nc -w 5 10.0.2.3 ${port} </dev/null; echo probed`;
-      for (const mode of [[], ["--network", "host"]]) {
+      for (const mode of [[], ['--network', 'host']]) {
         const r = ok(await docker(CTX, ['run', '--rm', '--privileged', ...mode, image, 'sh', '-c', probe], 180_000), `probe ${mode.join(' ') || 'bridge'}`);
         assert.match(r.stdout, /probed/);
         assert.doesNotMatch(r.stdout, /host-loopback-secret/, `a ${mode.join(' ') || 'bridge'} container reached the host's loopback`);
