@@ -6,6 +6,11 @@
 //     connection, if any, and polls every 200 ms until bytes arrive again; the first bytes of a
 //     new host start a fresh SSH connection. All bytes of the old host are read before its EOF, so
 //     none reach the new connection.
+//   - The kernel reports EOF only while no host is connected: when one host leaves and the next
+//     connects at once (qemu accepts a queued connection as soon as the previous one closes), no
+//     read sees it. The next host's SSH version line (`SSH-2.0-`) then shows up inside the old
+//     connection's bytes, where it cannot otherwise occur (VersionLineWatch); the agent ends the
+//     old connection and starts a new one at that line.
 //   - Writes block in the kernel while no host is connected. A write that was in flight when the
 //     host left completes when the next host connects, so the next host may see stale bytes ahead
 //     of the new session's version line. Hosts drop them with skipToBanner() (api/banner-sync.ts),
@@ -96,6 +101,8 @@ class PortConnection extends Duplex {
 
   override _final(cb: (err?: Error | null) => void): void {
     this.dead = true;
+    this.readWaiter?.(); // The SSH side stopped reading: the port loop must not wait for it.
+    this.readWaiter = undefined;
     cb();
   }
 
@@ -178,13 +185,27 @@ export class PortTransport implements Transport {
 
   private async serveFd(rfd: number, wfd: number, serve: ServeConnection): Promise<void> {
     let conn: PortConnection | undefined;
+    const watch = new VersionLineWatch();
     const endConnection = (why: string): void => {
       if (!conn) return;
-      log(`port: connection ${conn === undefined ? '' : `port#${this.sessions}`} ended (${why})`);
+      log(`port: connection port#${this.sessions} ended (${why})`);
       conn.dead = true;
       conn.push(null);
       conn.destroy();
       conn = undefined;
+    };
+    const startConnection = (): PortConnection => {
+      const c = new PortConnection(wfd);
+      conn = c;
+      watch.reset();
+      const label = `port#${++this.sessions}`;
+      log(`port: host connected, ${label}`);
+      serve(c, label);
+      return c;
+    };
+    const give = async (c: PortConnection, data: Buffer): Promise<void> => {
+      watch.feed(data);
+      if (!c.push(data)) await c.waitForDemand();
     };
     try {
       while (!this.closed) {
@@ -196,19 +217,60 @@ export class PortTransport implements Transport {
           continue;
         }
         const data = buf.subarray(0, n);
+        const at = watch.find(data);
         if (!conn) {
-          conn = new PortConnection(wfd);
-          const label = `port#${++this.sessions}`;
-          log(`port: host connected, ${label}`);
-          serve(conn, label);
+          // A new host: its SSH version line comes first; anything before it is not for us.
+          const first = at !== null && at > 0 ? data.subarray(at) : data;
+          await give(startConnection(), first);
+          continue;
         }
-        if (conn.destroyed || conn.dead) continue; // The SSH side ended: drop bytes until the host's EOF.
-        if (!conn.push(data)) {
-          await conn.waitForDemand();
+        if (at !== null) {
+          // Another host's version line: the previous host left and the next one connected before a
+          // read could see the EOF between them (the kernel only reports EOF while no host is there).
+          endConnection('a new host connected');
+          const first = at >= 0 ? data.subarray(at) : Buffer.concat([CLIENT_VERSION.subarray(0, -at), data]);
+          await give(startConnection(), first);
+          continue;
         }
+        if (conn.destroyed || conn.dead) continue; // The SSH side ended: drop bytes until EOF or a new host.
+        await give(conn, data);
       }
     } finally {
       endConnection('transport closed');
     }
+  }
+}
+
+/** Every SSH client starts with its version line (RFC 4253 4.2). */
+const CLIENT_VERSION = Buffer.from('SSH-2.0-', 'latin1');
+
+/**
+ * Spots an SSH client's version line in the bytes of a port connection after its own. After the
+ * version exchange everything on the wire is binary packets (encrypted after the first key
+ * exchange), so the 8 bytes `SSH-2.0-` there mean a new host (a chance of about 2^-64 per offset
+ * otherwise). The last 7 bytes of each chunk are kept, so a line split across two reads is found.
+ */
+export class VersionLineWatch {
+  private tail = Buffer.alloc(0);
+  private seen = 0;
+
+  reset(): void {
+    this.tail = Buffer.alloc(0);
+    this.seen = 0;
+  }
+
+  /** Where a version line starts in `data`: an offset, negative when it began in the previous chunk; or null. */
+  find(data: Buffer): number | null {
+    const joined = this.tail.length > 0 ? Buffer.concat([this.tail, data]) : data;
+    const at = joined.indexOf(CLIENT_VERSION);
+    return at < 0 ? null : at - this.tail.length;
+  }
+
+  /** Records bytes given to the current connection; its own version line is never a match. */
+  feed(data: Buffer): void {
+    const skip = Math.max(0, CLIENT_VERSION.length - this.seen);
+    this.seen += data.length;
+    const joined = Buffer.concat([this.tail, data.subarray(Math.min(skip, data.length))]);
+    this.tail = joined.subarray(Math.max(0, joined.length - (CLIENT_VERSION.length - 1)));
   }
 }

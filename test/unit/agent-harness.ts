@@ -130,7 +130,8 @@ export async function startAgent(options: { port?: boolean; env?: NodeJS.Process
   });
   child.stderr!.on('data', (d: Buffer) => (logText += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  await waitFor(() => fs.existsSync(socket) || child.exitCode !== null, 10_000, 'the agent to create its socket');
+  // The socket file appears at bind(), a moment before listen(): wait for the agent to say so.
+  await waitFor(() => logText.includes(`listening on unix:${socket}`) || child.exitCode !== null, 10_000, 'the agent to listen on its socket');
   if (child.exitCode !== null) throw new Error(`the agent exited ${child.exitCode}:\n${logText}`);
   return {
     dir,

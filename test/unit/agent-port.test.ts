@@ -95,7 +95,16 @@ describe('agent port transport', () => {
     const host3 = await openHost();
     const client3 = await connect(agent, { sock: host3 });
     assert.equal((await exec(client3, 'echo three')).stdout, 'three\n');
-    client3.end();
+    // The next host connects before the previous one is gone: no read ever sees an EOF between
+    // them (qemu accepts a queued connection the moment the previous one closes). The new host's
+    // version line must start a fresh session anyway.
+    const host4 = await openHost();
     host3.destroy();
+    client3.end();
+    const client4 = await connect(agent, { sock: host4 });
+    assert.equal((await exec(client4, 'echo four')).stdout, 'four\n');
+    assert.match(agent.log(), /ended \(a new host connected\)/);
+    client4.end();
+    host4.destroy();
   }
 });

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { AGENT_BANNER_PREFIX, skipToBanner } from '../../agent/api/banner-sync';
 import { ConfigError, loadConfig } from '../../agent/config';
 import { parseOptions, UsageError } from '../../agent/options';
-import { findVirtioPort } from '../../agent/transport/port';
+import { findVirtioPort, VersionLineWatch } from '../../agent/transport/port';
 import { parseProcNetTcp, reachablePorts } from '../../agent/watch/ports';
 import { GUEST } from '../../vmm-host/layout';
 import { makeKeys } from './agent-harness';
@@ -112,4 +112,18 @@ test('skipToBanner drops stale bytes, even with the banner split across chunks',
   inner.end();
   await new Promise((resolve) => outer.on('end', resolve));
   assert.equal(got, `${banner}kexinit...`);
+});
+
+test('VersionLineWatch finds a new client version line, even split across reads, never the own one', () => {
+  const w = new VersionLineWatch();
+  // The connection's own version line, split over two reads, is not a new host.
+  w.feed(Buffer.from('SSH-2.0'));
+  assert.equal(w.find(Buffer.from('-ssh2js1.17.0\r\n\x00\x00\x01')), null);
+  w.feed(Buffer.from('-ssh2js1.17.0\r\n\x00\x00\x01'));
+  assert.equal(w.find(Buffer.from('binary')), null);
+  w.feed(Buffer.from('binary...SSH-2'));
+  // A new host's line split across reads: it began 5 bytes before this chunk.
+  assert.equal(w.find(Buffer.from('.0-OpenSSH_9.2\r\n')), -5);
+  w.reset();
+  assert.equal(w.find(Buffer.from('xxSSH-2.0-a')), 2);
 });
