@@ -15,7 +15,6 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import * as util from 'node:util';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { connect } from '../../vmm-host/api/client';
 import { Requests } from '../../vmm-host/api/protocol';
@@ -268,28 +267,26 @@ async function extensionTests(): Promise<void> {
   const { context, page } = await openBrowser('tests');
   let exitCode: number | null = null;
   await page.exposeFunction('codeAutomationLog', (type: string, args: unknown[]) => {
-    const line = args.map((a) => (typeof a === 'string' ? a : JSON.stringify(a))).join(' ');
-    if (type === 'error' || /passing|failing|✔|✓|\d+\)|Cove extension/.test(line)) process.stdout.write(`  [ext host] ${line}\n`);
+    // The workbench's own errors, first line only (open-vsx.org is unreachable here: expected).
+    const line = args.map((a) => (typeof a === 'string' ? a : JSON.stringify(a))).join(' ').split('\n')[0];
+    if (type === 'error' && !/open-vsx\.org|Service Worker/.test(line)) process.stdout.write(`  [workbench] ${line}\n`);
   });
   await page.exposeFunction('codeAutomationExit', (code: number) => {
     exitCode = code;
   });
-  // The extension host's console (mocha's spec reporter) reaches the page's console.
-  page.on('console', (m) => {
-    if (!m.text().includes('[Extension Host]')) return;
-    void Promise.all(m.args().map((a) => a.jsonValue().catch(() => '?')))
-      .then((args: unknown[]) => {
-        // The first argument is '%c[Extension Host]…' with one CSS argument per %c after it; the
-        // extension host's own format string and its arguments follow, or are folded into it.
-        const head = typeof args[0] === 'string' ? args[0] : '';
-        const css = (head.match(/%c/g) ?? []).length;
-        const rest = args.slice(1 + css);
-        const plainHead = head.replace(/%c/g, '');
-        const text = /%[sdifoOj]/.test(plainHead) ? util.format(plainHead, ...rest) : `${plainHead.trim()} ${rest.length ? util.format(...(rest as [unknown, ...unknown[]])) : ''}`;
-        process.stdout.write(`  ${text.trimEnd()}\n`);
-      })
-      .catch(() => undefined);
-  });
+  // Live progress: each result the suite appends, as it comes.
+  let shown = 0;
+  const flush = () => {
+    if (!fs.existsSync(resultsFile)) return;
+    const lines = fs.readFileSync(resultsFile, 'utf8').split('\n').filter(Boolean);
+    for (const l of lines.slice(shown)) {
+      const r = JSON.parse(l) as Result;
+      log(`tests: ${r.state === 'passed' ? '✔' : r.state === 'failed' ? '✖' : '-'} ${r.title}${r.ms !== undefined ? ` (${(r.ms / 1000).toFixed(1)} s)` : ''}`);
+    }
+    shown = lines.length;
+  };
+  const tail = setInterval(flush, 1000);
+  cleanups.push(() => clearInterval(tail));
   // Paths on the server, as vscode-remote URIs whose authority is the server itself.
   const remote = (p: string) => `vscode-remote://${new URL(server.url).host}${p}`;
   const url = workbenchUrl(server.url, [
@@ -306,6 +303,8 @@ async function extensionTests(): Promise<void> {
     await page.screenshot({ path: path.join(ARTIFACTS, 'extension-tests-timeout.png') }).catch(() => undefined);
     results.push({ title: 'extension tests finish within the deadline', state: 'failed', error: (e as Error).message });
   }
+  flush();
+  clearInterval(tail);
   const lines = fs.existsSync(resultsFile) ? fs.readFileSync(resultsFile, 'utf8').split('\n').filter(Boolean) : [];
   for (const l of lines) results.push(JSON.parse(l) as Result);
   if (exitCode !== null && exitCode !== 0 && !lines.some((l) => l.includes('"failed"'))) {
