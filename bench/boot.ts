@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createOverlay, startQemu, stopQemu, writeConfigDisk } from '../vmm-host/driver';
 import { IMAGE, VM } from '../vmm-host/layout';
-import { HOME, VM_CPUS, VM_MEMORY_MIB, alive, log, makeRow, nowMs, readPid, sleep, treePss } from './lib';
+import { HOME, VM_CPUS, VM_MEMORY_MIB, alive, log, makeRow, nowMs, readPid, sleep, treePss, type TreeMemory } from './lib';
 import type { Suite } from './suite';
 
 const SETTLE_MS = 15_000;
@@ -20,6 +20,15 @@ function consoleUptime(consoleLog: string, re: RegExp): number | null {
     return m ? Number(m[1]) : null;
   } catch {
     return null;
+  }
+}
+
+/** Every `cove: … t=<uptime>s` console line, as [what, seconds]: where a boot's time goes. */
+function consoleMarkers(consoleLog: string): Array<[string, number]> {
+  try {
+    return [...fs.readFileSync(consoleLog, 'utf8').matchAll(/cove: (.*?) t=([\d.]+)s/g)].map((m) => [m[1], Number(m[2])]);
+  } catch {
+    return [];
   }
 }
 
@@ -78,6 +87,12 @@ async function bareBoot(suite: Suite, dir: string, ws: string): Promise<{ ms: nu
   return { ms, guestReadyS: consoleUptime(consoleLog, /cove: ready/), pids };
 }
 
+function memSplit(p: unknown): string {
+  const m = (p as { vm?: TreeMemory } | undefined)?.vm ?? (p as TreeMemory | undefined);
+  if (!m || m.pssMiB === undefined) return '?';
+  return `guest RAM (shmem) ${m.shmemMiB.toFixed(0)}, anon ${m.anonMiB.toFixed(0)}, file ${m.fileMiB.toFixed(0)} MiB`;
+}
+
 export async function bootGroup(suite: Suite): Promise<void> {
   const wantBoot = suite.want('boot.cold');
   const wantMem = suite.want('mem.idle') || suite.want('mem.fit16g');
@@ -89,6 +104,7 @@ export async function bootGroup(suite: Suite): Promise<void> {
   const cove: number[] = [];
   const coveGuest: number[] = [];
   let covePss: { qemuVfs: number; coved: number } | null = null;
+  let bareMarkers: Array<[string, number]> = [];
   for (let i = 0; i < n; i++) {
     // Alternate bare and cove, one at a time, so both see the same machine noise.
     log(`boot ${i + 1}/${n}: the bare limit`);
@@ -98,8 +114,11 @@ export async function bootGroup(suite: Suite): Promise<void> {
     log(`bare limit ready in ${(b.ms / 1000).toFixed(1)} s (guest uptime ${b.guestReadyS ?? '?'} s)`);
     if (i === n - 1 && wantMem) {
       await sleep(SETTLE_MS);
-      suite.bare.pssMiB.push(treePss([b.pids.qemu, b.pids.virtiofsd]).pssMiB);
+      const m = treePss([b.pids.qemu, b.pids.virtiofsd]);
+      suite.bare.pssMiB.push(m.pssMiB);
+      suite.profile['mem.bare'] = m;
     }
+    bareMarkers = consoleMarkers(path.join(bareDir, VM.consoleLog));
     const t0 = nowMs();
     await stopQemu(bareDir);
     suite.bare.stopMs.push(nowMs() - t0);
@@ -110,6 +129,7 @@ export async function bootGroup(suite: Suite): Promise<void> {
     else await suite.rm('bv').catch(() => undefined);
     const ms = await suite.up('bv', suite.workspace('bv'), suite.mountType);
     cove.push(ms);
+    suite.profile['boot.markers'] = { bare: bareMarkers, cove: consoleMarkers(path.join(HOME, 'vms', 'bv', VM.consoleLog)) };
     const g = consoleUptime(path.join(HOME, 'vms', 'bv', VM.consoleLog), /cove: ready/);
     if (g !== null) coveGuest.push(g);
     log(`cove up + docker version in ${(ms / 1000).toFixed(1)} s (guest uptime at ready ${g ?? '?'} s)`);
@@ -121,6 +141,7 @@ export async function bootGroup(suite: Suite): Promise<void> {
       const covedPid = readPid(path.join(HOME, 'coved.pid'));
       const coved = covedPid ? treePss([covedPid]).pssMiB : 0;
       covePss = { qemuVfs: vm.pssMiB, coved };
+      suite.profile['mem.cove'] = { vm, covedPssMiB: coved };
     }
   }
   fs.rmSync(bareDir, { recursive: true, force: true });
@@ -148,7 +169,6 @@ export async function bootGroup(suite: Suite): Promise<void> {
   }
   if (wantMem && covePss) {
     const per = covePss.qemuVfs + covePss.coved;
-    suite.profile['mem.idle'] = covePss;
     suite.add(
       makeRow({
         id: 'mem.idle',
@@ -159,7 +179,7 @@ export async function bootGroup(suite: Suite): Promise<void> {
         baselineWhat: 'the bare-limit VM (qemu + virtiofsd), same size, idle after /_ping',
         baseline: suite.bare.pssMiB,
         goal: (r) => ({ text: '≤ 250 MiB', met: r.figure.median <= 250 }),
-        note: `qemu+virtiofsd ${covePss.qemuVfs.toFixed(0)} MiB, coved ${covePss.coved.toFixed(0)} MiB; guest has ${VM_MEMORY_MIB} MiB; measured ${SETTLE_MS / 1000} s after ready`,
+        note: `qemu+virtiofsd ${covePss.qemuVfs.toFixed(0)} MiB (${memSplit(suite.profile['mem.cove'])}), coved ${covePss.coved.toFixed(0)} MiB; bare ${memSplit(suite.profile['mem.bare'])}; guest has ${VM_MEMORY_MIB} MiB; measured ${SETTLE_MS / 1000} s after ready`,
       }),
     );
     const fit = Math.floor((16 * 1024) / per);

@@ -199,31 +199,50 @@ export function processTree(root: number): number[] {
   return out.filter((p) => parent.has(p));
 }
 
-/** Proportional set size (KiB) of one process, from smaps_rollup; VmRSS when that is unreadable. */
-export function pssKiB(pid: number): { pss: number; rss: number } {
+/** Proportional set size (KiB) of one process from smaps_rollup (VmRSS when that is unreadable), split into anonymous, file and shmem (guest RAM in a memfd). */
+export function pssKiB(pid: number): { pss: number; rss: number; anon: number; file: number; shmem: number } {
   let rss = 0;
   try {
     rss = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
   } catch {
-    return { pss: 0, rss: 0 };
+    return { pss: 0, rss: 0, anon: 0, file: 0, shmem: 0 };
   }
   try {
-    const m = /^Pss:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
-    return { pss: m ? Number(m[1]) : rss, rss };
+    const t = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const f = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(t)?.[1] ?? 0);
+    return { pss: f('Pss') || rss, rss, anon: f('Pss_Anon'), file: f('Pss_File'), shmem: f('Pss_Shmem') };
   } catch {
-    return { pss: rss, rss };
+    return { pss: rss, rss, anon: 0, file: 0, shmem: 0 };
   }
 }
 
-export function treePss(pids: Array<number | null>): { pssMiB: number; rssMiB: number; pids: number[] } {
+export interface TreeMemory {
+  pssMiB: number;
+  rssMiB: number;
+  anonMiB: number;
+  fileMiB: number;
+  shmemMiB: number;
+  byProcess: Array<{ pid: number; comm: string; pssMiB: number }>;
+}
+
+export function treePss(pids: Array<number | null>): TreeMemory {
   const all = new Set<number>();
   for (const p of pids) if (p && alive(p)) for (const q of processTree(p)) all.add(q);
-  let pss = 0;
-  let rss = 0;
+  const out: TreeMemory = { pssMiB: 0, rssMiB: 0, anonMiB: 0, fileMiB: 0, shmemMiB: 0, byProcess: [] };
   for (const p of all) {
     const m = pssKiB(p);
-    pss += m.pss;
-    rss += m.rss;
+    out.pssMiB += m.pss / 1024;
+    out.rssMiB += m.rss / 1024;
+    out.anonMiB += m.anon / 1024;
+    out.fileMiB += m.file / 1024;
+    out.shmemMiB += m.shmem / 1024;
+    let comm = '?';
+    try {
+      comm = fs.readFileSync(`/proc/${p}/comm`, 'utf8').trim();
+    } catch {
+      /* gone */
+    }
+    out.byProcess.push({ pid: p, comm, pssMiB: m.pss / 1024 });
   }
-  return { pssMiB: pss / 1024, rssMiB: rss / 1024, pids: [...all] };
+  return out;
 }

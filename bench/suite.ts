@@ -77,7 +77,10 @@ export class Suite {
     log(`image ${path.basename(img.dir)} (${img.cached ? 'cached' : 'built'} in ${((nowMs() - t0) / 1000).toFixed(1)} s)`);
     this.accel = await detectAccel({ home: HOME, imageDir: this.imageDir, log: (m) => log(m) });
     log(`accel ${this.accel.accel} (${this.accel.reason}); VMs get ${VM_CPUS} vCPUs and ${VM_MEMORY_MIB} MiB`);
-    // coved up before anything is timed: the boot rows measure a sandbox's boot, not coved's start.
+    // A coved left running for this home by an earlier run may have another environment (its
+    // DOCKER_CONFIG decides where contexts go): stop it and start ours, before anything is timed,
+    // so the boot rows measure a sandbox's boot, not coved's start.
+    await this.stopCoved();
     ok(await cove(['ls'], 60_000), 'cove ls (starting coved)');
   }
 
@@ -125,8 +128,13 @@ export class Suite {
     }
     for (const dir of [...this.bareDirs]) {
       await stopQemu(dir).catch(() => undefined);
+      fs.rmSync(dir, { recursive: true, force: true });
       this.bareDirs.delete(dir);
     }
+    await this.stopCoved();
+  }
+
+  async stopCoved(): Promise<void> {
     const pid = readPid(path.join(HOME, 'coved.pid'));
     if (pid && alive(pid)) {
       process.kill(pid, 'SIGTERM');
