@@ -122,6 +122,22 @@ describe('Cove extension, end to end', function () {
     t.dispose();
   });
 
+  it('the "Cove Sandbox" terminal profile opens a shell in the guest', async function () {
+    this.timeout(3 * MIN);
+    const before = new Set(vscode.window.terminals);
+    // What the terminal dropdown does when the user picks the contributed profile.
+    await vscode.commands.executeCommand('workbench.action.terminal.newWithProfile', {
+      config: { extensionIdentifier: 'cove.cove', id: 'cove.sandboxTerminal', title: 'Cove Sandbox' },
+    });
+    const t = await waitFor('a terminal from the Cove Sandbox profile', MIN, () => vscode.window.terminals.find((x) => !before.has(x) && api.terminalSandbox(x) === sandbox.name));
+    const out = () => plain(api.terminalOutput(t) ?? '');
+    await waitFor('the guest shell prompt', 2 * MIN, () => /[#$] ?$/m.test(out()));
+    t.sendText('uname -n; echo "profile-$((6*7))"');
+    await waitFor('uname output in the profile terminal', MIN, () => /profile-42/.test(out()));
+    assert.match(out(), new RegExp(`^${sandbox.name}$`, 'm'), 'the profile terminal does not run in the guest');
+    t.dispose();
+  });
+
   it("the window's Docker tooling points at the sandbox: a terminal's docker info reports the guest engine", async function () {
     this.timeout(5 * MIN);
     assert.equal(api.dockerTarget(), sandbox.name);
