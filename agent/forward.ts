@@ -5,7 +5,7 @@
 // response keeps flowing; the socket's EOF becomes the channel's EOF and the client may keep
 // sending. The channel closes when both directions have ended.
 import * as net from 'node:net';
-import type { AcceptConnection, RejectConnection, ServerChannel } from 'ssh2';
+import type { AcceptConnection, Connection, RejectConnection, ServerChannel } from 'ssh2';
 import { errorText, log } from './log';
 import type { ConnectionContext } from './server';
 
@@ -79,4 +79,60 @@ export function bridge(channel: ServerChannel, socket: net.Socket, onClose: () =
   });
   channel.on('close', () => finish());
   channel.on('error', () => finish());
+}
+
+/**
+ * Remote forwarding (`tcpip-forward`, RFC 4254 7.1) for the host's allow list: the agent listens
+ * on a guest loopback port and hands each connection to the host as a `forwarded-tcpip` channel;
+ * coved decides what, on the host, it reaches. Only loopback binds are accepted, so the guest's
+ * own network never exposes a host service.
+ */
+export class RemoteForwards {
+  private readonly servers = new Map<string, net.Server>();
+
+  constructor(
+    private readonly conn: Connection,
+    private readonly ctx: ConnectionContext,
+  ) {}
+
+  async add(bindAddr: string, bindPort: number): Promise<number> {
+    const addr = bindAddr === 'localhost' || bindAddr === '' ? '127.0.0.1' : bindAddr;
+    if (addr !== '127.0.0.1' && addr !== '::1') throw new Error(`only loopback binds are allowed, not ${bindAddr}`);
+    const server = net.createServer({ allowHalfOpen: true }, (socket) => {
+      const id = ++channelCount;
+      const what = `forwarded-tcpip ${addr}:${port} #${id}`;
+      this.conn.forwardOut(addr, port, socket.remoteAddress ?? '127.0.0.1', socket.remotePort ?? 0, (err, channel) => {
+        if (err) {
+          log(`${this.ctx.label}: ${what} refused by the host: ${errorText(err)}`);
+          socket.destroy();
+          return;
+        }
+        log(`${this.ctx.label}: opened ${what}`);
+        bridge(channel, socket, () => log(`${this.ctx.label}: closed ${what}`));
+      });
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: addr, port: bindPort }, () => resolve());
+    });
+    const port = (server.address() as net.AddressInfo).port;
+    this.servers.set(`${addr}:${port}`, server);
+    log(`${this.ctx.label}: listening on guest ${addr}:${port} for the host`);
+    return port;
+  }
+
+  remove(bindAddr: string, bindPort: number): boolean {
+    const addr = bindAddr === 'localhost' || bindAddr === '' ? '127.0.0.1' : bindAddr;
+    const key = `${addr}:${bindPort}`;
+    const server = this.servers.get(key);
+    if (!server) return false;
+    server.close();
+    this.servers.delete(key);
+    return true;
+  }
+
+  closeAll(): void {
+    for (const s of this.servers.values()) s.close();
+    this.servers.clear();
+  }
 }

@@ -5,7 +5,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Duplex } from 'node:stream';
 import { Server, type Connection, type ParsedKey } from 'ssh2';
 import type { AgentConfig } from './config';
-import { openStreamlocal, openTcpip } from './forward';
+import { RemoteForwards, openStreamlocal, openTcpip } from './forward';
 import type { EventHub } from './hub';
 import { errorText, log } from './log';
 import { handleSession } from './session';
@@ -76,8 +76,27 @@ export class AgentServer {
       conn.on('session', (accept) => handleSession(accept(), ctx));
       conn.on('openssh.streamlocal', (accept, reject, info) => openStreamlocal(accept, reject, info.socketPath, ctx));
       conn.on('tcpip', (accept, reject, info) => openTcpip(accept, reject, info.destIP, info.destPort, ctx));
-      // Global requests (tcpip-forward, streamlocal-forward) are not offered.
-      conn.on('request', (_accept, reject, name) => {
+      // Remote forwarding on guest loopback only (the host's allow list); nothing else global.
+      const remote = new RemoteForwards(conn, ctx);
+      conn.on('close', () => remote.closeAll());
+      conn.on('request', (accept, reject, name, info) => {
+        if (name === 'tcpip-forward') {
+          const { bindAddr, bindPort } = info as { bindAddr: string; bindPort: number };
+          remote.add(bindAddr, bindPort).then(
+            (port) => accept?.(port),
+            (err: Error) => {
+              log(`${label}: refused tcpip-forward ${bindAddr}:${bindPort}: ${errorText(err)}`);
+              reject?.();
+            },
+          );
+          return;
+        }
+        if (name === 'cancel-tcpip-forward') {
+          const { bindAddr, bindPort } = info as { bindAddr: string; bindPort: number };
+          if (remote.remove(bindAddr, bindPort)) accept?.();
+          else reject?.();
+          return;
+        }
         log(`${label}: refused global request ${name}`);
         reject?.();
       });

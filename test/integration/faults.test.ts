@@ -11,6 +11,8 @@ import { makeBusyboxImage } from '../helpers/busybox-image';
 import { HOME, TEST_ROOT, cove, covedPid, docker, ok, resetTestHome, run, waitUntil, workspace } from '../helpers/harness';
 
 const NAME = 'f1';
+/** A host port the sandbox is allowed to reach (at the guest's own 127.0.0.1). */
+const ALLOWED_PORT = 18555;
 const CTX = `cove-${NAME}`;
 const VMDIR = path.join(HOME, 'vms', NAME);
 let ws = '';
@@ -99,7 +101,8 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
   });
 
   test('two clients creating the same sandbox at once get one sandbox', { timeout: 25 * 60_000 }, async () => {
-    const [a, b] = await Promise.all([cove(['up', ws, '--name', NAME], 20 * 60_000), cove(['up', ws, '--name', NAME], 20 * 60_000)]);
+    const args = ['up', ws, '--name', NAME, '--allow-host-port', String(ALLOWED_PORT)];
+    const [a, b] = await Promise.all([cove(args, 20 * 60_000), cove(args, 20 * 60_000)]);
     ok(a, 'first cove up');
     ok(b, 'second cove up');
     const list = JSON.parse(ok(await cove(['ls', '--json']), 'cove ls').stdout) as Array<{ name: string; state: string }>;
@@ -257,10 +260,12 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
     }
   });
 
-  test("a service on the host's 127.0.0.1 is out of the guest's reach", async () => {
+  test("a service on the host's 127.0.0.1 is out of the guest's reach; an allowed port is reachable", async () => {
     const server = net.createServer((c) => c.end('host-loopback-secret\n'));
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
     const port = (server.address() as net.AddressInfo).port;
+    const allowed = net.createServer((c) => c.end('allowed-host-service\n'));
+    await new Promise<void>((r) => allowed.listen(ALLOWED_PORT, '127.0.0.1', () => r()));
     try {
       const probe = `nc -w 5 10.0.2.2 ${port} </dev/null; nc -w 5 10.0.2.3 ${port} </dev/null; echo probed`;
       for (const mode of [[], ['--network', 'host']]) {
@@ -268,10 +273,16 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
         assert.match(r.stdout, /probed/);
         assert.doesNotMatch(r.stdout, /host-loopback-secret/, `a ${mode.join(' ') || 'bridge'} container reached the host's loopback`);
       }
-      const info = JSON.parse(ok(await cove(['inspect', NAME, '--json']), 'inspect').stdout) as { network: string };
+      const info = JSON.parse(ok(await cove(['inspect', NAME, '--json']), 'inspect').stdout) as { network: string; allowHostPorts: number[] };
       assert.equal(info.network, 'passt');
+      assert.deepEqual(info.allowHostPorts, [ALLOWED_PORT]);
+      // The allowed port is at the guest's own loopback (as a registry at localhost:PORT would be).
+      const r = ok(await docker(CTX, ['run', '--rm', '--network', 'host', image, 'sh', '-c', `nc -w 5 127.0.0.1 ${ALLOWED_PORT} </dev/null; nc -w 5 127.0.0.1 ${port} </dev/null; echo probed`], 180_000), 'allowed probe');
+      assert.match(r.stdout, /allowed-host-service/);
+      assert.doesNotMatch(r.stdout, /host-loopback-secret/, 'only the allowed port');
     } finally {
       server.close();
+      allowed.close();
     }
   });
 

@@ -30,6 +30,8 @@ export interface SandboxInfo {
   /** `passt` keeps the host's loopback out of the guest's reach; `user` is qemu's slirp, which does not. */
   network: 'passt' | 'user' | null;
   readonly: boolean;
+  /** Host 127.0.0.1 ports the guest reaches at its own 127.0.0.1 (e.g. a local registry). */
+  allowHostPorts: number[];
   cpus: number;
   memoryMiB: number;
   diskGiB: number;
@@ -63,6 +65,8 @@ export interface UpParams {
   diskGiB?: number;
   mount?: MountType;
   readonly?: boolean;
+  /** Host 127.0.0.1 ports the guest may reach (at guest 127.0.0.1, same port); none by default. */
+  allowHostPorts?: number[];
 }
 
 export interface NameParams {

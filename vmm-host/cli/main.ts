@@ -15,8 +15,10 @@ const HELP = `cove — open a folder in a Docker-ready microVM
 
 Usage:
   cove up [DIR] [--name N] [--cpus N] [--memory SIZE] [--disk SIZE] [--mount virtiofs|9p] [--readonly]
+          [--allow-host-port PORT]…
                             create the sandbox for DIR (default: .) if missing, start it if stopped;
-                            prints the Docker context to use
+                            prints the Docker context to use. The guest cannot reach the host's
+                            127.0.0.1 except the allowed ports, at its own 127.0.0.1 (e.g. a registry)
   cove ls [--json]          list sandboxes
   cove inspect NAME [--json]
   cove start NAME           start a stopped sandbox
@@ -40,7 +42,7 @@ Usage:
 
 State lives in $COVE_HOME (default ~/.local/share/cove).`;
 
-type Opts = Record<string, string | boolean | undefined>;
+type Opts = Record<string, string | boolean | string[] | undefined>;
 
 async function withCoved<T>(fn: (conn: MessageConnection) => Promise<T>): Promise<T> {
   const conn = await connect();
@@ -98,6 +100,11 @@ async function up(positionals: string[], o: Opts): Promise<number> {
     diskGiB: typeof o.disk === 'string' ? Math.ceil(parseSizeMiB(o.disk, 'G') / 1024) : undefined,
     mount: o.mount as 'virtiofs' | '9p' | undefined,
     readonly: o.readonly === true ? true : undefined,
+    allowHostPorts: o['allow-host-port'] === undefined ? undefined : (o['allow-host-port'] as unknown as string[]).map((p) => {
+      const n = parseIntArg(p, '--allow-host-port');
+      if (n === undefined || n < 1 || n > 65535) throw new UsageError(`--allow-host-port ${p} is not a port (1-65535)`);
+      return n;
+    }),
   };
   if (params.mount !== undefined && params.mount !== 'virtiofs' && params.mount !== '9p') throw new UsageError('--mount must be virtiofs or 9p');
   const info = await withCoved(async (conn) => {
@@ -145,6 +152,7 @@ async function run(argv: string[]): Promise<number> {
     readonly: { type: 'boolean' },
     follow: { type: 'boolean' },
     publish: { type: 'string', short: 'p' },
+    'allow-host-port': { type: 'string', multiple: true },
   } as const;
   let parsed;
   try {

@@ -6,6 +6,7 @@ import * as net from 'node:net';
 import { Client, utils, type ClientChannel } from 'ssh2';
 import { skipToBanner } from '../../agent/api/banner-sync';
 import { EVENTS_SUBSYSTEM, type AgentEvent } from '../../agent/api/events';
+import { pipeBothWays } from './relay';
 
 export interface AgentLinkOptions {
   /** qemu's end of the agent channel. */
@@ -15,6 +16,11 @@ export interface AgentLinkOptions {
   /** coved's private client key (OpenSSH form). */
   clientKey: string;
   log: (msg: string) => void;
+  /**
+   * Host ports the guest may reach (the allow list): the agent listens on guest 127.0.0.1:<port>
+   * and each connection becomes one to host 127.0.0.1:<port>. Nothing else on the host is reachable.
+   */
+  allowHostPorts?: number[];
   /** How long one SSH handshake may take once the agent has answered before. */
   handshakeTimeoutMs: number;
   /**
@@ -166,6 +172,7 @@ export class AgentLink extends EventEmitter {
         this.client = client;
         this.opts.log('agent link up');
         this.subscribeEvents(client);
+        this.openHostPorts(client);
         for (const w of this.readyWaiters.splice(0)) w();
         this.emit('up');
         resolve();
@@ -210,6 +217,27 @@ export class AgentLink extends EventEmitter {
       });
       stream.stderr.resume();
     });
+  }
+
+  private openHostPorts(client: Client): void {
+    const allowed = new Set(this.opts.allowHostPorts ?? []);
+    if (allowed.size === 0) return;
+    client.on('tcp connection', (info, accept, reject) => {
+      // Only the ports asked for: the agent cannot widen the list by asking for others.
+      if (!allowed.has(info.destPort)) return reject();
+      const host = net.connect({ host: '127.0.0.1', port: info.destPort, allowHalfOpen: true });
+      host.once('error', (err) => {
+        this.opts.log(`host port ${info.destPort} for the guest: ${err.message}`);
+        reject();
+      });
+      host.once('connect', () => pipeBothWays(accept(), host));
+    });
+    for (const port of allowed) {
+      client.forwardIn('127.0.0.1', port, (err) => {
+        if (err) this.opts.log(`cannot open guest 127.0.0.1:${port} for host port ${port}: ${err.message}`);
+        else this.opts.log(`guest 127.0.0.1:${port} reaches host 127.0.0.1:${port} (allow list)`);
+      });
+    }
   }
 
   private requireClient(): Client {

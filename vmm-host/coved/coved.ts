@@ -19,7 +19,7 @@ import { ensureContext, findDocker, removeContext } from './context';
 import { readJson } from './files';
 import { generateKeys, writeSshConfig } from './keys';
 import { Sandbox, type SandboxConfig } from './sandbox';
-import { asParams, checkWorkspace, optBool, optEnum, optInt, reqInt, type Params } from './validate';
+import { asParams, checkWorkspace, optBool, optEnum, optInt, optPorts, reqInt, type Params } from './validate';
 import * as vm from './vm';
 
 export interface Timeouts {
@@ -208,6 +208,7 @@ export class Coved {
       diskGiB: optInt(p, 'diskGiB', 4, 4096, ' GiB'),
       mount: optEnum(p, 'mount', ['virtiofs', '9p'] as const),
       readonly: optBool(p, 'readonly'),
+      allowHostPorts: optPorts(p, 'allowHostPorts'),
     };
   }
 
@@ -254,6 +255,7 @@ export class Coved {
         baseSha256: vm.baseSha256(image.dir),
         createdAt: new Date().toISOString(),
         published: [],
+        allowHostPorts: opts.allowHostPorts ?? [],
       };
       generateKeys(dir, name);
       writeSshConfig(dir, name, `"${process.execPath}" "${path.join(__dirname, '..', '..', '..', 'bin', 'cove')}" ssh-proxy ${name}`);

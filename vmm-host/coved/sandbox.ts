@@ -34,6 +34,8 @@ export interface SandboxConfig {
   createdAt: string;
   /** Ports added with `cove publish`, kept across restarts. */
   published: Array<{ hostPort: number; guestPort: number }>;
+  /** Host 127.0.0.1 ports the guest may reach, at guest 127.0.0.1 on the same port. */
+  allowHostPorts?: number[];
 }
 
 /** What `vms/<name>/state.json` holds: what is running now. */
@@ -105,6 +107,7 @@ export class Sandbox {
       mount: this.runtime.mount ?? this.config.mount,
       network: this.runtime.network ?? null,
       readonly: this.config.readonly,
+      allowHostPorts: this.config.allowHostPorts ?? [],
       cpus: this.config.cpus,
       memoryMiB: this.config.memoryMiB,
       diskGiB: this.config.diskGiB,
@@ -260,6 +263,7 @@ export class Sandbox {
       agentSock: this.file('agentSock'),
       hostKey: keys.hostPublic,
       clientKey: keys.clientPrivate,
+      allowHostPorts: this.config.allowHostPorts,
       log: (m) => this.log(m),
       handshakeTimeoutMs: this.coved.timeouts.handshakeMs,
       firstHandshakeTimeoutMs: this.runtime.state === 'starting' ? this.coved.timeouts.bootTcgMs : this.coved.timeouts.handshakeMs,

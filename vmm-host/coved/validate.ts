@@ -40,6 +40,16 @@ export function optEnum<T extends string>(p: Params, key: string, allowed: reado
   return v as T;
 }
 
+export function optPorts(p: Params, key: string): number[] | undefined {
+  const v = p[key];
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v) || v.length > 64) throw invalidInput(`"${key}" must be a list of at most 64 ports`);
+  for (const port of v) {
+    if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) throw invalidInput(`"${key}" holds ${JSON.stringify(port)}, which is not a port (1-65535)`);
+  }
+  return [...new Set(v as number[])].sort((a, b) => a - b);
+}
+
 export function reqString(p: Params, key: string, maxLen = 4096): string {
   const v = p[key];
   if (typeof v !== 'string') throw invalidInput(`"${key}" is required and must be a string`);
