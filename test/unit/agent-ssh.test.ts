@@ -28,6 +28,30 @@ describe('agent SSH service', () => {
     await agent?.stop();
   });
 
+  test('tcpip-forward listens on guest loopback only and hands connections to the client', async () => {
+    const refused = await new Promise<Error | undefined>((resolve) => client.forwardIn('0.0.0.0', 0, (err) => resolve(err)));
+    assert.ok(refused, 'a wildcard bind is refused');
+    const port = await new Promise<number>((resolve, reject) => client.forwardIn('127.0.0.1', 0, (err, p) => (err ? reject(err) : resolve(p))));
+    assert.ok(port > 0);
+    const served = new Promise<string>((resolve) => {
+      client.once('tcp connection', (info, accept) => {
+        const ch = accept();
+        ch.end(`from-host-side:${info.destPort}\n`);
+        ch.resume();
+        resolve(`${info.destIP}:${info.destPort}`);
+      });
+    });
+    const sock = net.connect(port, '127.0.0.1');
+    let got = '';
+    sock.on('data', (d) => (got += d));
+    await within(new Promise((r) => sock.on('close', r)), 10_000, 'the forwarded connection to close');
+    assert.equal(await served, `127.0.0.1:${port}`);
+    assert.equal(got, `from-host-side:${port}\n`);
+    await new Promise<void>((resolve, reject) => client.unforwardIn('127.0.0.1', port, (err) => (err ? reject(err) : resolve())));
+    const closed = await new Promise<boolean>((resolve) => net.connect(port, '127.0.0.1').on('error', () => resolve(true)).on('connect', () => resolve(false)));
+    assert.ok(closed, 'cancel-tcpip-forward closes the listener');
+  });
+
   test('exec returns the exit code', async () => {
     const r = await exec(client, 'exit 7');
     assert.equal(r.code, 7);
