@@ -405,10 +405,15 @@ async function uiSmoke(extensionsDir: string): Promise<void> {
     await shot('ui-3-sandbox-terminal.png');
     // The Cove view lists the sandbox with its state, accel and mount type.
     await page.locator('.activitybar .action-item [aria-label^="Cove"]').first().click();
-    const item = page.locator('.monaco-list-row', { hasText: 'cove-e2e' }).first();
+    const item = page.locator('.part.sidebar .monaco-list-row', { hasText: 'cove-e2e' }).first();
     await item.waitFor({ timeout: 30_000 });
-    const itemText = (await item.innerText()).replace(/\s+/g, ' ');
-    if (!/running · (TCG|KVM) · (virtiofs|9p)/.test(itemText)) throw new Error(`the Cove view shows "${itemText}", not the running sandbox with accel and mount`);
+    let itemText = '';
+    await waitFor('the Cove view to show the sandbox running, with accel and mount type', 30_000, async () => {
+      itemText = (await item.innerText()).replace(/\s+/g, ' ');
+      return /running · (TCG|KVM) · (virtiofs|9p)/.test(itemText);
+    }).catch(() => {
+      throw new Error(`the Cove view shows "${itemText}", not the running sandbox with accel and mount type`);
+    });
     log(`ui: the Cove view lists: ${itemText}`);
     await shot('ui-4-cove-view.png');
     results.push({ title, state: 'passed', ms: Date.now() - started });
