@@ -18,6 +18,9 @@ export interface ConnectOptions {
   covedEntry?: string;
   /** How long to wait for a coved that was just started, in ms. */
   startTimeoutMs?: number;
+  /** The runtime that runs coved (default: this process's) and extra environment for it. */
+  execPath?: string;
+  env?: NodeJS.ProcessEnv;
 }
 
 function openSocket(sockPath: string): Promise<WebSocket> {
@@ -29,13 +32,13 @@ function openSocket(sockPath: string): Promise<WebSocket> {
 }
 
 /** Starts coved detached, so it outlives this process; its output goes to coved.log. */
-export function startCoved(home: string, entry: string): void {
+export function startCoved(home: string, entry: string, opts: { execPath?: string; env?: NodeJS.ProcessEnv } = {}): void {
   fs.mkdirSync(home, { recursive: true, mode: 0o700 });
   const log = fs.openSync(homeFile('covedLog', home), 'a', 0o600);
-  const child = child_process.spawn(process.execPath, [entry], {
+  const child = child_process.spawn(opts.execPath ?? process.execPath, [entry], {
     detached: true,
     stdio: ['ignore', log, log],
-    env: { ...process.env, COVE_HOME: home },
+    env: { ...process.env, ...opts.env, COVE_HOME: home },
   });
   child.unref();
   fs.closeSync(log);
@@ -55,7 +58,7 @@ export async function connect(opts: ConnectOptions = {}): Promise<MessageConnect
       throw new CoveError(ErrorCodes.internal, `coved is not running (${(first as Error).message})`, 'run `cove doctor`, or start it with `npx cove daemon`');
     }
     const entry = opts.covedEntry ?? path.join(__dirname, '..', 'coved', 'main.js');
-    startCoved(home, entry);
+    startCoved(home, entry, { execPath: opts.execPath, env: opts.env });
     const deadline = Date.now() + (opts.startTimeoutMs ?? 20_000);
     for (;;) {
       await sleep(150);

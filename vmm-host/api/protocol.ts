@@ -67,6 +67,8 @@ export interface UpParams {
   readonly?: boolean;
   /** Host 127.0.0.1 ports the guest may reach (at guest 127.0.0.1, same port); none by default. */
   allowHostPorts?: number[];
+  /** Echoed in this request's progress events, so a client follows them before it knows the name. */
+  progressToken?: string;
 }
 
 export interface NameParams {
@@ -134,6 +136,8 @@ export interface ProgressEvent {
   message: string;
   /** 0..1 where known. */
   fraction?: number;
+  /** The `progressToken` of the request this progress belongs to, when it gave one. */
+  token?: string;
 }
 
 export interface SandboxChangedEvent {

@@ -42,3 +42,19 @@ export async function connectSandbox(name: string, home = coveHome(), timeoutMs 
 export function shellJoin(argv: string[]): string {
   return argv.map((a) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
 }
+
+/** OpenSSH's ProxyCommand: joins stdin/stdout to the sandbox's ssh.sock; resolves the exit code. */
+export function sshProxy(name: string, home = coveHome()): Promise<number> {
+  return new Promise((resolve) => {
+    const sock = net.connect(vmFile(name, 'sshSock', home));
+    sock.on('error', (e) => {
+      process.stderr.write(`cove ssh-proxy: cannot reach sandbox ${name}: ${e.message}\n`);
+      resolve(255);
+    });
+    sock.on('connect', () => {
+      process.stdin.pipe(sock);
+      sock.pipe(process.stdout);
+    });
+    sock.on('close', () => resolve(0));
+  });
+}

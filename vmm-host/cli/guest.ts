@@ -1,12 +1,11 @@
 // Commands that reach into a guest over SSH: exec, shell, cp, logs and the OpenSSH proxy.
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Client, ClientChannel, SFTPWrapper } from 'ssh2';
 import { checkName } from '../api/names';
-import { coveHome, vmFile } from '../layout';
+import { vmFile } from '../layout';
 import { UsageError } from './output';
-import { connectSandbox, shellJoin } from '../api/ssh';
+import { connectSandbox, shellJoin, sshProxy } from '../api/ssh';
 
 function workspaceOf(name: string): string | undefined {
   try {
@@ -175,16 +174,5 @@ export async function logsCommand(name: string, follow: boolean): Promise<void> 
 /** OpenSSH's ProxyCommand: joins stdin/stdout to the sandbox's ssh.sock. */
 export function sshProxyCommand(name: string): Promise<number> {
   checkName(name);
-  return new Promise((resolve) => {
-    const sock = net.connect(vmFile(name, 'sshSock', coveHome()));
-    sock.on('error', (e) => {
-      process.stderr.write(`cove ssh-proxy: cannot reach sandbox ${name}: ${e.message}\n`);
-      resolve(255);
-    });
-    sock.on('connect', () => {
-      process.stdin.pipe(sock);
-      sock.pipe(process.stdout);
-    });
-    sock.on('close', () => resolve(0));
-  });
+  return sshProxy(name);
 }

@@ -108,15 +108,12 @@ async function up(positionals: string[], o: Opts): Promise<number> {
   };
   if (params.mount !== undefined && params.mount !== 'virtiofs' && params.mount !== '9p') throw new UsageError('--mount must be virtiofs or 9p');
   const info = await withCoved(async (conn) => {
-    const subjects = ['image', params.name ?? ''];
-    const stop = showProgress(conn, subjects, o.json === true);
-    // The name may be derived by coved: follow any subject's progress for an unnamed up.
-    const follow = params.name === undefined ? showProgress(conn, [path.basename(dir).toLowerCase()], o.json === true) : () => undefined;
+    const progressToken = `cli-${process.pid}-${Date.now()}`;
+    const stop = showProgress(conn, ['image'], o.json === true, progressToken);
     try {
-      return await conn.sendRequest(Requests.up, params);
+      return await conn.sendRequest(Requests.up, { ...params, progressToken });
     } finally {
       stop();
-      follow();
     }
   });
   if (o.json) printJson(info);

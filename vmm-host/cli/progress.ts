@@ -4,12 +4,13 @@ import { SingleBar } from 'cli-progress';
 import type { MessageConnection } from 'vscode-jsonrpc/node';
 import { Notifications, type ProgressEvent } from '../api/protocol';
 
-export function showProgress(conn: MessageConnection, subjects: string[], quiet: boolean): () => void {
+/** Shows the progress of `subjects` (sandbox names, `image`) or of events carrying `token`. */
+export function showProgress(conn: MessageConnection, subjects: string[], quiet: boolean, token?: string): () => void {
   const tty = process.stderr.isTTY === true && !quiet;
   let bar: SingleBar | null = null;
   let last = '';
   const sub = conn.onNotification(Notifications.progress, (e: ProgressEvent) => {
-    if (!subjects.includes(e.subject) || quiet) return;
+    if (quiet || !(subjects.includes(e.subject) || (token !== undefined && e.token === token))) return;
     const label = `${e.step}: ${e.message}`;
     if (tty) {
       if (!bar) {

@@ -136,10 +136,10 @@ export class Coved {
    * Builds the image when there is none (or `force`); concurrent callers share one build. An
    * explicit build (`cove image build`) checks a cached image's checksums; `up` checks sizes.
    */
-  buildImage(force: boolean, subject = 'image', fullVerify = subject === 'image'): Promise<ImageBuildResult> {
+  buildImage(force: boolean, subject = 'image', fullVerify = subject === 'image', token?: string): Promise<ImageBuildResult> {
     if (!this.imageBuild) {
       this.imageBuild = vm
-        .buildImage(this.home, force, fullVerify, (step, message, fraction) => this.progress({ subject, operation: 'build', step, message, fraction }))
+        .buildImage(this.home, force, fullVerify, (step, message, fraction) => this.progress({ subject, operation: 'build', step, message, fraction, token }))
         .finally(() => (this.imageBuild = null));
     }
     return this.imageBuild;
@@ -191,11 +191,12 @@ export class Coved {
     if (sb && sb.config.workspace !== workspace) {
       throw conflict(`sandbox ${name} already exists for ${sb.config.workspace}`, `choose another --name, or remove it with \`cove rm ${name}\``);
     }
-    if (!sb) sb = await this.create(name, workspace, opts);
+    const token = typeof p.progressToken === 'string' ? p.progressToken.slice(0, 200) : undefined;
+    if (!sb) sb = await this.create(name, workspace, opts, token);
     const target = sb;
     await target.serialize(async () => {
       if (target.runtime.state === 'running') return;
-      await target.start((step, message, fraction) => this.progress({ subject: name, operation: 'up', step, message, fraction }));
+      await target.start((step, message, fraction) => this.progress({ subject: name, operation: 'up', step, message, fraction, token }));
     });
     return target.info();
   }
@@ -221,18 +222,18 @@ export class Coved {
     return `${base.slice(0, 33)}-${h.toString(16).padStart(6, '0').slice(0, 6)}`;
   }
 
-  private create(name: string, workspace: string, opts: ReturnType<Coved['sizeOptions']>): Promise<Sandbox> {
+  private create(name: string, workspace: string, opts: ReturnType<Coved['sizeOptions']>, token?: string): Promise<Sandbox> {
     const pending = this.creating.get(name);
     if (pending) return pending;
-    const made = this.createNow(name, workspace, opts).finally(() => this.creating.delete(name));
+    const made = this.createNow(name, workspace, opts, token).finally(() => this.creating.delete(name));
     this.creating.set(name, made);
     return made;
   }
 
-  private async createNow(name: string, workspace: string, opts: ReturnType<Coved['sizeOptions']>): Promise<Sandbox> {
-    const progress = (step: string, message: string, fraction?: number) => this.progress({ subject: name, operation: 'up', step, message, fraction });
+  private async createNow(name: string, workspace: string, opts: ReturnType<Coved['sizeOptions']>, token?: string): Promise<Sandbox> {
+    const progress = (step: string, message: string, fraction?: number) => this.progress({ subject: name, operation: 'up', step, message, fraction, token });
     progress('image', 'looking for the Docker tier image', 0);
-    const image = (await this.buildImage(false, name)).image;
+    const image = (await this.buildImage(false, name, false, token)).image;
     const dir = vmDir(name, this.home);
     fs.mkdirSync(vmsDir(this.home), { recursive: true, mode: 0o700 });
     try {
@@ -258,7 +259,9 @@ export class Coved {
         allowHostPorts: opts.allowHostPorts ?? [],
       };
       generateKeys(dir, name);
-      writeSshConfig(dir, name, `"${process.execPath}" "${path.join(__dirname, '..', '..', '..', 'bin', 'cove')}" ssh-proxy ${name}`);
+      // coved's own entry file is the proxy; ELECTRON_RUN_AS_NODE lets an editor's runtime run it.
+      const entry = require.main?.filename ?? path.join(__dirname, 'main.js');
+      writeSshConfig(dir, name, `env ELECTRON_RUN_AS_NODE=1 COVE_HOME="${this.home}" "${process.execPath}" "${entry}" ssh-proxy ${name}`);
       await vm.createDisk(image.dir, path.join(dir, VM.disk), config.diskGiB);
       const sb = new Sandbox(this, config);
       sb.saveConfig(); // Written last: its presence marks a complete sandbox.

@@ -2,7 +2,8 @@
 // serves the API until SIGTERM/SIGINT or a `cove/shutdown` request. VMs keep running after it exits.
 import * as fs from 'node:fs';
 import { coveHome, homeFile, vmFile } from '../layout';
-import { NAME_MAX } from '../api/names';
+import { NAME_MAX, checkName } from '../api/names';
+import { sshProxy } from '../api/ssh';
 import { messageOf } from '../api/errors';
 import { processAlive } from './proc';
 import { Coved } from './coved';
@@ -69,7 +70,12 @@ async function main(): Promise<void> {
   log('coved ready');
 }
 
-main().catch((e) => {
-  log(`coved failed: ${e instanceof Error ? e.stack : String(e)}`);
-  process.exit(1);
-});
+if (process.argv[2] === 'ssh-proxy') {
+  // `coved ssh-proxy NAME`: OpenSSH's ProxyCommand (ssh_config), from the same file coved runs.
+  void sshProxy(checkName(process.argv[3]), coveHome()).then((code) => process.exit(code));
+} else {
+  main().catch((e) => {
+    log(`coved failed: ${e instanceof Error ? e.stack : String(e)}`);
+    process.exit(1);
+  });
+}
