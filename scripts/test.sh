@@ -12,16 +12,30 @@ bash scripts/setup.sh
 unit=(out/test/unit/*.test.js)
 integration=(out/test/integration/*.test.js)
 status=0
+# Every runner's output is kept, so the last line can count all tiers together.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
 run_tier() {
   local name="$1"; shift
   echo "=== $name tests ==="
   # One file at a time: integration files boot VMs and share one machine's two cores.
-  node --test --test-concurrency=1 --test-reporter=spec "$@" || status=1
+  node --test --test-concurrency=1 --test-reporter=spec "$@" 2>&1 | tee -a "$log" || status=1
 }
 run_e2e() {
   # The extension in code-server + headless Chromium against a real sandbox (test/e2e/run.ts).
   echo "=== e2e tests ==="
-  bash scripts/setup-e2e.sh && npm run --silent package && node out/test/e2e/run.js || status=1
+  { bash scripts/setup-e2e.sh && npm run --silent package && node out/test/e2e/run.js; } 2>&1 | tee -a "$log" || status=1
+}
+summary() {
+  # node's spec reporter ends with "ℹ pass N" / "ℹ fail N"; the e2e runner with "N passed, N failed".
+  set +e +o pipefail
+  local passed failed
+  passed=$(grep -aoE '^ℹ pass [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
+  failed=$(grep -aoE '^ℹ fail [0-9]+' "$log" | awk '{s+=$3} END {print s+0}')
+  passed=$((passed + $(grep -aoE '^[0-9]+ passed, [0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')))
+  failed=$((failed + $(grep -aoE '^[0-9]+ passed, [0-9]+ failed' "$log" | awk '{s+=$3} END {print s+0}')))
+  [ "$status" -eq 0 ] || [ "$failed" -gt 0 ] || failed=1
+  echo "tests: $passed passed, $failed failed"
 }
 case "$tier" in
   unit) run_tier unit "${unit[@]}" ;;
@@ -30,4 +44,5 @@ case "$tier" in
   all) run_tier "unit and integration" "${unit[@]}" "${integration[@]}"; run_e2e ;;
   *) echo "usage: scripts/test.sh [unit|integration|e2e|all]" >&2; exit 2 ;;
 esac
+summary
 exit $status
