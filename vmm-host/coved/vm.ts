@@ -8,6 +8,7 @@ import { buildImage as build, listImages as list, readManifest, verifyImage, typ
 import { CoveError } from '../api/errors';
 import { ErrorCodes } from '../api/protocol';
 import { IMAGE } from '../layout';
+import { which } from '../image/tools';
 import type { SandboxKeys } from './keys';
 import type { Sandbox, SandboxConfig } from './sandbox';
 import * as driver from '../driver';
@@ -175,19 +176,6 @@ export function watchConsole(file: string, onStep: (step: string, message: strin
   return () => clearInterval(timer);
 }
 
-function which(bin: string): string | null {
-  for (const dir of (process.env.PATH ?? '').split(':')) {
-    const p = path.join(dir, bin);
-    try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
-    } catch {
-      /* next */
-    }
-  }
-  return null;
-}
-
 export async function hostChecks(home: string): Promise<DoctorCheck[]> {
   const checks: DoctorCheck[] = [];
   const tool = (name: string, find: () => string | null, hint: string, optional = '') => {
@@ -222,10 +210,11 @@ export async function hostChecks(home: string): Promise<DoctorCheck[]> {
   } catch {
     checks.push({ name: 'COVE_HOME', ok: false, detail: `${home} is not writable`, hint: 'point COVE_HOME at a writable folder' });
   }
+  const ssh = which('ssh');
   checks.push({
     name: 'ssh client',
-    ok: which('ssh') !== null,
-    detail: which('ssh') ?? 'not found (only needed to use OpenSSH with `cove ssh-config`)',
+    ok: ssh !== null,
+    detail: ssh ?? 'not found (only needed to use OpenSSH with `cove ssh-config`)',
     hint: 'apt-get install openssh-client',
   });
   return checks;
