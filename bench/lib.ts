@@ -23,11 +23,11 @@ export function log(msg: string): void {
   process.stderr.write(`bench: ${msg}\n`);
 }
 
-export function sh(cmd: string, args: string[], timeoutMs: number, input?: string): Promise<RunResult> {
+export function sh(cmd: string, args: string[], timeoutMs: number, input?: string | Buffer): Promise<RunResult> {
   return run(cmd, args, { timeoutMs, input, env: benchEnv() });
 }
 
-export function cove(args: string[], timeoutMs = 120_000, input?: string): Promise<RunResult> {
+export function cove(args: string[], timeoutMs = 120_000, input?: string | Buffer): Promise<RunResult> {
   return sh(process.execPath, [COVE_BIN, ...args], timeoutMs, input);
 }
 

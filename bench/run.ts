@@ -4,7 +4,7 @@ import * as child_process from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { apiGroup, loadGroup } from './api';
+import { apiGroup, loadGroup, transportGroup } from './api';
 import { bootGroup } from './boot';
 import { lifecycleGroup } from './lifecycle';
 import { RESULTS, VM_CPUS, VM_MEMORY_MIB, log, machineBase, type MachineFacts } from './lib';
@@ -16,7 +16,7 @@ import { workspace9pGroup, workspaceGroup } from './workspace';
 const USAGE = `usage: npm run bench -- [--json] [--only ROW[,ROW…]] [--runs N]
   --json        print the results as JSON instead of the table
   --only ROW    run only these rows or groups (prefix match): boot, mem, api, load, port, fs,
-                fs.virtiofs, fs.9p, life, or a row id such as fs.virtiofs.seqread
+                fs.virtiofs, fs.9p, life, ssh, or a row id such as fs.virtiofs.seqread
   --runs N      multiply every row's samples (default 1: boots once, pings 20 times, …)
 Results go to bench/results/<timestamp>.json and .md.`;
 
@@ -25,6 +25,7 @@ const GROUPS: Array<[string, (s: Suite) => Promise<void>]> = [
   ['boot + memory', bootGroup],
   ['api', apiGroup],
   ['load', loadGroup],
+  ['transport', transportGroup],
   ['ports', portsGroup],
   ['workspace', workspaceGroup],
   ['lifecycle', lifecycleGroup],
