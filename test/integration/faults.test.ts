@@ -176,7 +176,8 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
   });
 
   test('the VM stalls for 60 s (SIGSTOP): afterwards the socket and forwarded ports work without user action', { timeout: 10 * 60_000 }, async () => {
-    const curl = async () => (await run('curl', ['-sf', '--max-time', '10', 'http://127.0.0.1:8181/'], { timeoutMs: 20_000 })).stdout;
+    ok(await docker(CTX, ['run', '-d', '--name', 'stallweb', '-p', '8282:80', image, 'httpd', '-f', '-p', '80', '-h', '/www'], 180_000), 'docker run -p 8282');
+    const curl = async () => (await run('curl', ['-sf', '--max-time', '10', 'http://127.0.0.1:8282/'], { timeoutMs: 20_000 })).stdout;
     assert.equal(await waitUntil('the forwarded port before the stall', 60_000, curl), 'hello from cove\n');
     const qemu = pidOf('qemu.pid');
     process.kill(qemu, 'SIGSTOP');

@@ -246,6 +246,14 @@ export async function startQemu(spec: QemuSpec, opts: StartOptions = {}): Promis
     fs.closeSync(log);
   }
   const qemuPid = await waitFor(`qemu's pid file ${VM.qemuPid}`, 5000, () => readPid(path.join(spec.vmDir, VM.qemuPid)));
+  // qemu's -daemonize sets its own umask (027): make its sockets the user's alone again.
+  for (const f of [VM.agentSock, VM.qmpSock]) {
+    try {
+      fs.chmodSync(path.join(spec.vmDir, f), 0o600);
+    } catch {
+      // Not there: qemu reports its own failure.
+    }
+  }
   return { qemu: qemuPid, virtiofsd, passt };
 }
 
