@@ -184,6 +184,7 @@ async function startHelper(name: string, bin: string, args: string[], sock: stri
     if (exitCode !== null) throw new DriverError(`${name} exited (${exitCode}) before listening: ${tail(logFile)}`, `see ${logFile}; ${hint}`);
     return fs.existsSync(sock);
   });
+  fs.chmodSync(sock, 0o600);
   return pid;
 }
 
