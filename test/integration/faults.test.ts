@@ -101,7 +101,7 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
   });
 
   test('two clients creating the same sandbox at once get one sandbox', { timeout: 25 * 60_000 }, async () => {
-    const args = ['up', ws, '--name', NAME, '--allow-host-port', String(ALLOWED_PORT)];
+    const args = ['up', ws, '--name', NAME, '--disk', '8G', '--allow-host-port', String(ALLOWED_PORT)];
     const [a, b] = await Promise.all([cove(args, 20 * 60_000), cove(args, 20 * 60_000)]);
     ok(a, 'first cove up');
     ok(b, 'second cove up');
@@ -229,7 +229,9 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
   });
 
   test('the guest disk fills up: a clear error, and docker works again after cleanup', { timeout: 15 * 60_000 }, async () => {
-    const fill = await docker(CTX, ['run', '--name', 'filler', image, 'sh', '-c', 'fallocate -l 100G /big || dd if=/dev/zero of=/big bs=1M; df -h / ; exit 0'], 600_000);
+    // Reserve what is free at once (fallocate), then write out whatever is left.
+    const fillScript = "avail=$(df -k / | awk 'NR==2 {print $4}'); fallocate -l $((avail * 1024 - 4096)) /big; dd if=/dev/zero of=/big2 bs=1M 2>/dev/null; df -h /; exit 0";
+    const fill = await docker(CTX, ['run', '--name', 'filler', image, 'sh', '-c', fillScript], 600_000);
     assert.equal(fill.code, 0, fill.stderr);
     const full = await docker(CTX, ['run', '--rm', image, 'sh', '-c', 'dd if=/dev/zero of=/x bs=1M count=64 && echo wrote'], 180_000);
     // Either docker cannot create the container or the write inside it fails: both name the cause.
