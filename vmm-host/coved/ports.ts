@@ -5,7 +5,7 @@ import * as net from 'node:net';
 import type { ListeningPort } from '../../agent/api/events';
 import type { PortForward } from '../api/protocol';
 import type { AgentLink } from './agent-link';
-import { pipeBothWays } from './relay';
+import { closingServer, pipeBothWays } from './relay';
 
 export const HOST_BIND_ADDRESS = '127.0.0.1';
 
@@ -66,7 +66,7 @@ export class PortForwarder {
     }
     const f: Forward = { info: { hostPort, guestPort, origin }, guestHost, server: null };
     this.forwards.set(hostPort, f);
-    const server = net.createServer({ allowHalfOpen: true }, (conn) => {
+    const server = closingServer(net.createServer({ allowHalfOpen: true }, (conn) => {
       conn.on('error', () => conn.destroy());
       this.link.forwardTcp(f.guestHost, guestPort).then(
         (ch) => pipeBothWays(conn, ch),
@@ -75,7 +75,7 @@ export class PortForwarder {
           conn.destroy();
         },
       );
-    });
+    }));
     try {
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);

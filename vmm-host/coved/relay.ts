@@ -28,6 +28,25 @@ export function pipeBothWays(a: Duplex, b: Duplex): void {
   b.on('close', () => a.end());
 }
 
+/**
+ * A server whose close() also ends its open connections: `net.Server.close` alone waits for every
+ * client to leave, so one idle docker or curl connection would hold a stop or a removal forever.
+ */
+export function closingServer(server: net.Server): net.Server {
+  const conns = new Set<net.Socket>();
+  server.on('connection', (c: net.Socket) => {
+    conns.add(c);
+    c.on('close', () => conns.delete(c));
+  });
+  const close = server.close.bind(server);
+  server.close = (cb?: (err?: Error) => void) => {
+    close(cb);
+    for (const c of conns) c.destroy();
+    return server;
+  };
+  return server;
+}
+
 /** Listens on `opts.path` (mode 0600, replacing a stale socket file). */
 export async function startRelay(opts: RelayOptions): Promise<net.Server> {
   try {
@@ -35,7 +54,7 @@ export async function startRelay(opts: RelayOptions): Promise<net.Server> {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
-  const server = net.createServer({ allowHalfOpen: true }, (conn) => {
+  const server = closingServer(net.createServer({ allowHalfOpen: true }, (conn) => {
     conn.on('error', () => conn.destroy());
     opts.open().then(
       (ch) => {
@@ -47,7 +66,7 @@ export async function startRelay(opts: RelayOptions): Promise<net.Server> {
       },
       (err: Error) => opts.unavailable(conn, err),
     );
-  });
+  }));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     // The socket is created with the process umask; tighten it before anyone can connect.

@@ -1,0 +1,60 @@
+// The relay pieces coved builds the Docker socket and port forwards from: half-close carried both
+// ways, and a close that does not wait on an idle client (a stop or rm must never hang on one).
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { test } from 'node:test';
+import { closingServer, dockerUnavailable, startRelay } from '../../vmm-host/coved/relay';
+
+const within = <T>(p: Promise<T>, ms: number, what: string) =>
+  Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms))]);
+
+test('close() ends idle connections instead of waiting for them', async () => {
+  const server = closingServer(net.createServer(() => undefined));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  await new Promise((r) => client.on('connect', r));
+  const closed = new Promise<void>((r) => server.close(() => r()));
+  await within(closed, 2000, 'server close with an idle client');
+  await within(new Promise((r) => client.on('close', r)), 2000, 'the idle client being ended');
+});
+
+test('a relay carries half-close both ways and answers with 503 when the guest is away', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cove-relay-'));
+  try {
+    // The "guest": echoes what it got once the client has finished sending, then ends.
+    const guest = net.createServer({ allowHalfOpen: true }, (c) => {
+      let got = '';
+      c.on('data', (d) => (got += d));
+      c.on('end', () => c.end(`echo:${got}`));
+    });
+    await new Promise<void>((r) => guest.listen(path.join(dir, 'guest.sock'), () => r()));
+    let up = true;
+    const relay = await startRelay({
+      path: path.join(dir, 'relay.sock'),
+      log: () => undefined,
+      open: () => (up ? Promise.resolve(net.connect({ path: path.join(dir, 'guest.sock'), allowHalfOpen: true })) : Promise.reject(new Error('sandbox x is stopped'))),
+      unavailable: (conn, err) => dockerUnavailable(conn, err.message),
+    });
+    assert.equal(fs.statSync(path.join(dir, 'relay.sock')).mode & 0o777, 0o600);
+    const talk = (text: string) =>
+      new Promise<string>((resolve) => {
+        const c = net.connect({ path: path.join(dir, 'relay.sock'), allowHalfOpen: true });
+        let out = '';
+        c.on('data', (d) => (out += d));
+        c.on('end', () => resolve(out));
+        c.end(text); // Half-close: the answer still comes back.
+      });
+    assert.equal(await within(talk('ping'), 5000, 'the echo through the relay'), 'echo:ping');
+    up = false;
+    const reply = await within(talk('GET /_ping HTTP/1.1\r\n\r\n'), 5000, 'the 503');
+    assert.match(reply, /^HTTP\/1\.1 503/);
+    assert.match(reply, /sandbox x is stopped/);
+    await within(new Promise<void>((r) => relay.close(() => r())), 2000, 'relay close');
+    guest.close();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
