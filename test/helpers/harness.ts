@@ -8,7 +8,11 @@ export const REPO = path.resolve(__dirname, '..', '..', '..');
 export const TEST_ROOT = path.join(REPO, '.cove-test');
 /** Kept short: socket paths under it must stay under the unix limit. */
 export const HOME = process.env.COVE_TEST_HOME ? path.resolve(process.env.COVE_TEST_HOME) : path.join(TEST_ROOT, 'home');
-export const DOCKER_CONFIG = path.join(TEST_ROOT, 'docker');
+/** Beside HOME, so two test homes never share Docker contexts. */
+export const DOCKER_CONFIG = `${HOME}-docker`;
+/** Files a test makes for itself (image tarballs, keys), beside HOME likewise. */
+export const SCRATCH = `${HOME}-scratch`;
+fs.mkdirSync(SCRATCH, { recursive: true });
 export const COVE_BIN = path.join(REPO, 'bin', 'cove');
 
 export function testEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {

@@ -8,7 +8,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { makeBusyboxImage } from '../helpers/busybox-image';
-import { HOME, TEST_ROOT, cove, covedPid, docker, ok, resetTestHome, run, waitUntil, workspace } from '../helpers/harness';
+import { HOME, SCRATCH, TEST_ROOT, cove, covedPid, docker, ok, resetTestHome, run, waitUntil, workspace } from '../helpers/harness';
 
 const NAME = 'f1';
 /** A host port the sandbox is allowed to reach (at the guest's own 127.0.0.1). */
@@ -59,7 +59,7 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
     resetTestHome();
     ws = workspace(NAME);
     fs.writeFileSync(path.join(ws, 'keep.txt'), 'workspace file that must survive\n');
-    imageTar = path.join(TEST_ROOT, 'busybox.tar');
+    imageTar = path.join(SCRATCH, 'busybox.tar');
     image = makeBusyboxImage(imageTar);
   });
 

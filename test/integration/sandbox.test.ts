@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { makeBusyboxImage } from '../helpers/busybox-image';
-import { HOME, TEST_ROOT, cove, covedPid, docker, ok, resetTestHome, run, testEnv, waitUntil, workspace } from '../helpers/harness';
+import { HOME, SCRATCH, TEST_ROOT, cove, covedPid, docker, ok, resetTestHome, run, testEnv, waitUntil, workspace } from '../helpers/harness';
 
 const CTX = 'cove-t1';
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -19,7 +19,7 @@ describe('sandbox t1 (virtio-fs)', { timeout: 45 * 60_000 }, () => {
     resetTestHome();
     ws = workspace('t1');
     fs.writeFileSync(path.join(ws, 'hello.txt'), 'hello from the host\n');
-    imageTar = path.join(TEST_ROOT, 'busybox.tar');
+    imageTar = path.join(SCRATCH, 'busybox.tar');
     image = makeBusyboxImage(imageTar);
     // An unrelated context that removing the sandbox must leave alone.
     ok(await run('docker', ['context', 'create', 'bystander', '--docker', 'host=unix:///nonexistent.sock'], { timeoutMs: 30_000 }), 'docker context create bystander');
