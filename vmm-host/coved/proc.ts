@@ -16,9 +16,14 @@ export function processAlive(pid: number | null | undefined, mustContain?: strin
   }
 }
 
-/** Sends `signal`, ignoring a process that is already gone. */
-export function signal(pid: number | null | undefined, sig: NodeJS.Signals): void {
-  if (!pid) return;
+/**
+ * Sends `sig` to `pid` only while it is still the process we mean: its command line must contain
+ * `mustContain` (the sandbox folder, which qemu's, virtiofsd's and passt's arguments all name).
+ * A pid recorded for a process that has since died may belong to anyone, another sandbox's qemu
+ * included.
+ */
+export function signal(pid: number | null | undefined, sig: NodeJS.Signals, mustContain: string): void {
+  if (!pid || !processAlive(pid, mustContain)) return;
   try {
     process.kill(pid, sig);
   } catch {

@@ -314,7 +314,7 @@ export class Sandbox {
     const st = this.runtime.state;
     if (st !== 'running' && st !== 'starting') return;
     if (processAlive(this.runtime.pids.qemu, this.dir)) {
-      if (this.runtime.mount === 'virtiofs' && this.runtime.pids.virtiofsd && !processAlive(this.runtime.pids.virtiofsd)) {
+      if (this.runtime.mount === 'virtiofs' && this.runtime.pids.virtiofsd && !processAlive(this.runtime.pids.virtiofsd, this.dir)) {
         if (!this.runtime.problem) {
           this.runtime.problem = 'virtiofsd exited: the workspace mount in the guest no longer works; restart the sandbox (`cove stop` then `cove start`)';
           this.log(this.runtime.problem);
@@ -344,24 +344,24 @@ export class Sandbox {
 
   /** virtiofsd and passt: the VM's helper processes, which outlive coved like qemu does. */
   private signalHelpers(sig: NodeJS.Signals): void {
-    signal(this.runtime.pids.virtiofsd, sig);
-    signal(this.runtime.pids.passt, sig);
+    signal(this.runtime.pids.virtiofsd, sig, this.dir);
+    signal(this.runtime.pids.passt, sig, this.dir);
   }
 
   private async stopHelpers(): Promise<void> {
     this.signalHelpers('SIGTERM');
-    await waitGone(this.runtime.pids.virtiofsd, 5000);
-    await waitGone(this.runtime.pids.passt, 5000);
+    await waitGone(this.runtime.pids.virtiofsd, 5000, this.dir);
+    await waitGone(this.runtime.pids.passt, 5000, this.dir);
     this.signalHelpers('SIGKILL');
   }
 
   /** Kills qemu and its helpers at once. */
   private async kill(): Promise<void> {
     await this.detach();
-    signal(this.runtime.pids.qemu, 'SIGKILL');
+    signal(this.runtime.pids.qemu, 'SIGKILL', this.dir);
     await waitGone(this.runtime.pids.qemu, 5000, this.dir);
     this.signalHelpers('SIGKILL');
-    await waitGone(this.runtime.pids.virtiofsd, 5000);
+    await waitGone(this.runtime.pids.virtiofsd, 5000, this.dir);
   }
 
   async stop(force: boolean): Promise<void> {
@@ -380,7 +380,7 @@ export class Sandbox {
       // The link drops as the guest powers off, so the command's own end is not awaited.
       link.exec(GUEST.poweroff, 5000).catch(() => undefined);
       // With virtiofsd gone the guest cannot unmount the folder cleanly; don't wait long for it.
-      const vfsDead = this.runtime.pids.virtiofsd !== null && !processAlive(this.runtime.pids.virtiofsd);
+      const vfsDead = this.runtime.pids.virtiofsd !== null && !processAlive(this.runtime.pids.virtiofsd, this.dir);
       const wait = vfsDead ? Math.min(20_000, this.coved.timeouts.stopMs) : this.coved.timeouts.stopMs;
       if (!(await waitGone(qemu, wait, this.dir))) this.log('the guest did not power off in time; quitting qemu');
     }
@@ -388,7 +388,7 @@ export class Sandbox {
     if (processAlive(qemu, this.dir)) {
       await vm.quit(this.file('qmpSock')).catch((e) => this.log(`QMP quit failed: ${messageOf(e)}`));
       if (!(await waitGone(qemu, 10_000, this.dir))) {
-        signal(qemu, 'SIGKILL');
+        signal(qemu, 'SIGKILL', this.dir);
         await waitGone(qemu, 5000, this.dir);
       }
     }
