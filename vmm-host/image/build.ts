@@ -320,6 +320,8 @@ async function buildLocked(c: Ctx): Promise<BuildImageResult> {
     // Keep only the log of a failed build; the next build removes it with the other temp folders.
     try {
       for (const f of fs.readdirSync(tmp)) if (f !== IMAGE.buildLog) fs.rmSync(path.join(tmp, f), { recursive: true, force: true });
+      // A build that failed before it logged anything leaves nothing behind at all.
+      if (fs.readdirSync(tmp).length === 0) fs.rmdirSync(tmp);
     } catch {
       // Best effort.
     }
