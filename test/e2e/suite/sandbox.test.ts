@@ -155,7 +155,11 @@ describe('Cove extension, end to end', function () {
   it('a port a container publishes is forwarded to the host and listed', async function () {
     this.timeout(8 * MIN);
     const tar = path.join(workspace, 'busybox.tar');
-    if (!fs.existsSync(tar)) this.skip(); // The runner makes it from busybox-static; without it there is no image offline.
+    if (!fs.existsSync(tar)) {
+      // The runner makes it from busybox-static; without it there is no image to run offline.
+      console.log(`skipped: ${tar} is missing, so no container image can be loaded offline`);
+      this.skip();
+    }
     const out = () => plain(api.terminalOutput(terminal) ?? '');
     terminal.sendText('docker load -q -i busybox.tar && docker run -d --name e2e-web -p 18080:80 cove-test/busybox:latest httpd -f -p 80 -h /www && docker ps --format "ps:{{.Names}}"; echo "ran-$((6*7))"');
     await waitFor('docker load and docker run in the sandbox terminal', 5 * MIN, () => /ran-42/.test(out()));
