@@ -13,7 +13,7 @@ function after(argv: string[], flag: string): string[] {
 test('tcg + 9p', () => {
   const argv = buildQemuArgv({ ...base, accel: 'tcg', tscKhz: 2445428, mount: { type: '9p', hostPath: '/home/me/p', readonly: true } });
   assert.deepEqual(after(argv, '-M'), ['microvm,pit=on,pic=on,rtc=on']);
-  assert.deepEqual(after(argv, '-accel'), ['tcg']);
+  assert.deepEqual(after(argv, '-accel'), ['tcg,thread=single']);
   assert.deepEqual(after(argv, '-cpu'), ['max']);
   assert.deepEqual(after(argv, '-m'), ['1024']);
   assert.deepEqual(after(argv, '-smp'), ['2']);

@@ -61,7 +61,10 @@ export function buildQemuArgv(spec: QemuSpec): string[] {
   const virtiofs = spec.mount?.type === 'virtiofs';
   const machine = `microvm,pit=on,pic=on,rtc=on${virtiofs ? ',memory-backend=mem' : ''}`;
   const a: string[] = ['-M', machine];
-  a.push(...(spec.accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg', '-cpu', 'max']));
+  // Under multi-threaded TCG a vCPU can run a stale translation of kernel text that another vCPU
+  // is live-patching (static keys, text_poke_bp), and the guest panics on an unexpected int3 —
+  // seen here as "Oops: int3" in runc, then qemu gone. One TCG thread keeps translations coherent.
+  a.push(...(spec.accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg,thread=single', '-cpu', 'max']));
   a.push('-m', `${spec.memoryMiB}`, '-smp', `${spec.cpus}`);
   a.push('-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot');
   a.push('-global', 'virtio-mmio.force-legacy=false');
