@@ -1,12 +1,13 @@
 // The cove CLI. Control-plane commands talk JSON-RPC to coved (started on demand); exec, shell and
 // cp go over SSH to the guest agent. `--json` works on every listing and inspect.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { MessageConnection } from 'vscode-jsonrpc/node';
 import { connect } from '../api/client';
 import { checkName } from '../api/names';
 import { Requests, type SandboxInfo } from '../api/protocol';
-import { coveHome, homeFile } from '../layout';
+import { coveHome, homeFile, vmFile } from '../layout';
 import { cpCommand, execCommand, logsCommand, shellCommand, sshProxyCommand } from './guest';
 import { UsageError, parseIntArg, parseSizeMiB, printJson, printTable, reportError } from './output';
 import { showProgress } from './progress';
@@ -237,9 +238,9 @@ async function run(argv: string[]): Promise<number> {
       return sshProxyCommand(one(pos, 'sandbox name'));
     case 'ssh-config': {
       const name = checkName(one(pos, 'sandbox name'));
-      const { vmFile } = await import('../layout');
-      process.stdout.write(`# ssh -F ${vmFile(name, 'sshConfig')} cove-${name}\n`);
-      process.stdout.write(require('node:fs').readFileSync(vmFile(name, 'sshConfig'), 'utf8'));
+      const file = vmFile(name, 'sshConfig');
+      if (!fs.existsSync(file)) throw new UsageError(`there is no sandbox named ${name}`);
+      process.stdout.write(`# ssh -F ${file} cove-${name}\n${fs.readFileSync(file, 'utf8')}`);
       return 0;
     }
     case 'doctor': {
