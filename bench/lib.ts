@@ -2,6 +2,7 @@
 // with the tests' home when it exists), the real `cove` and docker CLIs with deadlines, timing in
 // the guest, statistics, and the rows the table is made of.
 import * as fs from 'node:fs';
+import { waitUntil as waitUntilEvery } from '../test/helpers/wait';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { run, type RunResult } from '../test/helpers/harness';
@@ -40,23 +41,13 @@ export function ok(r: RunResult, what: string): RunResult {
   return r;
 }
 
+/** bench/ polls more often than the tests: its waits are part of what it times. */
+export const waitUntil = <T>(what: string, timeoutMs: number, probe: Parameters<typeof waitUntilEvery<T>>[2], intervalMs = 250) =>
+  waitUntilEvery<T>(what, timeoutMs, probe, intervalMs);
+
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
 
-export async function waitUntil<T>(what: string, timeoutMs: number, probe: () => Promise<T | null | undefined | false> | T | null | undefined | false, intervalMs = 250): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown = null;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
-    await sleep(intervalMs);
-  }
-}
 
 /** Times a host command (wall clock, ms); throws unless it exits 0. */
 export async function timeHost(what: string, cmd: string, args: string[], timeoutMs: number): Promise<number> {

@@ -19,6 +19,7 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { connect } from '../../vmm-host/api/client';
 import { Requests } from '../../vmm-host/api/protocol';
 import { makeBusyboxImage } from '../helpers/busybox-image';
+import { waitUntil as waitFor } from '../helpers/wait';
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
 const TEST_ROOT = path.join(REPO, '.cove-test');
@@ -54,20 +55,6 @@ function log(msg: string): void {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function waitFor<T>(what: string, ms: number, probe: () => Promise<T | undefined | null | false> | T | undefined | null | false, everyMs = 500): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${Math.round(ms / 1000)} s waiting for ${what}${last ? ` (${(last as Error).message})` : ''}`);
-    await sleep(everyMs);
-  }
-}
 
 function env(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const e: NodeJS.ProcessEnv = { ...process.env, COVE_HOME: HOME, DOCKER_CONFIG, ...extra };

@@ -3,6 +3,7 @@
 import * as child_process from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+export { waitUntil } from './wait';
 
 export const REPO = path.resolve(__dirname, '..', '..', '..');
 export const TEST_ROOT = path.join(REPO, '.cove-test');
@@ -65,20 +66,6 @@ export function ok(r: RunResult, what: string): RunResult {
   return r;
 }
 
-export async function waitUntil<T>(what: string, timeoutMs: number, probe: () => Promise<T | null | undefined | false>, intervalMs = 500): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown = null;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-}
 
 function readPid(file: string): number | null {
   try {
