@@ -8,7 +8,12 @@ export const PROTOCOL_VERSION = 1;
 /** Largest JSON-RPC frame coved accepts; bigger frames close the connection (WebSocket 1009). */
 export const MAX_FRAME_BYTES = 1024 * 1024;
 
-export type SandboxState = 'creating' | 'starting' | 'running' | 'stopping' | 'stopped' | 'crashed';
+/**
+ * `paused`: the VM is stopped in memory (no CPU); `asleep`: its state is saved to disk and no VM
+ * process is left. Both wake on the next connection to the sandbox's Docker or SSH socket or a
+ * forwarded port, and on `cove start`.
+ */
+export type SandboxState = 'creating' | 'starting' | 'running' | 'paused' | 'asleep' | 'stopping' | 'stopped' | 'crashed';
 export type MountType = 'virtiofs' | '9p';
 export type Accel = 'kvm' | 'tcg';
 
@@ -48,6 +53,12 @@ export interface SandboxInfo {
   dockerReady: boolean;
   /** Seconds from starting qemu to dockerd answering, for the last boot. */
   bootSeconds: number | null;
+  /** How the VM last came up: a cold boot, a restore of the image's template, or a wake from sleep. */
+  bootKind: 'cold' | 'template' | 'wake' | null;
+  /** Never paused or put to sleep when idle (`cove up --keep-awake`). */
+  keepAwake: boolean;
+  /** Why the last warm start or sleep could not be used (a one-line reason), when it could not. */
+  warmNote?: string;
   pids: { qemu: number | null; virtiofsd: number | null; passt: number | null };
   createdAt: string;
   /** The last lines of the console when the sandbox crashed or failed to boot. */
@@ -67,6 +78,8 @@ export interface UpParams {
   readonly?: boolean;
   /** Host 127.0.0.1 ports the guest may reach (at guest 127.0.0.1, same port); none by default. */
   allowHostPorts?: number[];
+  /** Never pause or sleep this sandbox when it is idle. */
+  keepAwake?: boolean;
   /** Echoed in this request's progress events, so a client follows them before it knows the name. */
   progressToken?: string;
 }
@@ -131,7 +144,7 @@ export interface VersionResult {
 export interface ProgressEvent {
   /** The sandbox name, or `image` for an image build. */
   subject: string;
-  operation: 'up' | 'start' | 'stop' | 'build';
+  operation: 'up' | 'start' | 'stop' | 'sleep' | 'build' | 'template';
   step: string;
   message: string;
   /** 0..1 where known. */
@@ -160,6 +173,8 @@ export const Requests = {
   inspect: new RequestType<NameParams, SandboxInfo, void>('sandbox/inspect'),
   start: new RequestType<NameParams, SandboxInfo, void>('sandbox/start'),
   stop: new RequestType<StopParams, SandboxInfo, void>('sandbox/stop'),
+  /** Saves a running sandbox to disk and ends its VM processes; the next connection wakes it. */
+  sleep: new RequestType<NameParams, SandboxInfo, void>('sandbox/sleep'),
   remove: new RequestType<RemoveParams, void, void>('sandbox/remove'),
   publish: new RequestType<PublishParams, PortForward, void>('sandbox/publish'),
   unpublish: new RequestType<UnpublishParams, void, void>('sandbox/unpublish'),

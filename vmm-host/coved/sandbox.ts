@@ -36,6 +36,8 @@ export interface SandboxConfig {
   published: Array<{ hostPort: number; guestPort: number }>;
   /** Host 127.0.0.1 ports the guest may reach, at guest 127.0.0.1 on the same port. */
   allowHostPorts?: number[];
+  /** Never paused or put to sleep when idle. */
+  keepAwake?: boolean;
 }
 
 /** What `vms/<name>/state.json` holds: what is running now. */
@@ -49,6 +51,8 @@ export interface SandboxRuntime {
   network?: 'passt' | 'user';
   startedAt: string | null;
   bootSeconds: number | null;
+  bootKind?: 'cold' | 'template' | 'wake' | null;
+  warmNote?: string;
   problem?: string;
   consoleTail?: string;
 }
@@ -119,6 +123,9 @@ export class Sandbox {
       ports: this.ports?.list() ?? [],
       dockerReady: this.dockerReady,
       bootSeconds: this.runtime.bootSeconds,
+      bootKind: this.runtime.bootKind ?? null,
+      keepAwake: this.config.keepAwake ?? false,
+      ...(this.runtime.warmNote ? { warmNote: this.runtime.warmNote } : {}),
       pids: { qemu: this.runtime.pids.qemu, virtiofsd: this.runtime.pids.virtiofsd, passt: this.runtime.pids.passt ?? null },
       createdAt: this.config.createdAt,
       ...(this.runtime.consoleTail ? { consoleTail: this.runtime.consoleTail } : {}),
