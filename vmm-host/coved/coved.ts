@@ -295,6 +295,12 @@ export class Coved {
     return sb.info();
   }
 
+  async sleep(raw: unknown): Promise<SandboxInfo> {
+    const sb = this.get(asParams(raw).name);
+    await sb.serialize(() => sb.sleep());
+    return sb.info();
+  }
+
   async remove(raw: unknown): Promise<void> {
     const p = asParams(raw);
     const sb = this.get(p.name);

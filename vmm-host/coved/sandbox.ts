@@ -371,6 +371,11 @@ export class Sandbox {
     await waitGone(this.runtime.pids.virtiofsd, 5000, this.dir);
   }
 
+  /** Saves the VM to disk and ends its processes (warm start's sleep). */
+  async sleep(): Promise<void> {
+    throw new CoveError(ErrorCodes.conflict, `sandbox ${this.name} cannot sleep yet`, 'stop it with `cove stop` instead');
+  }
+
   async stop(force: boolean): Promise<void> {
     const st = this.runtime.state;
     if (st === 'stopped') return;
