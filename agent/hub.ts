@@ -1,7 +1,7 @@
 // The agent's live state and the fan-out of its events to every open `cove-events` stream.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import type { AgentEvent, DockerdState, HelloEvent, ListeningPort } from './api/events';
+import type { AgentEvent, DockerdState, HelloEvent, ListeningPort } from '../contract/events';
 import { AGENT_VERSION } from './version';
 
 export type EventListener = (event: AgentEvent) => void;

@@ -3,7 +3,7 @@
 // /run/cove/agent.sock, watches dockerd and the listening ports, and streams events. The init
 // restarts it if it dies; everything it needs is read again at start.
 import './threadpool';
-import { GUEST } from '../vmm-host/layout';
+import { GUEST } from '../contract/guest';
 import { ConfigError, loadConfig } from './config';
 import { EventHub } from './hub';
 import { errorText, log } from './log';

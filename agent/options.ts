@@ -1,8 +1,8 @@
 // Every knob of the agent, read from the command line first, then the environment, then the
-// defaults from the guest contract (vmm-host/layout.ts). The overrides exist so the agent can run
+// defaults from the guest contract (contract/guest.ts). The overrides exist so the agent can run
 // on a development host (tests) with a plain unix socket, a FIFO pair standing in for the
 // virtio-serial port and a fake dockerd.
-import { GUEST } from '../vmm-host/layout';
+import { GUEST } from '../contract/guest';
 
 export interface AgentOptions {
   /** The config JSON (host key, authorized keys). `--config`, `COVE_AGENT_CONFIG`. */

@@ -9,7 +9,7 @@ import { RemoteForwards, openStreamlocal, openTcpip } from './forward';
 import type { EventHub } from './hub';
 import { errorText, log } from './log';
 import { handleSession } from './session';
-import { AGENT_BANNER_PREFIX } from './api/banner-sync';
+import { AGENT_BANNER_PREFIX } from '../contract/banner-sync';
 import { AGENT_VERSION } from './version';
 
 export interface ConnectionContext {

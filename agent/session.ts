@@ -4,7 +4,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { PseudoTtyInfo, RejectConnection, ServerChannel, Session, SetEnvInfo, SignalInfo, WindowChangeInfo } from 'ssh2';
-import { EVENTS_SUBSYSTEM, type AgentEvent } from './api/events';
+import { EVENTS_SUBSYSTEM, type AgentEvent } from '../contract/events';
+import { CWD_ENV } from '../contract/guest';
 import { errorText, log } from './log';
 import { findPtyChild, foregroundGroup, resizePts, spawnPty, type PtyRequest } from './pty';
 import type { ConnectionContext } from './server';
@@ -13,8 +14,6 @@ import { serveSftp } from './sftp';
 type Accept = (() => void) | undefined;
 type AcceptChannel = () => ServerChannel;
 
-/** The client's working directory request: `env COVE_CWD=/path` before exec or shell. */
-export const CWD_ENV = 'COVE_CWD';
 const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 let sessionCount = 0;

@@ -5,8 +5,10 @@
 // idle docker-ready sandbox against the same bare VM.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { createOverlay, startQemu, stopQemu, writeConfigDisk } from '../vmm-host/driver';
-import { IMAGE, VM } from '../vmm-host/layout';
+import { DEFAULT_NETWORK, writeConfigDisk } from '../contract/config-disk';
+import { GUEST } from '../contract/guest';
+import { IMAGE, VM } from '../contract/layout';
+import { createOverlay, startQemu, stopQemu } from '../vmm-host/driver';
 import { HOME, VM_CPUS, VM_MEMORY_MIB, alive, log, makeRow, nowMs, readPid, sleep, treePss, type TreeMemory } from './lib';
 import type { Suite } from './suite';
 
@@ -48,8 +50,8 @@ async function bareBoot(suite: Suite, dir: string, ws: string): Promise<{ ms: nu
     hostname: 'bare',
     hostKey: '',
     authorizedKeys: [],
-    mounts: [{ tag: 'cove-ws', type: suite.mountType, path: ws, readonly: false }],
-    network: { address: '10.0.2.15/24', gateway: '10.0.2.2', dns: '10.0.2.3' },
+    mounts: [{ tag: GUEST.workspaceTag, type: suite.mountType, path: ws, readonly: false }],
+    network: DEFAULT_NETWORK,
     resizeRoot: false,
     insecureRegistries: [],
   });

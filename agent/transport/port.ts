@@ -13,7 +13,7 @@
 //     old connection and starts a new one at that line.
 //   - Writes block in the kernel while no host is connected. A write that was in flight when the
 //     host left completes when the next host connects, so the next host may see stale bytes ahead
-//     of the new session's version line. Hosts drop them with skipToBanner() (api/banner-sync.ts),
+//     of the new session's version line. Hosts drop them with skipToBanner() (contract/banner-sync.ts),
 //     which reads from the agent's `SSH-2.0-cove-agent_` banner on. Writes are cut to the 32 KiB
 //     the virtio console driver takes per write, which also bounds those stale bytes.
 //

@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
-import type { DockerdState } from '../api/events';
+import type { DockerdState } from '../../contract/events';
 import { uptimeSeconds, type EventHub } from '../hub';
 import { errorText, log } from '../log';
 

@@ -4,7 +4,7 @@
 // [::]:80 are reported once.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { ListeningPort } from '../api/events';
+import type { ListeningPort } from '../../contract/events';
 import type { EventHub } from '../hub';
 import { errorText, log } from '../log';
 

@@ -2,7 +2,7 @@
 // means talking to another coved.
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { coveHome } from '../../vmm-host/layout';
+import { coveHome } from '../../contract/layout';
 
 export class Config {
   static readonly section = 'cove';

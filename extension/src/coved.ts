@@ -5,10 +5,10 @@ import * as child_process from 'node:child_process';
 import * as fs from 'node:fs';
 import * as vscode from 'vscode';
 import type { MessageConnection } from 'vscode-jsonrpc/node';
-import { connect } from '../../vmm-host/api/client';
-import { CoveError, messageOf } from '../../vmm-host/api/errors';
-import { ErrorCodes, Requests } from '../../vmm-host/api/protocol';
-import { homeFile } from '../../vmm-host/layout';
+import { connect } from '../../contract/client';
+import { CoveError, messageOf } from '../../contract/errors';
+import { ErrorCodes, Requests } from '../../contract/protocol';
+import { homeFile } from '../../contract/layout';
 
 const START_TIMEOUT_MS = 30_000;
 const RECONNECT_MIN_MS = 1_000;

@@ -3,9 +3,9 @@
 // (`extensionDisposables`) and one coved connection's (kept by CovedConnection).
 import * as vscode from 'vscode';
 import type { MessageConnection } from 'vscode-jsonrpc/node';
-import { asCoveError } from '../../vmm-host/api/client';
-import { messageOf } from '../../vmm-host/api/errors';
-import type { SandboxInfo } from '../../vmm-host/api/protocol';
+import { asCoveError } from '../../contract/client';
+import { messageOf } from '../../contract/errors';
+import type { SandboxInfo } from '../../contract/protocol';
 import { Config } from './config';
 import { CovedConnection } from './coved';
 import { DockerIntegration } from './docker';

@@ -3,8 +3,8 @@
 // in the integrated terminals (the environment variable collection). The settings' previous values
 // are kept in workspace state, so a window that was closed meanwhile still restores them.
 import * as vscode from 'vscode';
-import { messageOf } from '../../vmm-host/api/errors';
-import type { SandboxInfo } from '../../vmm-host/api/protocol';
+import { messageOf } from '../../contract/errors';
+import type { SandboxInfo } from '../../contract/protocol';
 
 /** The Docker extension's settings Cove writes: Container Tools and the Docker extension before it. */
 export const DOCKER_SETTING_KEYS = ['containers.environment', 'docker.environment', 'docker.context'] as const;

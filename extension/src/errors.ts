@@ -2,10 +2,10 @@
 // errors carry their hint and, for a failed boot, the console tail.
 import * as fs from 'node:fs';
 import * as vscode from 'vscode';
-import { asCoveError } from '../../vmm-host/api/client';
-import { isCoveError, messageOf } from '../../vmm-host/api/errors';
-import { ErrorCodes } from '../../vmm-host/api/protocol';
-import { homeFile } from '../../vmm-host/layout';
+import { asCoveError } from '../../contract/client';
+import { isCoveError, messageOf } from '../../contract/errors';
+import { ErrorCodes } from '../../contract/protocol';
+import { homeFile } from '../../contract/layout';
 
 export interface ErrorContext {
   log: vscode.LogOutputChannel;

@@ -1,8 +1,8 @@
 // The extension's entry: builds the one context object, registers the commands, connects to coved
 // (starting it when it is not running) and returns the API the end-to-end tests use.
 import * as vscode from 'vscode';
-import { messageOf } from '../../vmm-host/api/errors';
-import type { SandboxInfo } from '../../vmm-host/api/protocol';
+import { messageOf } from '../../contract/errors';
+import type { SandboxInfo } from '../../contract/protocol';
 import { registerCommands } from './commands/registerCommands';
 import { Ctx } from './ctx';
 

@@ -1,6 +1,6 @@
 // Ports the agent reports: coved forwards them to 127.0.0.1; the user is offered the browser.
 import * as vscode from 'vscode';
-import type { PortEvent } from '../../vmm-host/api/protocol';
+import type { PortEvent } from '../../contract/protocol';
 import type { SandboxStore } from './sandboxes';
 
 export function portUrl(hostPort: number): vscode.Uri {

@@ -3,8 +3,8 @@
 import * as fs from 'node:fs';
 import * as vscode from 'vscode';
 import type { MessageConnection } from 'vscode-jsonrpc/node';
-import { messageOf } from '../../vmm-host/api/errors';
-import { Notifications, Requests, type PortEvent, type ProgressEvent, type SandboxInfo } from '../../vmm-host/api/protocol';
+import { messageOf } from '../../contract/errors';
+import { Notifications, Requests, type PortEvent, type ProgressEvent, type SandboxInfo } from '../../contract/protocol';
 import type { CovedConnection } from './coved';
 
 const WINDOW_SANDBOX_KEY = 'cove.windowSandbox';

@@ -16,8 +16,8 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { connect } from '../../vmm-host/api/client';
-import { Requests } from '../../vmm-host/api/protocol';
+import { connect } from '../../contract/client';
+import { Requests } from '../../contract/protocol';
 import { makeBusyboxImage } from '../helpers/busybox-image';
 import { waitUntil as waitFor } from '../helpers/wait';
 

@@ -9,21 +9,20 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
 import { Client, utils, type ClientChannel, type SFTPWrapper } from 'ssh2';
-import { skipToBanner } from '../../agent/api/banner-sync';
-import { EVENTS_SUBSYSTEM } from '../../agent/api/events';
-import { IMAGE, VM, vmDir as layoutVmDir } from '../../vmm-host/layout';
+import { skipToBanner } from '../../contract/banner-sync';
+import { EVENTS_SUBSYSTEM } from '../../contract/events';
+import { IMAGE, VM, vmDir as layoutVmDir } from '../../contract/layout';
 import { buildImage } from '../../vmm-host/image';
 import { findRepoRoot } from '../../vmm-host/image/recipe';
 import { DEFAULT_NETWORK, createOverlay, detectAccel, isRunning, readPid, startQemu, stopQemu, writeConfigDisk } from '../../vmm-host/driver';
 import { collect, LineReader, waitFor, within } from '../unit/agent-harness';
-import { loadEventsSchema, validate } from '../unit/agent-schema';
+import { agentEventProblems } from '../../contract/events-check';
 
 const root = findRepoRoot(__dirname);
 const home = process.env.COVE_TEST_HOME ? path.resolve(process.env.COVE_TEST_HOME) : path.join(root, '.cove-test', 'home');
 const vmName = `agent-it-${process.pid}`;
 const vmDir = layoutVmDir(vmName, home);
 const BOOT_DEADLINE_MS = Number(process.env.COVE_TEST_BOOT_DEADLINE_MS ?? 300_000);
-const schema = loadEventsSchema(root);
 const clientKey = utils.generateKeyPairSync('ed25519');
 let agentSock = '';
 let ssh: Client | null = null;
@@ -129,7 +128,7 @@ test('hello, with dockerd running, valid against the schema', async () => {
   );
   const events = new LineReader(stream);
   const hello = await events.next(() => true, 30_000, 'hello');
-  assert.deepEqual(validate(schema, hello), []);
+  assert.deepEqual(agentEventProblems(hello), []);
   assert.equal(hello.type, 'hello');
   assert.equal(hello.dockerd, 'running');
   assert.ok(fs.existsSync(agentSock));
@@ -145,7 +144,7 @@ test('hello, with dockerd running, valid against the schema', async () => {
   await events.next((e) => e.type === 'port' && e.action === 'added' && e.port === 18089, 60_000, 'port 18089 added', from);
   listener.signal('TERM');
   await events.next((e) => e.type === 'port' && e.action === 'removed' && e.port === 18089, 60_000, 'port 18089 removed', from);
-  for (const e of events.all) assert.deepEqual(validate(schema, e), [], JSON.stringify(e));
+  for (const e of events.all) assert.deepEqual(agentEventProblems(e), [], JSON.stringify(e));
   stream.close();
 });
 

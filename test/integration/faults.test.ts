@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { GUEST_NETWORK } from '../../contract/guest';
 import { makeBusyboxImage } from '../helpers/busybox-image';
 import { HOME, SCRATCH, TEST_ROOT, cove, covedPid, docker, ok, resetTestHome, run, waitUntil, workspace } from '../helpers/harness';
 
@@ -270,7 +271,7 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
     const allowed = net.createServer((c) => c.end('allowed-host-service\n'));
     await new Promise<void>((r) => allowed.listen(ALLOWED_PORT, '127.0.0.1', () => r()));
     try {
-      const probe = `nc -w 5 10.0.2.2 ${port} </dev/null; nc -w 5 10.0.2.3 ${port} </dev/null; echo probed`;
+      const probe = `nc -w 5 ${GUEST_NETWORK.gateway} ${port} </dev/null; nc -w 5 ${GUEST_NETWORK.dns} ${port} </dev/null; echo probed`;
       for (const mode of [[], ['--network', 'host']]) {
         const r = ok(await docker(CTX, ['run', '--rm', '--privileged', ...mode, image, 'sh', '-c', probe], 180_000), `probe ${mode.join(' ') || 'bridge'}`);
         assert.match(r.stdout, /probed/);

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { after, before, test } from 'node:test';
 import { Client, utils } from 'ssh2';
 import { checkKernelConfig } from '../../kernel/check';
-import { IMAGE, VM, vmDir as layoutVmDir } from '../../vmm-host/layout';
+import { IMAGE, VM, vmDir as layoutVmDir } from '../../contract/layout';
 import { buildImage, verifyImage, type BuildImageResult } from '../../vmm-host/image';
 import { findRepoRoot } from '../../vmm-host/image/recipe';
 import {

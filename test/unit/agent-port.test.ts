@@ -7,7 +7,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import type { Duplex } from 'node:stream';
-import { skipToBanner } from '../../agent/api/banner-sync';
+import { skipToBanner } from '../../contract/banner-sync';
 import { connect, exec, openPortPair, startAgent, waitFor, type RunningAgent } from './agent-harness';
 
 describe('agent port transport', () => {

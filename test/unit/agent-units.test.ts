@@ -5,12 +5,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
-import { AGENT_BANNER_PREFIX, skipToBanner } from '../../agent/api/banner-sync';
+import { AGENT_BANNER_PREFIX, skipToBanner } from '../../contract/banner-sync';
 import { ConfigError, loadConfig } from '../../agent/config';
 import { parseOptions, UsageError } from '../../agent/options';
 import { findVirtioPort, VersionLineWatch } from '../../agent/transport/port';
 import { parseProcNetTcp, reachablePorts } from '../../agent/watch/ports';
-import { GUEST } from '../../vmm-host/layout';
+import { GUEST } from '../../contract/guest';
 import { makeKeys } from './agent-harness';
 
 const TCP = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode

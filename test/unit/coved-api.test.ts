@@ -7,10 +7,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
-import { connect } from '../../vmm-host/api/client';
-import { ErrorCodes, Requests } from '../../vmm-host/api/protocol';
-import { checkName, nameForFolder } from '../../vmm-host/api/names';
-import { frameProblem } from '../../vmm-host/api/transport';
+import { connect } from '../../contract/client';
+import { ErrorCodes, Requests } from '../../contract/protocol';
+import { checkName, nameForFolder } from '../../contract/names';
+import { frameProblem } from '../../contract/transport';
 import { parseSizeMiB } from '../../vmm-host/cli/output';
 import type { MessageConnection } from 'vscode-jsonrpc/node';
 

@@ -12,7 +12,7 @@ import {
   decodeConfigDisk,
   encodeConfigDisk,
   writeConfigDisk,
-} from '../../vmm-host/driver/config-disk';
+} from '../../contract/config-disk';
 
 const cfg: GuestConfig = {
   version: 1,

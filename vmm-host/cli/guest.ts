@@ -2,10 +2,10 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Client, ClientChannel, SFTPWrapper } from 'ssh2';
-import { checkName } from '../api/names';
-import { vmFile } from '../layout';
+import { checkName } from '../../contract/names';
+import { vmFile } from '../../contract/layout';
 import { UsageError } from './output';
-import { connectSandbox, shellJoin, sshProxy } from '../api/ssh';
+import { connectSandbox, shellJoin, sshProxy } from '../../contract/ssh';
 
 function workspaceOf(name: string): string | undefined {
   try {

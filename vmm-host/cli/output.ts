@@ -1,6 +1,6 @@
 // How the CLI speaks: errors with their hint on stderr, tables and JSON on stdout.
-import { isCoveError, messageOf } from '../api/errors';
-import { asCoveError } from '../api/client';
+import { isCoveError, messageOf } from '../../contract/errors';
+import { asCoveError } from '../../contract/client';
 
 export class UsageError extends Error {
   override name = 'UsageError';

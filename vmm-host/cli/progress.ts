@@ -2,7 +2,7 @@
 // On a terminal it redraws one bar; elsewhere it prints one line per step.
 import { SingleBar } from 'cli-progress';
 import type { MessageConnection } from 'vscode-jsonrpc/node';
-import { Notifications, type ProgressEvent } from '../api/protocol';
+import { Notifications, type ProgressEvent } from '../../contract/protocol';
 
 /** Shows the progress of `subjects` (sandbox names, `image`) or of events carrying `token`. */
 export function showProgress(conn: MessageConnection, subjects: string[], quiet: boolean, token?: string): () => void {

@@ -4,8 +4,8 @@
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import { Client, utils, type ClientChannel } from 'ssh2';
-import { skipToBanner } from '../../agent/api/banner-sync';
-import { EVENTS_SUBSYSTEM, type AgentEvent } from '../../agent/api/events';
+import { skipToBanner } from '../../contract/banner-sync';
+import { EVENTS_SUBSYSTEM, type AgentEvent } from '../../contract/events';
 import { pipeBothWays } from './relay';
 
 export interface AgentLinkOptions {

@@ -2,7 +2,7 @@
 // colima does: created only when `docker context inspect` fails (or points elsewhere), removed
 // with --force, and no other context is ever touched.
 import * as child_process from 'node:child_process';
-import { contextName } from '../layout';
+import { contextName } from '../../contract/layout';
 
 
 function run(bin: string, args: string[], timeoutMs = 15_000): Promise<{ code: number; stdout: string; stderr: string }> {

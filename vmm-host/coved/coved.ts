@@ -3,8 +3,8 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { CoveError, conflict, invalidInput, messageOf, notFound } from '../api/errors';
-import { checkName, nameForFolder } from '../api/names';
+import { CoveError, conflict, invalidInput, messageOf, notFound } from '../../contract/errors';
+import { checkName, nameForFolder } from '../../contract/names';
 import {
   ErrorCodes,
   type DoctorResult,
@@ -13,8 +13,8 @@ import {
   type PortForward,
   type ProgressEvent,
   type SandboxInfo,
-} from '../api/protocol';
-import { VM, imagesDir, vmDir, vmsDir } from '../layout';
+} from '../../contract/protocol';
+import { VM, imagesDir, vmDir, vmsDir } from '../../contract/layout';
 import { ensureContext, findDocker, removeContext } from './context';
 import { readJson } from './files';
 import { generateKeys, writeSshConfig } from './keys';

@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { utils } from 'ssh2';
-import { VM, contextName } from '../layout';
+import { VM, contextName } from '../../contract/layout';
 
 export interface SandboxKeys {
   clientPrivate: string;

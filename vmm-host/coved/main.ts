@@ -1,10 +1,10 @@
 // coved's entry: one per user. Takes the pid-file lock, loads and re-attaches to every sandbox, and
 // serves the API until SIGTERM/SIGINT or a `cove/shutdown` request. VMs keep running after it exits.
 import * as fs from 'node:fs';
-import { coveHome, homeFile, vmFile } from '../layout';
-import { NAME_MAX, checkName } from '../api/names';
-import { sshProxy } from '../api/ssh';
-import { messageOf } from '../api/errors';
+import { coveHome, homeFile, vmFile } from '../../contract/layout';
+import { NAME_MAX, checkName } from '../../contract/names';
+import { sshProxy } from '../../contract/ssh';
+import { messageOf } from '../../contract/errors';
 import { processAlive } from './proc';
 import { Coved } from './coved';
 import { serve } from './server';

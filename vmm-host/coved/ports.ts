@@ -2,8 +2,8 @@
 // listening ports the agent reports, and by hand for `cove publish`. Nothing is ever bound on an
 // address other than 127.0.0.1.
 import * as net from 'node:net';
-import type { ListeningPort } from '../../agent/api/events';
-import type { PortForward } from '../api/protocol';
+import type { ListeningPort } from '../../contract/events';
+import type { PortForward } from '../../contract/protocol';
 import type { AgentLink } from './agent-link';
 import { closingServer, pipeBothWays } from './relay';
 

@@ -4,9 +4,9 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import { WebSocketServer } from 'ws';
 import { ResponseError, type MessageConnection } from 'vscode-jsonrpc/node';
-import { isCoveError, messageOf } from '../api/errors';
-import { ErrorCodes, MAX_FRAME_BYTES, Notifications, PROTOCOL_VERSION, Requests, type ErrorData } from '../api/protocol';
-import { connectionForSocket } from '../api/transport';
+import { isCoveError, messageOf } from '../../contract/errors';
+import { ErrorCodes, MAX_FRAME_BYTES, Notifications, PROTOCOL_VERSION, Requests, type ErrorData } from '../../contract/protocol';
+import { connectionForSocket } from '../../contract/transport';
 import type { Coved, Listener } from './coved';
 import { isImageError } from '../image/errors';
 

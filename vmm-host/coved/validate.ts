@@ -2,7 +2,7 @@
 // invalid-input error that names the field and what it should be.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { invalidInput } from '../api/errors';
+import { invalidInput } from '../../contract/errors';
 
 export type Params = Record<string, unknown>;
 

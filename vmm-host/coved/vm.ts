@@ -3,11 +3,11 @@
 import * as child_process from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { DoctorCheck, ImageBuildResult, ImageInfo, MountType } from '../api/protocol';
+import type { DoctorCheck, ImageBuildResult, ImageInfo, MountType } from '../../contract/protocol';
 import { buildImage as build, listImages as list, readManifest, verifyImage, type ImageInfo as StoredImage } from '../image';
-import { CoveError } from '../api/errors';
-import { ErrorCodes } from '../api/protocol';
-import { IMAGE } from '../layout';
+import { CoveError } from '../../contract/errors';
+import { ErrorCodes } from '../../contract/protocol';
+import { IMAGE } from '../../contract/layout';
 import { which } from '../image/tools';
 import type { SandboxKeys } from './keys';
 import type { Sandbox, SandboxConfig } from './sandbox';

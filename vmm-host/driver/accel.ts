@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { IMAGE, homeFile } from '../layout';
+import { IMAGE, homeFile } from '../../contract/layout';
 import { findQemu } from './tools';
 
 export type Accel = 'kvm' | 'tcg';

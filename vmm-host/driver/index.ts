@@ -4,8 +4,8 @@ export { QemuDriver, buildQemuArgv, buildVirtiofsdArgv, buildPasstArgv, kernelCm
 export type { QemuSpec, MountSpec } from './qemu';
 export { detectAccel, probeKvm, hostTscKhz, PROBE_MARKER } from './accel';
 export type { Accel, AccelResult, DetectAccelOptions } from './accel';
-export { encodeConfigDisk, decodeConfigDisk, writeConfigDisk, CONFIG_DISK_MAGIC, CONFIG_DISK_SIZE, DEFAULT_NETWORK } from './config-disk';
-export type { GuestConfig, GuestMount } from './config-disk';
+export { encodeConfigDisk, decodeConfigDisk, writeConfigDisk, CONFIG_DISK_MAGIC, CONFIG_DISK_SIZE, DEFAULT_NETWORK } from '../../contract/config-disk';
+export type { GuestConfig, GuestMount } from '../../contract/config-disk';
 export { qmpCommand, qmpQuit, qmpQueryStatus } from './qmp';
 export { findQemu, findQemuImg, findVirtiofsd, requireVirtiofsd, findQemuTools, findPasst } from './tools';
 export type { QemuTools } from './tools';

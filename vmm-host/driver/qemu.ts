@@ -4,7 +4,8 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { GUEST, IMAGE, VM } from '../layout';
+import { IMAGE, VM } from '../../contract/layout';
+import { GUEST } from '../../contract/guest';
 import type { Accel } from './accel';
 import type { Driver, DriverFeatures, StopOptions, VmPids } from './driver';
 import { DriverError, waitFor } from './errors';

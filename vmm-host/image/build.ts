@@ -3,7 +3,7 @@
 // written last), under a lock so that concurrent builds wait and then use the cache.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { HOME, IMAGE, coveHome, imageDir, imagesDir } from '../layout';
+import { HOME, IMAGE, coveHome, imageDir, imagesDir } from '../../contract/layout';
 import { checkKernelConfig, describeMissing, loadFeatures } from '../../kernel/check';
 import {
   AgentBundleMissingError,

@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { IMAGE, imagesDir } from '../layout';
+import { IMAGE, imagesDir } from '../../contract/layout';
 import { ImageCorruptError } from './errors';
 
 export interface ManifestFile {

@@ -1,6 +1,6 @@
 // "Cove: Delete Sandbox": removes the sandbox (its disk, Docker data and context), never the folder.
 import * as vscode from 'vscode';
-import { Requests } from '../../../vmm-host/api/protocol';
+import { Requests } from '../../../contract/protocol';
 import type { Ctx } from '../ctx';
 import { pickSandbox } from './pick';
 

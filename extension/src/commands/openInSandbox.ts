@@ -2,8 +2,8 @@
 // real boot steps in a progress notification, then points the window's Docker tooling at it.
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { nameForFolder } from '../../../vmm-host/api/names';
-import { Requests, type SandboxInfo } from '../../../vmm-host/api/protocol';
+import { nameForFolder } from '../../../contract/names';
+import { Requests, type SandboxInfo } from '../../../contract/protocol';
 import type { Ctx } from '../ctx';
 import { realpath } from '../sandboxes';
 import { pickFolder } from './pick';

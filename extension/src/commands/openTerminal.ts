@@ -1,7 +1,7 @@
 // "Cove: Open Sandbox Terminal" and the "Cove Sandbox" terminal profile: a shell in the guest,
 // in the workspace path. When no sandbox runs for the window, it is opened first.
 import * as vscode from 'vscode';
-import type { SandboxInfo } from '../../../vmm-host/api/protocol';
+import type { SandboxInfo } from '../../../contract/protocol';
 import type { Ctx } from '../ctx';
 import { pickSandbox, sandboxArg } from './pick';
 

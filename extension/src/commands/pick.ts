@@ -1,7 +1,7 @@
 // Choosing what a command acts on: a tree item or a name passed in, else this window's sandbox,
 // else a quick pick.
 import * as vscode from 'vscode';
-import type { SandboxInfo, SandboxState } from '../../../vmm-host/api/protocol';
+import type { SandboxInfo, SandboxState } from '../../../contract/protocol';
 import type { Ctx } from '../ctx';
 import { SandboxNode } from '../tree/sandboxTree';
 

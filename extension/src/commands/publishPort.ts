@@ -1,6 +1,6 @@
 // "Cove: Publish Port…": forwards a guest port to 127.0.0.1 on the host by hand.
 import * as vscode from 'vscode';
-import { Requests, type PortForward } from '../../../vmm-host/api/protocol';
+import { Requests, type PortForward } from '../../../contract/protocol';
 import type { Ctx } from '../ctx';
 import { openPortInBrowser } from '../ports';
 import { PortNode } from '../tree/sandboxTree';

@@ -2,7 +2,7 @@
 // with no sandbox yet, the extension's own log.
 import * as fs from 'node:fs';
 import * as vscode from 'vscode';
-import { vmFile } from '../../../vmm-host/layout';
+import { vmFile } from '../../../contract/layout';
 import type { Ctx } from '../ctx';
 import { sandboxArg } from './pick';
 

@@ -1,6 +1,6 @@
 // "Cove: Stop Sandbox": shuts the guest down cleanly; the window's Docker settings are restored.
 import * as vscode from 'vscode';
-import { Requests, type SandboxInfo } from '../../../vmm-host/api/protocol';
+import { Requests, type SandboxInfo } from '../../../contract/protocol';
 import type { Ctx } from '../ctx';
 import { pickSandbox } from './pick';
 

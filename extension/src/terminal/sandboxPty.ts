@@ -3,8 +3,8 @@
 // panel. When the shell exits, its status is shown and the terminal stays until a key is pressed.
 import * as vscode from 'vscode';
 import type { Client, ClientChannel } from 'ssh2';
-import { messageOf } from '../../../vmm-host/api/errors';
-import { connectSandbox } from '../../../vmm-host/api/ssh';
+import { messageOf } from '../../../contract/errors';
+import { connectSandbox } from '../../../contract/ssh';
 
 /** How much of a terminal's output is kept for `output()` (the tests read it back). */
 const KEEP_CHARS = 256 * 1024;

@@ -1,7 +1,7 @@
 // Sandbox terminals: created by "Cove: Open Sandbox Terminal" and by the "Cove Sandbox" terminal
 // profile. A terminal's pseudoterminal is reachable from it, so the tests can read its output back.
 import * as vscode from 'vscode';
-import type { SandboxInfo } from '../../../vmm-host/api/protocol';
+import type { SandboxInfo } from '../../../contract/protocol';
 import { SandboxPty } from './sandboxPty';
 
 export class SandboxTerminals {

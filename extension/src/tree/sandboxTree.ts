@@ -1,6 +1,6 @@
 // The Cove view: one item per sandbox (state, accel, mount type) with its forwarded ports below.
 import * as vscode from 'vscode';
-import type { PortForward, SandboxInfo } from '../../../vmm-host/api/protocol';
+import type { PortForward, SandboxInfo } from '../../../contract/protocol';
 import type { SandboxStore } from '../sandboxes';
 
 export class SandboxNode extends vscode.TreeItem {
@@ -45,6 +45,9 @@ function iconFor(s: SandboxInfo): vscode.ThemeIcon {
       return new vscode.ThemeIcon('loading~spin');
     case 'crashed':
       return new vscode.ThemeIcon('error', new vscode.ThemeColor('testing.iconFailed'));
+    case 'paused':
+      return new vscode.ThemeIcon('debug-pause');
+    case 'asleep':
     case 'stopped':
       return new vscode.ThemeIcon('vm-outline');
   }

@@ -8,8 +8,8 @@ import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { connect } from '../../../vmm-host/api/client';
-import { Requests, type SandboxInfo } from '../../../vmm-host/api/protocol';
+import { connect } from '../../../contract/client';
+import { Requests, type SandboxInfo } from '../../../contract/protocol';
 import type { CoveApi } from '../../../extension/src/extension';
 
 const MIN = 60_000;

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import WebSocket from 'ws';
 import { ResponseError, type MessageConnection } from 'vscode-jsonrpc/node';
-import { coveHome, homeFile } from '../layout';
+import { coveHome, homeFile } from './layout';
 import { CoveError } from './errors';
 import { ErrorCodes, MAX_FRAME_BYTES, type ErrorData } from './protocol';
 import { connectionForSocket } from './transport';
@@ -14,7 +14,7 @@ export interface ConnectOptions {
   home?: string;
   /** Start coved when it is not running (default true). */
   autoStart?: boolean;
-  /** The script coved runs from; default: the one beside this module. */
+  /** The script coved runs from; default: the one tsc emits beside this module (out/vmm-host/coved/main.js). */
   covedEntry?: string;
   /** How long to wait for a coved that was just started, in ms. */
   startTimeoutMs?: number;
@@ -57,7 +57,8 @@ export async function connect(opts: ConnectOptions = {}): Promise<MessageConnect
     if (opts.autoStart === false) {
       throw new CoveError(ErrorCodes.internal, `coved is not running (${(first as Error).message})`, 'run `cove doctor`, or start it with `npx cove daemon`');
     }
-    const entry = opts.covedEntry ?? path.join(__dirname, '..', 'coved', 'main.js');
+    // This is a file path, not an import: the contract does not load coved, it only starts it.
+    const entry = opts.covedEntry ?? path.join(__dirname, '..', 'vmm-host', 'coved', 'main.js');
     startCoved(home, entry, { execPath: opts.execPath, env: opts.env });
     const deadline = Date.now() + (opts.startTimeoutMs ?? 20_000);
     for (;;) {

@@ -6,7 +6,7 @@ import * as net from 'node:net';
 import { Client, utils } from 'ssh2';
 import { CoveError } from './errors';
 import { ErrorCodes } from './protocol';
-import { coveHome, vmFile } from '../layout';
+import { coveHome, vmFile } from './layout';
 
 export async function connectSandbox(name: string, home = coveHome(), timeoutMs = 60_000): Promise<Client> {
   let clientKey: string;

@@ -1,6 +1,7 @@
 // The per-boot config disk (docs/guest.md): 1 MiB raw, the magic `COVECFG1\n`, the JSON document,
 // NUL padding. The guest finds it among /dev/vd* by the magic.
 import * as fs from 'node:fs';
+import { GUEST_NETWORK } from './guest';
 
 export const CONFIG_DISK_MAGIC = 'COVECFG1\n';
 export const CONFIG_DISK_SIZE = 1024 * 1024;
@@ -27,7 +28,12 @@ export interface GuestConfig {
   insecureRegistries: string[];
 }
 
-export const DEFAULT_NETWORK = { address: '10.0.2.15/24', gateway: '10.0.2.2', dns: '10.0.2.3' } as const;
+/** The guest's network as the config disk carries it (docs/guest.md). */
+export const DEFAULT_NETWORK = {
+  address: `${GUEST_NETWORK.address}/${GUEST_NETWORK.prefixLength}`,
+  gateway: GUEST_NETWORK.gateway,
+  dns: GUEST_NETWORK.dns,
+} as const;
 
 export function encodeConfigDisk(config: GuestConfig): Buffer {
   const body = Buffer.from(CONFIG_DISK_MAGIC + JSON.stringify(config), 'utf8');

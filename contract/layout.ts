@@ -1,5 +1,7 @@
 // The one place where Cove's state on disk is named. Every file and folder under $COVE_HOME is a
-// constant or a function here; docs/layout.md says the same for humans. Socket paths are kept short
+// constant or a function here; docs/layout.md says the same for humans. It is part of the contract
+// because coved, the CLI and the extension all find coved's socket and a sandbox's files here; the
+// paths inside the guest are in guest.ts. Socket paths are kept short
 // on purpose: a unix socket path is limited to 108 bytes on Linux (104 on macOS).
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -19,8 +21,6 @@ export const HOME = {
   covedPid: 'coved.pid',
   /** coved's human log. */
   covedLog: 'coved.log',
-  /** coved's JSON-lines event log. */
-  covedEvents: 'coved.events.jsonl',
   /** The cached result of the KVM probe. */
   accelCache: 'accel.json',
   /** Built images, one folder each. */
@@ -31,6 +31,8 @@ export const HOME = {
   cache: 'cache',
   /** Lock files for cross-process operations (image build). */
   locks: 'locks',
+  /** Short-lived VM folders with short socket paths: a template's VM while it is being made. */
+  run: 'run',
 } as const;
 
 /** Files inside `images/<tier>-<hash>/`. */
@@ -47,6 +49,28 @@ export const IMAGE = {
   manifest: 'manifest.json',
   /** The image build's log. */
   buildLog: 'build.log',
+  /** Warm-start templates, one folder per machine shape (see TEMPLATE). */
+  templates: 'templates',
+} as const;
+
+/**
+ * Files inside `images/<tier>-<hash>/templates/<key>-<serial>/`: one docker-ready VM, saved once
+ * and restored by every new sandbox of that shape (docs/warm-start.md). Never written after it is
+ * complete: sandboxes' disks are overlays over its disk, and their RAM maps its RAM file.
+ */
+export const TEMPLATE = {
+  /** What the template is bound to and how it was made. Written last: its presence marks it complete. */
+  manifest: 'template.json',
+  /** The saved device and CPU state (guest RAM is not in it: it is the RAM file). */
+  state: 'vmstate',
+  /** Guest RAM: clones map it copy-on-write. */
+  ram: 'ram',
+  /** The frozen disk (a qcow2 over the image's base disk); clones' disks are overlays over it. */
+  disk: 'disk.qcow2',
+  /** The template's config disk: its own identity, no workspace mounted. */
+  configDisk: 'cfg.raw',
+  /** Present when a restore from this template failed: no new sandbox uses it. */
+  bad: 'bad',
 } as const;
 
 /** Files inside `vms/<name>/`. */
@@ -61,6 +85,9 @@ export const VM = {
   configDisk: 'cfg.raw',
   /** The serial console of the guest. */
   consoleLog: 'console.log',
+  /** A sleeping sandbox's saved VM state, and what it is bound to (sleep.json, written last). */
+  sleepState: 'sleep.vmstate',
+  sleepManifest: 'sleep.json',
   /** qemu's own stderr. */
   qemuLog: 'qemu.log',
   /** virtiofsd's stderr. */
@@ -91,24 +118,6 @@ export const VM = {
   knownHosts: 'known_hosts',
   /** An OpenSSH config that reaches the sandbox through ssh.sock. */
   sshConfig: 'ssh_config',
-} as const;
-
-/** Paths inside the guest. */
-export const GUEST = {
-  /** The Docker socket dockerd listens on. */
-  dockerSock: '/var/run/docker.sock',
-  /** The agent's unix socket (the same SSH service as on the agent channel). */
-  agentSock: '/run/cove/agent.sock',
-  /** The config the init copied off the config disk. */
-  config: '/run/cove/config.json',
-  /** Written by the agent when dockerd answers /_ping. */
-  readyMarker: '/run/cove/ready',
-  /** The virtio-serial port name of the agent channel. */
-  agentPortName: 'cove.agent',
-  /** The mount tag of the workspace share (virtio-fs and 9p alike). */
-  workspaceTag: 'cove-ws',
-  /** The guest script that shuts the sandbox down cleanly. */
-  poweroff: '/usr/sbin/cove-poweroff',
 } as const;
 
 export function imagesDir(home = coveHome()): string {

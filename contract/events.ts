@@ -1,6 +1,7 @@
 // The agent's event stream: one JSON object per line on the `cove-events` SSH subsystem.
-// This module is the only place the event types are written; coved and the tests import it, and
-// `agent/api/events.schema.json` says the same for non-TypeScript clients.
+// This module is the only place the event types are written; the agent, coved and the tests import
+// it, and `contract/events.schema.json` says the same for non-TypeScript clients (events-check.ts
+// validates against it).
 
 /** Sent once, first, when a client opens the stream: what the guest looks like right now. */
 export interface HelloEvent {
@@ -12,6 +13,11 @@ export interface HelloEvent {
   uptime: number;
   dockerd: DockerdState;
   ports: ListeningPort[];
+  /**
+   * Why the sandbox is degraded, one sentence each (a workspace mount that failed, a config the
+   * init could not read); absent when nothing is wrong. coved marks such a sandbox degraded.
+   */
+  problems?: string[];
 }
 
 /**
@@ -22,6 +28,8 @@ export interface ReadyEvent {
   type: 'ready';
   /** Seconds from guest boot to the first answered `/_ping`. */
   bootSeconds: number;
+  /** As in `hello`: why the sandbox is degraded; absent when nothing is wrong. */
+  problems?: string[];
 }
 
 export type DockerdState = 'starting' | 'running' | 'stopped';

@@ -1,0 +1,37 @@
+// The guest as the host sees it: paths and names inside the VM, its network, and the environment
+// variables the agent honours. The agent, coved, the CLI and the extension import these; the guest's
+// shell and JavaScript under tier-docker/rootfs repeat a few of them (they run without this module),
+// and say so where they do.
+
+/** Paths inside the guest. */
+export const GUEST = {
+  /** The Docker socket dockerd listens on. */
+  dockerSock: '/var/run/docker.sock',
+  /** The agent's unix socket (the same SSH service as on the agent channel). */
+  agentSock: '/run/cove/agent.sock',
+  /** The config the init copied off the config disk. */
+  config: '/run/cove/config.json',
+  /** Written by the agent when dockerd answers /_ping. */
+  readyMarker: '/run/cove/ready',
+  /** The virtio-serial port name of the agent channel. */
+  agentPortName: 'cove.agent',
+  /** The mount tag of the workspace share (virtio-fs and 9p alike). */
+  workspaceTag: 'cove-ws',
+  /** The guest script that shuts the sandbox down cleanly. */
+  poweroff: '/usr/sbin/cove-poweroff',
+} as const;
+
+/**
+ * The guest's network, as passt serves it: the guest's address, the gateway, and the DNS address
+ * whose queries passt forwards to the host's resolver. tier-docker/rootfs/usr/lib/cove/config-env.js
+ * and bare-init repeat these as fallbacks, because they run inside the guest without this module.
+ */
+export const GUEST_NETWORK = {
+  address: '10.0.2.15',
+  prefixLength: 24,
+  gateway: '10.0.2.2',
+  dns: '10.0.2.3',
+} as const;
+
+/** The client's working directory request: `env COVE_CWD=/path` on an SSH session, before exec or shell. */
+export const CWD_ENV = 'COVE_CWD';
