@@ -20,6 +20,32 @@ const USAGE = `usage: npm run bench -- [--json] [--only ROW[,ROW…]] [--runs N]
   --runs N      multiply every row's samples (default 1: boots once, pings 20 times, …)
 Results go to bench/results/<timestamp>.json and .md.`;
 
+const FS_ROWS = ['seqwrite', 'seqread', 'create', 'stat', 'read', 'delete', 'git'];
+
+/** Every row the suite can produce, by id; `--only` must select at least one of them per selector. */
+export const ROW_IDS: readonly string[] = [
+  'boot.cold',
+  'mem.idle',
+  'mem.fit16g',
+  'api.ping',
+  'api.ping.keepalive',
+  'api.ps20',
+  'api.ps20.cli',
+  'load.100m',
+  'ssh.tput',
+  'port.latency',
+  'port.tput',
+  ...FS_ROWS.map((k) => `fs.virtiofs.${k}`),
+  ...FS_ROWS.map((k) => `fs.9p.${k}`),
+  'life.up',
+  'life.restart',
+];
+
+/** The `--only` selectors that select no row (the same prefix match as Suite.want). */
+export function unknownSelectors(only: string[], rows: readonly string[] = ROW_IDS): string[] {
+  return only.filter((o) => !rows.some((id) => id === o || id.startsWith(`${o}.`) || o.startsWith(`${id}.`)));
+}
+
 /** The groups in the order they run; later ones reuse the sandbox the boot group left running. */
 const GROUPS: Array<[string, (s: Suite) => Promise<void>]> = [
   ['boot + memory', bootGroup],
@@ -58,6 +84,12 @@ async function main(): Promise<number> {
     return 2;
   }
   const only = (values.only ?? []).flatMap((o) => o.split(',')).map((o) => o.trim()).filter(Boolean);
+  const unknown = unknownSelectors(only);
+  if (unknown.length > 0) {
+    // A typo must not run nothing and pass: say which selector matched no row, and list the rows.
+    process.stderr.write(`--only ${unknown.join(',')}: no such row or group; the rows are:\n${ROW_IDS.map((id) => `  ${id}`).join('\n')}\n${USAGE}\n`);
+    return 2;
+  }
   const suite = new Suite({ runs, only, json: !!values.json });
   const errors: string[] = [];
   let interrupted = false;
@@ -118,10 +150,12 @@ async function main(): Promise<number> {
   return errors.length ? 1 : 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (e) => {
-    process.stderr.write(`bench: ${(e as Error).stack ?? e}\n`);
-    process.exit(1);
-  },
-);
+if (require.main === module) {
+  main().then(
+    (code) => process.exit(code),
+    (e) => {
+      process.stderr.write(`bench: ${(e as Error).stack ?? e}\n`);
+      process.exit(1);
+    },
+  );
+}

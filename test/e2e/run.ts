@@ -19,7 +19,7 @@ import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { connect } from '../../contract/client';
 import { Requests } from '../../contract/protocol';
 import { makeBusyboxImage } from '../helpers/busybox-image';
-import { waitUntil as waitFor } from '../helpers/wait';
+import { waitFor } from '../helpers/wait';
 
 const REPO = path.resolve(__dirname, '..', '..', '..');
 const TEST_ROOT = path.join(REPO, '.cove-test');

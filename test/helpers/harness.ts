@@ -3,6 +3,7 @@
 import * as child_process from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { VM } from '../../contract/layout';
 export { waitUntil } from './wait';
 
 export const REPO = path.resolve(__dirname, '..', '..', '..');
@@ -89,16 +90,32 @@ function kill(pid: number | null, sig: NodeJS.Signals = 'SIGKILL'): void {
   }
 }
 
+/** True when `pid` is alive and its command line names `mustContain` (so a reused pid is spared). */
+function runningWith(pid: number | null, mustContain: string): boolean {
+  if (!pid) return false;
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(mustContain);
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Leaves no coved, VM or sandbox from an earlier run: kills coved and every VM process recorded
- * under vms/, and removes vms/ and the test Docker config. Built images are kept (they are the cache).
+ * under vms/ (qemu and its helpers virtiofsd and passt, each only while its command line still names
+ * the VM's folder), and removes vms/ and the test Docker config. Built images are kept (they are
+ * the cache).
  */
 export function resetTestHome(): void {
   kill(covedPid());
   const vms = path.join(HOME, 'vms');
   if (fs.existsSync(vms)) {
     for (const name of fs.readdirSync(vms)) {
-      for (const f of ['qemu.pid', 'virtiofsd.pid']) kill(readPid(path.join(vms, name, f)));
+      const dir = path.join(vms, name);
+      for (const f of [VM.qemuPid, VM.virtiofsdPid, VM.passtPid]) {
+        const pid = readPid(path.join(dir, f));
+        if (runningWith(pid, dir)) kill(pid);
+      }
     }
   }
   fs.rmSync(vms, { recursive: true, force: true });

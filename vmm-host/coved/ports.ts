@@ -4,7 +4,7 @@
 import * as net from 'node:net';
 import type { ListeningPort } from '../../contract/events';
 import type { PortForward } from '../../contract/protocol';
-import type { AgentLink } from './agent-link';
+import type { Duplex } from 'node:stream';
 import { closingServer, pipeBothWays } from './relay';
 
 export const HOST_BIND_ADDRESS = '127.0.0.1';
@@ -23,17 +23,28 @@ export function guestTarget(address: string): string {
   return address;
 }
 
+/** What the forwarder needs from the agent link: a stream to a guest TCP address. */
+export interface TcpOpener {
+  forwardTcp(host: string, port: number): Promise<Duplex>;
+}
+
 export class PortForwarder {
   private readonly forwards = new Map<number, Forward>();
 
   constructor(
-    private readonly link: AgentLink,
+    private readonly link: TcpOpener,
     private readonly onChange: (port: PortForward, action: 'forwarded' | 'removed' | 'failed') => void,
     private readonly log: (msg: string) => void,
   ) {}
 
   list(): PortForward[] {
     return [...this.forwards.values()].map((f) => ({ ...f.info })).sort((a, b) => a.hostPort - b.hostPort);
+  }
+
+  /** True when nothing forwards `hostPort`, or its last bind failed and may now succeed. */
+  private needsBind(hostPort: number): boolean {
+    const f = this.forwards.get(hostPort);
+    return f === undefined || (f.server === null && f.info.error !== undefined);
   }
 
   /** Makes the automatic forwards match the guest's listening ports; manual ones are untouched. */
@@ -43,11 +54,11 @@ export class PortForwarder {
     for (const [hostPort, f] of this.forwards) {
       if (f.info.origin === 'auto' && !wanted.has(hostPort)) void this.remove(hostPort);
     }
-    for (const p of wanted.values()) if (!this.forwards.has(p.port)) void this.add(p.port, p.port, 'auto', guestTarget(p.address));
+    for (const p of wanted.values()) if (this.needsBind(p.port)) void this.add(p.port, p.port, 'auto', guestTarget(p.address));
   }
 
   addAuto(p: ListeningPort): void {
-    if (!this.forwards.has(p.port)) void this.add(p.port, p.port, 'auto', guestTarget(p.address));
+    if (this.needsBind(p.port)) void this.add(p.port, p.port, 'auto', guestTarget(p.address));
   }
 
   removeAuto(p: ListeningPort): void {
@@ -58,7 +69,9 @@ export class PortForwarder {
   /** Binds 127.0.0.1:hostPort; resolves with the forward, whose `error` says why binding failed. */
   async add(hostPort: number, guestPort: number, origin: 'auto' | 'manual', guestHost = '127.0.0.1'): Promise<PortForward> {
     const existing = this.forwards.get(hostPort);
-    if (existing) {
+    // A forward whose bind failed holds nothing: it is replaced by this attempt, which binds anew
+    // (the port may have been freed since), instead of answering with the old failure forever.
+    if (existing && !this.needsBind(hostPort)) {
       if (origin === 'manual' && existing.info.origin === 'auto' && existing.info.guestPort === guestPort) {
         existing.info.origin = 'manual';
       }

@@ -9,15 +9,36 @@ import { ErrorCodes, MAX_FRAME_BYTES, Notifications, PROTOCOL_VERSION, Requests,
 import { connectionForSocket } from '../../contract/transport';
 import type { Coved, Listener } from './coved';
 import { isImageError } from '../image/errors';
+import { isDriverError } from '../driver/errors';
 
-/** Turns anything thrown by a handler into a JSON-RPC error a client can show. */
+/** Turns anything thrown by a handler into a JSON-RPC error a client can show, keeping its code and hint. */
 export function toResponseError(e: unknown): ResponseError<ErrorData> {
+  // Already a JSON-RPC error (invalid params, say): its code is the answer.
+  if (e instanceof ResponseError) return e as ResponseError<ErrorData>;
   if (isCoveError(e)) return new ResponseError<ErrorData>(e.code, e.message, { hint: e.hint, consoleTail: e.consoleTail });
+  // Before the image errors: isImageError takes any error that carries a hint.
+  if (isDriverError(e)) return new ResponseError<ErrorData>(ErrorCodes.boot, e.message, { hint: e.hint });
   if (isImageError(e)) {
     const code = e.name === 'MissingToolError' ? ErrorCodes.missingTool : e.name === 'DiskFullError' ? ErrorCodes.noSpace : ErrorCodes.imageBuild;
     return new ResponseError<ErrorData>(code, e.message, { hint: e.hint });
   }
   return new ResponseError<ErrorData>(ErrorCodes.internal, messageOf(e), { hint: 'see coved.log in $COVE_HOME' });
+}
+
+/**
+ * After an uncaught exception coved's state is unknown: logs it, runs `cleanup` (release the pid
+ * lock, remove the socket) and exits 70, so the next client starts a fresh coved. The VMs are
+ * separate processes and keep running; the new coved re-attaches to them.
+ */
+export function exitOnUncaught(log: (msg: string) => void, cleanup: () => void): void {
+  process.on('uncaughtException', (e) => {
+    log(`uncaught exception, exiting: ${e instanceof Error ? (e.stack ?? e.message) : messageOf(e)}`);
+    try {
+      cleanup();
+    } finally {
+      process.exit(70);
+    }
+  });
 }
 
 function handle<T>(fn: () => Promise<T> | T): Promise<T> {

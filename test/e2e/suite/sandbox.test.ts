@@ -11,25 +11,12 @@ import * as vscode from 'vscode';
 import { connect } from '../../../contract/client';
 import { Requests, type SandboxInfo } from '../../../contract/protocol';
 import type { CoveApi } from '../../../extension/src/extension';
+// The project's one polling wait; esbuild bundles it into the suite (extension/scripts/bundle.mjs).
+import { waitFor } from '../../helpers/wait';
 
 const MIN = 60_000;
 /** A cold image build, then a TCG boot: the first open may take this long. */
 const OPEN_DEADLINE = Number(process.env.COVE_E2E_OPEN_MINUTES ?? 40) * MIN;
-
-async function waitFor<T>(what: string, ms: number, probe: () => T | undefined | null | false | Promise<T | undefined | null | false>, everyMs = 500): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${Math.round(ms / 1000)} s waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
 function within<T>(what: string, ms: number, p: Thenable<T>): Promise<T> {
   return new Promise<T>((resolve, reject) => {
