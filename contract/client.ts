@@ -9,8 +9,9 @@ import { coveHome, homeFile } from './layout';
 import { CoveError } from './errors';
 import { ErrorCodes, MAX_FRAME_BYTES, type ErrorData } from './protocol';
 import { connectionForSocket } from './transport';
+import { isWaitTimeoutError, waitFor } from './wait';
 
-export interface ConnectOptions {
+export interface ConnectOptions extends StartOptions {
   home?: string;
   /** Start coved when it is not running (default true). */
   autoStart?: boolean;
@@ -18,9 +19,6 @@ export interface ConnectOptions {
   covedEntry?: string;
   /** How long to wait for a coved that was just started, in ms. */
   startTimeoutMs?: number;
-  /** The runtime that runs coved (default: this process's) and extra environment for it. */
-  execPath?: string;
-  env?: NodeJS.ProcessEnv;
 }
 
 function openSocket(sockPath: string): Promise<WebSocket> {
@@ -31,20 +29,41 @@ function openSocket(sockPath: string): Promise<WebSocket> {
   });
 }
 
-/** Starts coved detached, so it outlives this process; its output goes to coved.log. */
-export function startCoved(home: string, entry: string, opts: { execPath?: string; env?: NodeJS.ProcessEnv } = {}): void {
-  fs.mkdirSync(home, { recursive: true, mode: 0o700 });
-  const log = fs.openSync(homeFile('covedLog', home), 'a', 0o600);
-  const child = child_process.spawn(opts.execPath ?? process.execPath, [entry], {
-    detached: true,
-    stdio: ['ignore', log, log],
-    env: { ...process.env, ...opts.env, COVE_HOME: home },
-  });
-  child.unref();
-  fs.closeSync(log);
+export interface StartOptions {
+  /** The runtime that runs a script entry (default: this process's) and extra environment for coved. */
+  execPath?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Told the pid of the coved just started (or the spawn error), for a client's own log. */
+  onStart?: (pid: number | undefined, entry: string) => void;
+  onError?: (e: Error) => void;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/**
+ * The one coved starter (the CLI's and the extension's): starts `entry` detached, so coved outlives
+ * this process, with its output in coved.log. A `.js` entry runs under this process's runtime (in
+ * desktop VS Code that is Electron, which ELECTRON_RUN_AS_NODE makes a plain Node); anything else
+ * is run as an executable.
+ */
+export function startCoved(home: string, entry: string, opts: StartOptions = {}): void {
+  if (!fs.existsSync(entry)) {
+    throw new CoveError(ErrorCodes.missingTool, `coved is not running and cannot be started: ${entry} does not exist`, 'reinstall Cove, or point the cove.covedPath setting at a coved');
+  }
+  fs.mkdirSync(home, { recursive: true, mode: 0o700 });
+  const log = fs.openSync(homeFile('covedLog', home), 'a', 0o600);
+  try {
+    const isScript = /\.[cm]?js$/.test(entry);
+    const child = child_process.spawn(isScript ? (opts.execPath ?? process.execPath) : entry, isScript ? [entry] : [], {
+      detached: true,
+      stdio: ['ignore', log, log],
+      env: { ...process.env, ELECTRON_RUN_AS_NODE: '1', ...opts.env, COVE_HOME: home },
+    });
+    child.on('error', (e) => opts.onError?.(e));
+    child.unref();
+    opts.onStart?.(child.pid, entry);
+  } finally {
+    fs.closeSync(log);
+  }
+}
 
 /** Connects to coved, starting it if needed; the connection is listening when returned. */
 export async function connect(opts: ConnectOptions = {}): Promise<MessageConnection> {
@@ -59,22 +78,17 @@ export async function connect(opts: ConnectOptions = {}): Promise<MessageConnect
     }
     // This is a file path, not an import: the contract does not load coved, it only starts it.
     const entry = opts.covedEntry ?? path.join(__dirname, '..', 'vmm-host', 'coved', 'main.js');
-    startCoved(home, entry, { execPath: opts.execPath, env: opts.env });
-    const deadline = Date.now() + (opts.startTimeoutMs ?? 20_000);
-    for (;;) {
-      await sleep(150);
-      try {
-        ws = await openSocket(sock);
-        break;
-      } catch (e) {
-        if (Date.now() > deadline) {
-          throw new CoveError(
-            ErrorCodes.internal,
-            `coved did not start within ${Math.round((opts.startTimeoutMs ?? 20_000) / 1000)} s (${(e as Error).message})`,
-            `see its log: ${homeFile('covedLog', home)}`,
-          );
-        }
-      }
+    startCoved(home, entry, opts);
+    const timeoutMs = opts.startTimeoutMs ?? 20_000;
+    try {
+      ws = await waitFor('coved to answer on its socket', timeoutMs, () => openSocket(sock), 150);
+    } catch (e) {
+      const last = isWaitTimeoutError(e) ? e.lastError : e;
+      throw new CoveError(
+        ErrorCodes.internal,
+        `coved did not start within ${Math.round(timeoutMs / 1000)} s (${last instanceof Error ? last.message : String(last)})`,
+        `see its log: ${homeFile('covedLog', home)}`,
+      );
     }
   }
   const conn = connectionForSocket(ws);

@@ -1,13 +1,11 @@
 // The connection to coved: found at $COVE_HOME/coved.sock, started from the bundled coved (or
-// `cove.covedPath`) when nothing answers there, and re-established when coved restarts. Handlers
+// `cove.covedPath`) by the CLI's starter (contract/client.ts) when nothing answers there, and re-established when coved restarts. Handlers
 // that belong to one connection are registered through `onDidConnect` and disposed on its close.
-import * as child_process from 'node:child_process';
-import * as fs from 'node:fs';
 import * as vscode from 'vscode';
 import type { MessageConnection } from 'vscode-jsonrpc/node';
 import { connect } from '../../contract/client';
-import { CoveError, messageOf } from '../../contract/errors';
-import { ErrorCodes, Requests } from '../../contract/protocol';
+import { messageOf } from '../../contract/errors';
+import { Requests } from '../../contract/protocol';
 import { homeFile } from '../../contract/layout';
 
 const START_TIMEOUT_MS = 30_000;
@@ -19,8 +17,6 @@ export interface CovedTarget {
   /** The coved entry to start when none is running. */
   entry: string;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class CovedConnection implements vscode.Disposable {
   private conn: MessageConnection | undefined;
@@ -66,14 +62,14 @@ export class CovedConnection implements vscode.Disposable {
 
   private async connectNow(): Promise<MessageConnection> {
     const { home, entry } = this.target();
-    let conn: MessageConnection;
-    try {
-      conn = await connect({ home, autoStart: false });
-    } catch {
-      this.log.info(`coved is not running for ${home}: starting ${entry}`);
-      this.start(home, entry);
-      conn = await this.waitForCoved(home);
-    }
+    // The CLI's starter: connects, or starts `entry` and waits for it to answer.
+    const conn = await connect({
+      home,
+      covedEntry: entry,
+      startTimeoutMs: START_TIMEOUT_MS,
+      onStart: (pid) => this.log.info(`coved was not running for ${home}: started ${entry} (pid ${pid}); its log: ${homeFile('covedLog', home)}`),
+      onError: (e) => this.log.error(`coved could not be started: ${e.message}`),
+    });
     if (this.disposed) {
       conn.dispose();
       throw new Error('the Cove extension is shutting down');
@@ -90,47 +86,6 @@ export class CovedConnection implements vscode.Disposable {
     }
     this.connectEmitter.fire(conn);
     return conn;
-  }
-
-  /** Starts coved detached, so it outlives this window; its output goes to coved.log. */
-  private start(home: string, entry: string): void {
-    if (!fs.existsSync(entry)) {
-      throw new CoveError(ErrorCodes.missingTool, `coved is not running and cannot be started: ${entry} does not exist`, 'reinstall the Cove extension, or point the cove.covedPath setting at a coved');
-    }
-    fs.mkdirSync(home, { recursive: true, mode: 0o700 });
-    const logFd = fs.openSync(homeFile('covedLog', home), 'a', 0o600);
-    try {
-      const isScript = /\.[cm]?js$/.test(entry);
-      // In desktop VS Code process.execPath is Electron: ELECTRON_RUN_AS_NODE makes it a plain Node.
-      const child = child_process.spawn(isScript ? process.execPath : entry, isScript ? [entry] : [], {
-        detached: true,
-        stdio: ['ignore', logFd, logFd],
-        env: { ...process.env, COVE_HOME: home, ELECTRON_RUN_AS_NODE: '1' },
-      });
-      child.on('error', (e) => this.log.error(`coved could not be started: ${e.message}`));
-      child.unref();
-      this.log.info(`started coved (pid ${child.pid}); its log: ${homeFile('covedLog', home)}`);
-    } finally {
-      fs.closeSync(logFd);
-    }
-  }
-
-  private async waitForCoved(home: string): Promise<MessageConnection> {
-    const deadline = Date.now() + START_TIMEOUT_MS;
-    let last: unknown;
-    while (Date.now() < deadline) {
-      await sleep(200);
-      try {
-        return await connect({ home, autoStart: false });
-      } catch (e) {
-        last = e;
-      }
-    }
-    throw new CoveError(
-      ErrorCodes.internal,
-      `coved did not start within ${START_TIMEOUT_MS / 1000} s (${messageOf(last)})`,
-      `see its log: ${homeFile('covedLog', home)}`,
-    );
   }
 
   private lost(conn: MessageConnection): void {

@@ -1,8 +1,8 @@
 // The extension's entry: builds the one context object, registers the commands, connects to coved
 // (starting it when it is not running) and returns the API the end-to-end tests use.
 import * as vscode from 'vscode';
-import { messageOf } from '../../contract/errors';
 import type { SandboxInfo } from '../../contract/protocol';
+import { activateReporting } from './activation';
 import { registerCommands } from './commands/registerCommands';
 import { Ctx } from './ctx';
 
@@ -26,36 +26,43 @@ export interface CoveApi {
 
 let ctx: Ctx | undefined;
 
-export async function activate(context: vscode.ExtensionContext): Promise<CoveApi> {
-  ctx = new Ctx(context);
-  const c = ctx;
-  context.subscriptions.push({ dispose: () => c.dispose() });
-  registerCommands(c);
-  let loaded: Promise<void> = Promise.resolve();
-  try {
-    // VS Code doesn't show a notification when an extension fails to activate, so we do it ourselves.
-    loaded = c.connection().then(
-      () => new Promise<void>((resolve) => (c.store.isLoaded ? resolve() : c.store.onDidChange(() => c.store.isLoaded && resolve()))),
-      (e) => {
-        c.showError('connecting to coved', e);
-      },
-    );
-  } catch (e) {
-    void vscode.window.showErrorMessage(`Cove failed to activate: ${messageOf(e)}`);
-  }
-  return {
-    get home() {
-      return c.home;
+export function activate(context: vscode.ExtensionContext): Promise<CoveApi> {
+  // Everything, the context object included, runs inside the reporting handler (defect #7: with
+  // `new Ctx` before the try, its errors never reached the user).
+  return activateReporting(
+    () => {
+      ctx = new Ctx(context);
+      const c = ctx;
+      context.subscriptions.push({ dispose: () => c.dispose() });
+      registerCommands(c);
+      const loaded = c.connection().then(
+        () => new Promise<void>((resolve) => (c.store.isLoaded ? resolve() : c.store.onDidChange(() => c.store.isLoaded && resolve()))),
+        (e) => {
+          c.showError('connecting to coved', e);
+        },
+      );
+      const api: CoveApi = {
+        get home() {
+          return c.home;
+        },
+        sandboxes: () => c.store.all(),
+        windowSandbox: () => c.windowSandbox(),
+        ready: () => loaded,
+        terminalOutput: (t) => c.terminals.ptyOf(t)?.output(),
+        terminalSandbox: (t) => c.terminals.ptyOf(t)?.sandbox,
+        dockerTarget: () => c.docker.activeSandbox,
+        lastError: () => c.lastError,
+        connected: () => c.coved.connected,
+      };
+      return api;
     },
-    sandboxes: () => c.store.all(),
-    windowSandbox: () => c.windowSandbox(),
-    ready: () => loaded,
-    terminalOutput: (t) => c.terminals.ptyOf(t)?.output(),
-    terminalSandbox: (t) => c.terminals.ptyOf(t)?.sandbox,
-    dockerTarget: () => c.docker.activeSandbox,
-    lastError: () => c.lastError,
-    connected: () => c.coved.connected,
-  };
+    (message) => void vscode.window.showErrorMessage(message),
+  ).catch((e: unknown) => {
+    // Whatever was built before the failure is torn down, not left half alive.
+    ctx?.dispose();
+    ctx = undefined;
+    throw e;
+  });
 }
 
 export function deactivate(): void {
