@@ -1,6 +1,7 @@
 // The agent's live state and the fan-out of its events to every open `cove-events` stream.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import type { AgentEvent, DockerdState, HelloEvent, ListeningPort } from '../contract/events';
 import { AGENT_VERSION } from './version';
 
@@ -11,7 +12,11 @@ export class EventHub {
   ports: ListeningPort[] = [];
   private readonly listeners = new Set<EventListener>();
 
+  /** `runDir` is the init's run folder, where it records what went wrong at boot (see problems()). */
+  constructor(private readonly runDir: string | null = null) {}
+
   hello(): HelloEvent {
+    const problems = this.problems();
     return {
       type: 'hello',
       agentVersion: AGENT_VERSION,
@@ -19,7 +24,33 @@ export class EventHub {
       uptime: uptimeSeconds(),
       dockerd: this.dockerd,
       ports: this.ports.map((p) => ({ ...p })),
+      ...(problems.length > 0 ? { problems } : {}),
     };
+  }
+
+  /**
+   * What makes this sandbox degraded, one sentence each, read fresh from the records the init
+   * (and the control ops) keep: `mount-failed` (`path<TAB>reason` a line) and `config-failed`.
+   */
+  problems(): string[] {
+    if (!this.runDir) return [];
+    const out: string[] = [];
+    const read = (name: string): string => {
+      try {
+        return fs.readFileSync(path.join(this.runDir!, name), 'utf8');
+      } catch {
+        return '';
+      }
+    };
+    for (const line of read('config-failed').split('\n')) {
+      if (line.trim()) out.push(`config unreadable, booted with defaults: ${line.trim()}`);
+    }
+    for (const line of read('mount-failed').split('\n')) {
+      if (!line.trim()) continue;
+      const tab = line.indexOf('\t');
+      out.push(tab < 0 ? `workspace mount failed: ${line}` : `workspace mount failed: ${line.slice(0, tab)}: ${line.slice(tab + 1)}`);
+    }
+    return out;
   }
 
   /** Subscribes; returns the function that unsubscribes (true the first time). */

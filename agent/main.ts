@@ -5,6 +5,7 @@
 import './threadpool';
 import { GUEST } from '../contract/guest';
 import { ConfigError, loadConfig } from './config';
+import { Control } from './control';
 import { EventHub } from './hub';
 import { errorText, log } from './log';
 import { parseOptions, UsageError, type AgentOptions } from './options';
@@ -21,8 +22,10 @@ const SHUTDOWN_FLUSH_MS = 300;
 
 export async function startAgent(opts: AgentOptions): Promise<{ stop(reason: string): Promise<void> }> {
   const config = loadConfig(opts.configPath);
-  const hub = new EventHub();
+  const hub = new EventHub(opts.runDir);
   const server = new AgentServer(config, hub);
+  const control = new Control(opts, (next) => server.reconfigure(next));
+  server.control = (channel, id) => control.serve(channel, id);
 
   const transports: Transport[] = [];
   if (opts.socketPath) transports.push(new UnixTransport(opts.socketPath));

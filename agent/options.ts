@@ -2,7 +2,11 @@
 // defaults from the guest contract (contract/guest.ts). The overrides exist so the agent can run
 // on a development host (tests) with a plain unix socket, a FIFO pair standing in for the
 // virtio-serial port and a fake dockerd.
+import * as path from 'node:path';
 import { GUEST } from '../contract/guest';
+
+/** The init's run folder, which holds the config (GUEST.config) and the agent's socket. */
+const GUEST_RUN_DIR = path.dirname(GUEST.config);
 
 export interface AgentOptions {
   /** The config JSON (host key, authorized keys). `--config`, `COVE_AGENT_CONFIG`. */
@@ -26,6 +30,20 @@ export interface AgentOptions {
   procNet: string;
   /** Poll period of the port and dockerd watchers, in ms. `--poll-ms`, `COVE_AGENT_POLL_MS`. */
   pollMs: number;
+  /**
+   * The init's run folder: `config-device` (the path of the config disk), `mounts`,
+   * `mount-failed`, `config-failed`. `--run-dir`, `COVE_AGENT_RUN_DIR`.
+   */
+  runDir: string;
+  /** The kernel RNG device the control ops reseed. `--urandom`, `COVE_AGENT_URANDOM`. */
+  urandom: string;
+  /** Where `hostname` and `hosts` are written on rebirth. `--etc`, `COVE_AGENT_ETC`. */
+  etcDir: string;
+  /**
+   * The PATH on which the control ops find perl, mount, umount, hostname and sync (tests put stub
+   * scripts first). `--system-path`, `COVE_AGENT_SYSTEM_PATH`.
+   */
+  systemPath: string;
 }
 
 const FLAGS: Record<string, keyof AgentOptions> = {
@@ -38,7 +56,14 @@ const FLAGS: Record<string, keyof AgentOptions> = {
   '--ready-marker': 'readyMarker',
   '--proc-net': 'procNet',
   '--poll-ms': 'pollMs',
+  '--run-dir': 'runDir',
+  '--urandom': 'urandom',
+  '--etc': 'etcDir',
+  '--system-path': 'systemPath',
 };
+
+/** The system PATH the init gives its services. */
+export const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -73,5 +98,9 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv = process.en
     readyMarker: pick('readyMarker', 'COVE_AGENT_READY_MARKER', GUEST.readyMarker),
     procNet: pick('procNet', 'COVE_AGENT_PROC_NET', '/proc/net'),
     pollMs,
+    runDir: pick('runDir', 'COVE_AGENT_RUN_DIR', GUEST_RUN_DIR),
+    urandom: pick('urandom', 'COVE_AGENT_URANDOM', '/dev/urandom'),
+    etcDir: pick('etcDir', 'COVE_AGENT_ETC', '/etc'),
+    systemPath: pick('systemPath', 'COVE_AGENT_SYSTEM_PATH', SYSTEM_PATH),
   };
 }

@@ -3,7 +3,7 @@
 // guest unix sockets and direct-tcpip to guest ports. PROTOCOL.md describes it for clients.
 import { timingSafeEqual } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import { Server, type Connection, type ParsedKey } from 'ssh2';
+import { Server, type Connection, type ParsedKey, type ServerChannel } from 'ssh2';
 import type { AgentConfig } from './config';
 import { RemoteForwards, openStreamlocal, openTcpip } from './forward';
 import type { EventHub } from './hub';
@@ -12,19 +12,41 @@ import { handleSession } from './session';
 import { AGENT_BANNER_PREFIX } from '../contract/banner-sync';
 import { AGENT_VERSION } from './version';
 
+/** Serves one `cove-control` channel (control.ts). */
+export type ControlHandler = (channel: ServerChannel, id: string) => void;
+
 export interface ConnectionContext {
   label: string;
   hub: EventHub;
+  /** The control channel's handler; without one, `subsystem cove-control` is refused. */
+  control?: ControlHandler;
 }
 
 export class AgentServer {
-  private readonly server: Server;
+  private server: Server;
   private readonly connections = new Set<Connection>();
+  control: ControlHandler | undefined;
 
   constructor(config: AgentConfig, private readonly hub: EventHub) {
-    this.server = new Server({ hostKeys: [config.hostKey], ident: `${AGENT_BANNER_PREFIX.slice('SSH-2.0-'.length)}${AGENT_VERSION}` });
-    this.server.on('connection', (conn, info) => this.onConnection(conn, config.authorizedKeys, info.ip));
-    this.server.on('error', (err: Error) => log(`ssh: server error: ${errorText(err)}`));
+    this.server = this.makeServer(config);
+  }
+
+  /**
+   * Takes a new host key and authorized keys (rebirth). ssh2 fixes the host keys when its Server
+   * is made, so every connection from now on goes to a new Server with the new config; the
+   * connections of the old one (made with the old keys, e.g. the one asking for this) go on until
+   * they end. Throws, changing nothing, when ssh2 refuses the host key.
+   */
+  reconfigure(config: AgentConfig): void {
+    this.server = this.makeServer(config);
+  }
+
+  private makeServer(config: AgentConfig): Server {
+    // ssh2 parses the host key here and throws on one it cannot use.
+    const server = new Server({ hostKeys: [config.hostKey], ident: `${AGENT_BANNER_PREFIX.slice('SSH-2.0-'.length)}${AGENT_VERSION}` });
+    server.on('connection', (conn, info) => this.onConnection(conn, config.authorizedKeys, info.ip));
+    server.on('error', (err: Error) => log(`ssh: server error: ${errorText(err)}`));
+    return server;
   }
 
   /** Serves one SSH connection on a byte stream from any transport. */
@@ -42,7 +64,7 @@ export class AgentServer {
     // ssh2 passes the socket we injected; its label names the connection in the log.
     const sock = (conn as unknown as { _sock?: { label?: string } })._sock;
     const label = sock?.label ?? ip ?? 'ssh';
-    const ctx: ConnectionContext = { label, hub: this.hub };
+    const ctx: ConnectionContext = { label, hub: this.hub, control: this.control };
     this.connections.add(conn);
     let user = '';
     log(`${label}: connection opened`);

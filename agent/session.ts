@@ -1,11 +1,12 @@
 // One SSH `session` channel: env, pty-req, window-change and signal requests, then one of exec,
-// shell, subsystem sftp or subsystem cove-events.
+// shell, subsystem sftp, subsystem cove-events or subsystem cove-control.
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { PseudoTtyInfo, RejectConnection, ServerChannel, Session, SetEnvInfo, SignalInfo, WindowChangeInfo } from 'ssh2';
 import { EVENTS_SUBSYSTEM, type AgentEvent } from '../contract/events';
 import { CWD_ENV } from '../contract/guest';
+import { CONTROL_SUBSYSTEM } from './api/control';
 import { errorText, log } from './log';
 import { findPtyChild, foregroundGroup, resizePts, spawnPty, type PtyRequest } from './pty';
 import type { ConnectionContext } from './server';
@@ -77,6 +78,11 @@ export function handleSession(session: Session, ctx: ConnectionContext): void {
     serveSftp(accept(), id, cwdFrom(clientEnv));
   });
   session.on('subsystem', (accept: AcceptChannel, reject: RejectConnection, info: { name: string }) => {
+    if (info.name === CONTROL_SUBSYSTEM && ctx.control) {
+      log(`${id}: ${CONTROL_SUBSYSTEM} opened`);
+      ctx.control(accept(), id);
+      return;
+    }
     if (info.name !== EVENTS_SUBSYSTEM) {
       log(`${id}: refused subsystem ${JSON.stringify(info.name)}`);
       reject();

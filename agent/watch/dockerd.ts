@@ -51,7 +51,8 @@ export function watchDockerd(hub: EventHub, socketPath: string, readyMarker: str
           }
         }
         log(`ready: dockerd answered /_ping ${bootSeconds}s after boot`);
-        hub.emit({ type: 'ready', bootSeconds });
+        const problems = hub.problems();
+        hub.emit({ type: 'ready', bootSeconds, ...(problems.length > 0 ? { problems } : {}) });
       }
     } else if (hub.dockerd === 'running') {
       setState('stopped');

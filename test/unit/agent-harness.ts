@@ -153,8 +153,19 @@ export async function startAgent(options: { port?: boolean; env?: NodeJS.Process
 }
 
 /** Connects an SSH client over the agent's unix socket (or a given stream). */
-export function connect(agent: RunningAgent, opts: { privateKey?: string; sock?: Duplex } = {}): Promise<Client> {
+export function connect(
+  agent: RunningAgent,
+  opts: {
+    privateKey?: string;
+    sock?: Duplex;
+    /** The host key the agent must present (a private key; its public half is compared); any when absent. */
+    expectHostKey?: string;
+    /** Called with the public host key blob the agent presented. */
+    onHostKey?: (key: Buffer) => void;
+  } = {},
+): Promise<Client> {
   const client = new Client();
+  const expected = opts.expectHostKey ? publicBlob(opts.expectHostKey) : null;
   return within(
     new Promise<Client>((resolve, reject) => {
       client.once('ready', () => resolve(client));
@@ -166,11 +177,22 @@ export function connect(agent: RunningAgent, opts: { privateKey?: string; sock?:
         readyTimeout: 10_000,
         // ssh2's client only opens streamlocal channels to servers it believes are OpenSSH.
         strictVendor: false,
+        hostVerifier: (key: Buffer) => {
+          opts.onHostKey?.(key);
+          return expected === null || key.equals(expected);
+        },
       });
     }),
     15_000,
     'the SSH handshake with the agent',
   );
+}
+
+/** The SSH public key blob of an OpenSSH private key. */
+export function publicBlob(privateKey: string): Buffer {
+  const parsed = utils.parseKey(privateKey);
+  if (parsed instanceof Error) throw parsed;
+  return (Array.isArray(parsed) ? parsed[0] : parsed).getPublicSSH();
 }
 
 export interface ExecResult {

@@ -59,6 +59,12 @@ test('options: defaults come from the guest contract; flags beat the environment
   assert.equal(d.dockerSock, GUEST.dockerSock);
   assert.equal(d.readyMarker, GUEST.readyMarker);
   assert.equal(d.port, 'auto');
+  assert.equal(d.runDir, '/run/cove');
+  assert.equal(d.urandom, '/dev/urandom');
+  assert.equal(d.etcDir, '/etc');
+  assert.equal(d.systemPath, '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin');
+  const c = parseOptions(['--run-dir', '/r', '--urandom=/u'], { COVE_AGENT_ETC: '/e', COVE_AGENT_SYSTEM_PATH: '/stubs' });
+  assert.deepEqual([c.runDir, c.urandom, c.etcDir, c.systemPath], ['/r', '/u', '/e', '/stubs']);
   const o = parseOptions(['--socket', 'none', '--port=/dev/vport0p1', '--poll-ms', '250'], { COVE_AGENT_SOCK: '/x.sock', COVE_AGENT_CONFIG: '/c.json' });
   assert.equal(o.socketPath, null);
   assert.equal(o.port, '/dev/vport0p1');
@@ -95,6 +101,24 @@ test('config: clear errors for a missing file, no keys, a bad key', () => {
     assert.throws(() => loadConfig(file), /authorizedKeys\[0\]/);
     fs.writeFileSync(file, JSON.stringify({ hostKey: keys.hostPrivate, authorizedKeys: [keys.clientPublic] }));
     assert.equal(loadConfig(file).authorizedKeys.length, 1);
+    assert.equal(loadConfig(file).hostname, 'cove', 'no hostname or name: the init\'s default');
+    const base = { hostKey: keys.hostPrivate, authorizedKeys: [keys.clientPublic] };
+    const bad = (extra: object, expected: RegExp): void => {
+      fs.writeFileSync(file, JSON.stringify({ ...base, ...extra }));
+      assert.throws(() => loadConfig(file), expected);
+    };
+    bad({ hostname: 'a b' }, /not a valid hostname/);
+    bad({ mounts: {} }, /mounts in .* is not a list/);
+    bad({ mounts: [null] }, /mounts\[0\] .* is not an object/);
+    bad({ mounts: [{ path: 'relative' }] }, /mounts\[0\] .* no usable path/);
+    bad({ mounts: [{ path: '/w', type: 'nfs' }] }, /virtiofs or 9p/);
+    fs.writeFileSync(file, JSON.stringify({ ...base, name: 'n1', mounts: [{ path: '/w' }] }));
+    const c = loadConfig(file);
+    assert.equal(c.hostname, 'n1');
+    assert.deepEqual(c.mounts, [{ tag: 'cove-ws', type: 'virtiofs', path: '/w', readonly: false }]);
+    // A JSON error never quotes the text, which holds the private key.
+    fs.writeFileSync(file, `{"hostKey": "${'s'.repeat(40)}"`);
+    assert.throws(() => loadConfig(file), (e: Error) => /is not JSON/.test(e.message) && !e.message.includes('sss'));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

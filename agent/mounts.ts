@@ -1,0 +1,81 @@
+// The shares of the guest config, mounted exactly as the init mounts them (cove-init: mkdir -p,
+// virtiofs, else 9p with the same options) and listed, one path a line in mount order, in
+// /run/cove/mounts, which the init starts and the control ops keep up to date.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { GuestMount } from '../contract/config-disk';
+import { runCommand } from './system';
+
+/** The 9p options of cove-init, after `ro`/`rw`. */
+export const NINEP_OPTIONS = 'trans=virtio,version=9p2000.L,msize=512000,cache=none';
+
+export interface MountOutcome {
+  path: string;
+  /** How it got mounted, or null when it did not. */
+  fs: 'virtiofs' | '9p' | null;
+  /** Why it did not (each attempt's error), when it did not. */
+  reason?: string;
+}
+
+/** Mounts one share at its path: virtiofs when asked, else (or when that fails) 9p. */
+export async function mountShare(systemPath: string, m: GuestMount): Promise<MountOutcome> {
+  try {
+    fs.mkdirSync(m.path, { recursive: true });
+  } catch (err) {
+    return { path: m.path, fs: null, reason: `cannot create the mount point: ${(err as Error).message}` };
+  }
+  const ro = m.readonly ? 'ro' : 'rw';
+  const reasons: string[] = [];
+  if (m.type === 'virtiofs') {
+    const r = await runCommand(systemPath, 'mount', ['-t', 'virtiofs', '-o', ro, m.tag, m.path]);
+    if (r.code === 0) return { path: m.path, fs: 'virtiofs' };
+    reasons.push(`virtiofs: ${oneLine(r.stderr) || `mount exited ${r.code}`}`);
+  }
+  const r = await runCommand(systemPath, 'mount', ['-t', '9p', '-o', `${ro},${NINEP_OPTIONS}`, m.tag, m.path]);
+  if (r.code === 0) return { path: m.path, fs: '9p' };
+  reasons.push(`9p: ${oneLine(r.stderr) || `mount exited ${r.code}`}`);
+  return { path: m.path, fs: null, reason: `tag ${m.tag}: ${reasons.join('; ')}` };
+}
+
+export type UnmountOutcome = 'unmounted' | 'busy' | 'not-mounted' | { error: string };
+
+/** Unmounts one path; never lazily (a lazy unmount would let saving go ahead with the share in use). */
+export async function unmountPath(systemPath: string, where: string): Promise<UnmountOutcome> {
+  const r = await runCommand(systemPath, 'umount', [where]);
+  if (r.code === 0) return 'unmounted';
+  if (/busy/i.test(r.stderr)) return 'busy';
+  if (/not mounted|no mount point specified|not found/i.test(r.stderr)) return 'not-mounted';
+  return { error: oneLine(r.stderr) || `umount exited ${r.code}` };
+}
+
+/** The paths listed in the mounts file, in mount order. */
+export function readMountList(runDir: string): string[] {
+  try {
+    return fs
+      .readFileSync(path.join(runDir, 'mounts'), 'utf8')
+      .split('\n')
+      .filter((l) => l !== '');
+  } catch {
+    return [];
+  }
+}
+
+export function writeMountList(runDir: string, paths: string[]): void {
+  const file = path.join(runDir, 'mounts');
+  fs.writeFileSync(`${file}.tmp`, paths.map((p) => `${p}\n`).join(''));
+  fs.renameSync(`${file}.tmp`, file);
+}
+
+/** The failed-mount record the init also writes: one `path<TAB>reason` line per failed mount. */
+export function writeMountFailures(runDir: string, failures: MountOutcome[]): void {
+  const file = path.join(runDir, 'mount-failed');
+  if (failures.length === 0) {
+    fs.rmSync(file, { force: true });
+    return;
+  }
+  fs.writeFileSync(file, failures.map((f) => `${f.path}\t${f.reason ?? 'unknown'}\n`).join(''));
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s*\n\s*/g, ' ').trim();
+}
