@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { DEFAULT_NETWORK, writeConfigDisk } from '../contract/config-disk';
 import { GUEST } from '../contract/guest';
 import { IMAGE, VM } from '../contract/layout';
-import { createOverlay, startQemu, stopQemu } from '../vmm-host/driver';
+import { QemuDriver, createOverlay, specFromLayout } from '../vmm-host/driver';
 import { HOME, VM_CPUS, VM_MEMORY_MIB, alive, log, makeRow, nowMs, readPid, sleep, treePss, type TreeMemory } from './lib';
 import type { Suite } from './suite';
 
@@ -36,7 +36,7 @@ function consoleMarkers(consoleLog: string): Array<[string, number]> {
 
 /** Boots the bare limit once; returns the boot time and leaves the VM running. */
 async function bareBoot(suite: Suite, dir: string, ws: string): Promise<{ ms: number; guestReadyS: number | null; pids: { qemu: number; virtiofsd: number | null } }> {
-  await stopQemu(dir).catch(() => undefined);
+  await new QemuDriver(suite.accel!.accel).stop(dir).catch(() => undefined);
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   suite.bareDirs.add(dir);
@@ -55,16 +55,17 @@ async function bareBoot(suite: Suite, dir: string, ws: string): Promise<{ ms: nu
     resizeRoot: false,
     insecureRegistries: [],
   });
-  const pids = await startQemu({
+  const pids = await new QemuDriver(suite.accel!.accel).start(specFromLayout({
+    network: 'user',
     imageDir: suite.imageDir,
     vmDir: dir,
     cpus: VM_CPUS,
     memoryMiB: VM_MEMORY_MIB,
     accel: suite.accel!.accel,
     tscKhz: suite.accel!.tscKhz,
-    mount: { type: suite.mountType, hostPath: ws, readonly: false },
+    share: { type: suite.mountType, hostPath: ws, readonly: false },
     kernelArgsExtra: ['cove.init=/usr/lib/cove/bare-init'],
-  });
+  }));
   // The host sees the marker as soon as the guest writes it to the serial console (a file here).
   const deadline = Date.now() + BOOT_DEADLINE_MS;
   let pos = 0;
@@ -122,7 +123,7 @@ export async function bootGroup(suite: Suite): Promise<void> {
     }
     bareMarkers = consoleMarkers(path.join(bareDir, VM.consoleLog));
     const t0 = nowMs();
-    await stopQemu(bareDir);
+    await new QemuDriver(suite.accel!.accel).stop(bareDir);
     suite.bare.stopMs.push(nowMs() - t0);
     suite.bareDirs.delete(bareDir);
     if (!wantBoot && !wantMem) continue;

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { buildImage } from '../vmm-host/image';
-import { detectAccel, findVirtiofsd, stopQemu, type AccelResult } from '../vmm-host/driver';
+import { QemuDriver, detectAccel, findVirtiofsd, type AccelResult } from '../vmm-host/driver';
 import { BENCH_ROOT, GUEST_FILES, HOME, VM_CPUS, VM_MEMORY_MIB, alive, cove, docker, log, nowMs, ok, readPid, waitUntil, type Row } from './lib';
 
 export interface Options {
@@ -127,7 +127,7 @@ export class Suite {
       await this.rm(name).catch((e) => log(`clean-up: ${(e as Error).message.split('\n')[0]}`));
     }
     for (const dir of [...this.bareDirs]) {
-      await stopQemu(dir).catch(() => undefined);
+      await new QemuDriver(this.accel?.accel ?? 'tcg').stop(dir).catch(() => undefined);
       fs.rmSync(dir, { recursive: true, force: true });
       this.bareDirs.delete(dir);
     }

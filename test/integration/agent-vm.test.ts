@@ -7,6 +7,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { DEFAULT_NETWORK, writeConfigDisk } from '../../contract/config-disk';
 import { after, before, test } from 'node:test';
 import { Client, utils, type ClientChannel, type SFTPWrapper } from 'ssh2';
 import { skipToBanner } from '../../contract/banner-sync';
@@ -14,7 +15,7 @@ import { EVENTS_SUBSYSTEM } from '../../contract/events';
 import { IMAGE, VM, vmDir as layoutVmDir } from '../../contract/layout';
 import { buildImage } from '../../vmm-host/image';
 import { findRepoRoot } from '../../vmm-host/image/recipe';
-import { DEFAULT_NETWORK, createOverlay, detectAccel, isRunning, readPid, startQemu, stopQemu, writeConfigDisk } from '../../vmm-host/driver';
+import { QemuDriver, createOverlay, detectAccel, processAlive, readPid, specFromLayout } from '../../vmm-host/driver';
 import { collect, LineReader, waitFor, within } from '../unit/agent-harness';
 import { agentEventProblems } from '../../contract/events-check';
 
@@ -87,12 +88,12 @@ before(async () => {
     resizeRoot: true,
     insecureRegistries: [],
   });
-  await startQemu({ imageDir: built.dir, vmDir, cpus: 2, memoryMiB: 1024, accel: accel.accel, tscKhz: accel.tscKhz, mount: null });
+  await new QemuDriver(accel.accel).start(specFromLayout({ imageDir: built.dir, vmDir, cpus: 2, memoryMiB: 1024, accel: accel.accel, tscKhz: accel.tscKhz, share: null, network: 'user' }));
   agentSock = path.join(vmDir, VM.agentSock);
   await waitFor(
     () => {
       const pid = readPid(path.join(vmDir, VM.qemuPid));
-      if (pid !== null && !isRunning(pid)) {
+      if (pid !== null && !processAlive(pid)) {
         const qemuLog = path.join(vmDir, VM.qemuLog);
         throw new Error(`qemu exited during boot; qemu.log:\n${fs.existsSync(qemuLog) ? fs.readFileSync(qemuLog, 'utf8') : ''}\nconsole:\n${consoleText()}`);
       }
@@ -109,7 +110,7 @@ before(async () => {
 
 after(async () => {
   ssh?.end();
-  if (fs.existsSync(vmDir)) await stopQemu(vmDir, { timeoutMs: 5000 }).catch(() => undefined);
+  if (fs.existsSync(vmDir)) await new QemuDriver('tcg').stop(vmDir, { timeoutMs: 5000 }).catch(() => undefined);
   fs.rmSync(vmDir, { recursive: true, force: true });
 });
 

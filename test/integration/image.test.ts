@@ -3,6 +3,7 @@
 // `docker version`, `docker info`, `docker load` of an image made here from busybox-static,
 // `docker run --rm`. Every wait has a deadline; the VM is stopped even when a test fails.
 import assert from 'node:assert/strict';
+import { DEFAULT_NETWORK, writeConfigDisk } from '../../contract/config-disk';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -14,17 +15,15 @@ import { IMAGE, VM, vmDir as layoutVmDir } from '../../contract/layout';
 import { buildImage, verifyImage, type BuildImageResult } from '../../vmm-host/image';
 import { findRepoRoot } from '../../vmm-host/image/recipe';
 import {
-  DEFAULT_NETWORK,
   createOverlay,
   detectAccel,
   findVirtiofsd,
-  isRunning,
   readPid,
-  startQemu,
-  stopQemu,
   waitFor,
-  writeConfigDisk,
   type AccelResult,
+  QemuDriver,
+  processAlive,
+  specFromLayout,
 } from '../../vmm-host/driver';
 
 const root = findRepoRoot(__dirname);
@@ -48,7 +47,7 @@ before(() => {
 
 after(async () => {
   ssh?.end();
-  if (fs.existsSync(vmDir)) await stopQemu(vmDir, { timeoutMs: 5000 }).catch(() => undefined);
+  if (fs.existsSync(vmDir)) await new QemuDriver('tcg').stop(vmDir, { timeoutMs: 5000 }).catch(() => undefined);
   fs.rmSync(vmDir, { recursive: true, force: true });
   fs.rmSync(ws, { recursive: true, force: true });
 });
@@ -122,21 +121,22 @@ test('boots and runs Docker over the agent channel', { timeout: 15 * 60_000 }, a
   });
 
   const t0 = Date.now();
-  const pids = await startQemu({
+  const pids = await new QemuDriver(accel.accel).start(specFromLayout({
     imageDir: built.dir,
     vmDir,
     cpus: 2,
     memoryMiB: 1024,
     accel: accel.accel,
     tscKhz: accel.tscKhz,
-    mount: { type: mountType, hostPath: ws, readonly: false },
-  });
+    share: { type: mountType, hostPath: ws, readonly: false },
+    network: 'user',
+  }));
   log(`qemu pid ${pids.qemu}, virtiofsd pid ${pids.virtiofsd}, mount ${mountType}`);
   const consoleLog = path.join(vmDir, VM.consoleLog);
   const readConsole = () => (fs.existsSync(consoleLog) ? fs.readFileSync(consoleLog, 'utf8') : '');
   try {
     await waitFor('the guest console line "cove: ready" (dockerd answered /_ping)', BOOT_DEADLINE_MS, () => {
-      if (!isRunning(readPid(path.join(vmDir, VM.qemuPid)))) throw new Error(`qemu exited during boot; console:\n${readConsole()}`);
+      if (!processAlive(readPid(path.join(vmDir, VM.qemuPid)))) throw new Error(`qemu exited during boot; console:\n${readConsole()}`);
       return readConsole().includes('cove: ready');
     }, { intervalMs: 200 });
   } catch (e) {
@@ -177,7 +177,7 @@ test('boots and runs Docker over the agent channel', { timeout: 15 * 60_000 }, a
   // Clean shutdown: cove-poweroff over SSH, then qemu must exit by itself.
   t = Date.now();
   void exec(ssh, '/usr/sbin/cove-poweroff').catch(() => undefined);
-  await waitFor('qemu to exit after cove-poweroff', 60_000, () => !isRunning(pids.qemu), { intervalMs: 200 });
+  await waitFor('qemu to exit after cove-poweroff', 60_000, () => !processAlive(pids.qemu), { intervalMs: 200 });
   log(`poweroff: ${((Date.now() - t) / 1000).toFixed(1)} s`);
   assert.match(readConsole(), /cove: power off/);
 });

@@ -1,10 +1,15 @@
 // The qemu command line of docs/guest.md, for TCG with a 9p workspace and KVM with virtio-fs.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { buildQemuArgv, buildVirtiofsdArgv, kernelCmdline } from '../../vmm-host/driver/qemu';
+import { buildQemuArgv as argvOf, buildVirtiofsdArgv as vfsArgvOf, kernelCmdline } from '../../vmm-host/driver/qemu';
+import { specFromLayout, type LayoutSpec } from '../../vmm-host/driver/spec';
 import { hostTscKhz } from '../../vmm-host/driver/accel';
 
-const base = { imageDir: '/h/images/docker-abc', vmDir: '/h/vms/t1', cpus: 2, memoryMiB: 1024 };
+const base = { imageDir: '/h/images/docker-abc', vmDir: '/h/vms/t1', cpus: 2, memoryMiB: 1024, network: 'user' as const };
+type OldSpec = Omit<LayoutSpec, 'share'> & { mount: LayoutSpec['share'] };
+const toSpec = ({ mount, ...rest }: OldSpec) => specFromLayout({ ...rest, share: mount });
+const buildQemuArgv = (s: OldSpec, o?: { incoming?: boolean }) => argvOf(toSpec(s), o);
+const buildVirtiofsdArgv = (s: OldSpec) => vfsArgvOf(toSpec(s));
 
 function after(argv: string[], flag: string): string[] {
   return argv.flatMap((a, i) => (a === flag ? [argv[i + 1]] : []));
@@ -59,4 +64,24 @@ test('kernel command line and host TSC', () => {
   assert.equal(kernelCmdline({ accel: 'tcg', tscKhz: null }), 'console=ttyS0 reboot=k panic=-1 quiet loglevel=4 tsc=reliable');
   assert.equal(hostTscKhz('processor\t: 0\ncpu MHz\t\t: 2445.428\n'), 2445428);
   assert.equal(hostTscKhz('nothing'), null);
+});
+
+test('template and clone: guest RAM in a file, shared for the template, private for a clone; restore waits for its state', () => {
+  const share = { type: '9p' as const, hostPath: '/home/me/p', readonly: false };
+  const tpl = argvOf(specFromLayout({ ...base, accel: 'tcg', share, memoryFile: { path: '/h/t/ram', shared: true } }));
+  assert.deepEqual(after(tpl, '-M'), ['microvm,pit=on,pic=on,rtc=on,memory-backend=mem']);
+  assert.deepEqual(after(tpl, '-object'), ['memory-backend-file,id=mem,size=1024M,mem-path=/h/t/ram,share=on']);
+  assert.ok(!tpl.includes('-incoming'));
+  const clone = argvOf(specFromLayout({ ...base, vmDir: '/h/vms/c1', accel: 'tcg', share, memoryFile: { path: '/h/t/ram', shared: false } }), { incoming: true });
+  assert.deepEqual(after(clone, '-object'), ['memory-backend-file,id=mem,size=1024M,mem-path=/h/t/ram,share=off']);
+  assert.deepEqual(after(clone, '-incoming'), ['defer']);
+  // The device order is what a restore depends on: only paths differ between template and clone.
+  const shape = (argv: string[]) => argv.filter((a) => !a.startsWith('/')).map((a) => a.replace(/\/h\/(vms\/\w+|t)\//g, '<dir>/').replace(/share=(on|off)/, 'share=?'));
+  assert.deepEqual(shape(clone).filter((a) => a !== '-incoming' && a !== 'defer'), shape(tpl));
+  assert.throws(() => argvOf(specFromLayout({ ...base, accel: 'tcg', share: { ...share, type: 'virtiofs' }, memoryFile: { path: '/h/t/ram', shared: false } })), /virtio-fs needs guest RAM/);
+});
+
+test('a comma in a path is doubled for QEMU', () => {
+  const argv = argvOf(specFromLayout({ ...base, accel: 'tcg', share: { type: '9p', hostPath: '/home/me/a,b', readonly: false } }));
+  assert.deepEqual(after(argv, '-fsdev'), ['local,id=ws,path=/home/me/a,,b,security_model=none']);
 });

@@ -6,6 +6,7 @@ import * as net from 'node:net';
 import { Client, utils, type ClientChannel } from 'ssh2';
 import { skipToBanner } from '../../contract/banner-sync';
 import { EVENTS_SUBSYSTEM, type AgentEvent } from '../../contract/events';
+import { CONTROL_MAX_REQUEST_BYTES, CONTROL_SUBSYSTEM, type ControlAnswer, type ControlRequest } from '../../agent/api/control';
 import { pipeBothWays } from './relay';
 
 export interface AgentLinkOptions {
@@ -51,13 +52,40 @@ export class AgentLink extends EventEmitter {
   private running = false;
   private everUp = false;
   private generation = 0;
-  private readonly pinned: Buffer;
+  private pinned: Buffer;
+  private holdTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly opts: AgentLinkOptions) {
     super();
     const parsed = utils.parseKey(opts.hostKey);
     if (parsed instanceof Error) throw new Error(`the pinned host key cannot be read: ${parsed.message}`);
     this.pinned = parsed.getPublicSSH();
+  }
+
+  /**
+   * Future connections pin `hostKey` and log in with `clientKey` (after a template clone's rebirth
+   * the guest has its own keys; the connection made with the template's keys stays up).
+   */
+  rekey(hostKey: string, clientKey: string): void {
+    const parsed = utils.parseKey(hostKey);
+    if (parsed instanceof Error) throw new Error(`the pinned host key cannot be read: ${parsed.message}`);
+    this.pinned = parsed.getPublicSSH();
+    this.opts.clientKey = clientKey;
+  }
+
+  /**
+   * While the VM is paused nothing answers the SSH keepalive; hold() keeps the link from giving
+   * up on it (the keepalive count is reset every second) until release().
+   */
+  hold(): void {
+    if (this.holdTimer) return;
+    this.holdTimer = setInterval(() => (this.client as unknown as { _resetKA?: () => void } | null)?._resetKA?.(), 1000);
+  }
+
+  release(): void {
+    if (this.holdTimer) clearInterval(this.holdTimer);
+    this.holdTimer = null;
+    (this.client as unknown as { _resetKA?: () => void } | null)?._resetKA?.();
   }
 
   get isUp(): boolean {
@@ -72,6 +100,7 @@ export class AgentLink extends EventEmitter {
   }
 
   close(): void {
+    this.release();
     this.running = false;
     this.teardown();
   }
@@ -255,6 +284,36 @@ export class AgentLink extends EventEmitter {
   forwardTcp(host: string, port: number): Promise<ClientChannel> {
     const client = this.requireClient();
     return new Promise((resolve, reject) => client.forwardOut('127.0.0.1', 0, host, port, (err, ch) => (err ? reject(err) : resolve(ch))));
+  }
+
+  /** One request on the agent's control channel (agent/PROTOCOL.md, `cove-control`). */
+  control(req: ControlRequest, timeoutMs: number): Promise<ControlAnswer> {
+    const client = this.requireClient();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the agent did not answer the ${req.op} request within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs);
+      client.subsys(CONTROL_SUBSYSTEM, (err, ch) => {
+        if (err) {
+          clearTimeout(timer);
+          return reject(new Error(`cannot open the agent's control channel: ${err.message}`));
+        }
+        let buf = '';
+        ch.on('data', (d: Buffer) => {
+          buf += d.toString('utf8');
+          if (buf.length > CONTROL_MAX_REQUEST_BYTES) ch.close();
+        });
+        ch.stderr.resume();
+        ch.on('close', () => {
+          clearTimeout(timer);
+          const line = buf.split('\n')[0] ?? '';
+          try {
+            resolve(JSON.parse(line) as ControlAnswer);
+          } catch {
+            reject(new Error(`the agent's answer to ${req.op} is not JSON: ${JSON.stringify(line.slice(0, 200))}`));
+          }
+        });
+        ch.write(JSON.stringify(req) + '\n');
+      });
+    });
   }
 
   /** Runs a command in the guest and collects its output (for short commands only). */

@@ -18,17 +18,13 @@ import { VM, imagesDir, vmDir, vmsDir } from '../../contract/layout';
 import { ensureContext, findDocker, removeContext } from './context';
 import { readJson } from './files';
 import { generateKeys, writeSshConfig } from './keys';
-import { Sandbox, type SandboxConfig } from './sandbox';
+import { Sandbox, type IdlePolicy, type SandboxConfig, type SandboxDeps, type Timeouts } from './sandbox';
+import { Templates, type MachineShape, type Template } from './templates';
 import { asParams, checkWorkspace, optBool, optEnum, optInt, optPorts, reqInt, type Params } from './validate';
+import { QemuDriver, createOverlay, type Accel, type Driver } from '../driver';
 import * as vm from './vm';
 
-export interface Timeouts {
-  bootTcgMs: number;
-  bootKvmMs: number;
-  handshakeMs: number;
-  socketWaitMs: number;
-  stopMs: number;
-}
+export type { Timeouts } from './sandbox';
 
 export interface Listener {
   progress(e: ProgressEvent): void;
@@ -41,6 +37,16 @@ const envMs = (key: string, fallback: number) => {
   const v = Number(process.env[key]);
   return Number.isFinite(v) && v > 0 ? v * 1000 : fallback;
 };
+/** Seconds from the environment where 0 means never; `fallback` in ms. */
+const envMsOrNever = (key: string, fallback: number) => {
+  const raw = process.env[key];
+  if (raw === undefined || raw.trim() === '') return fallback;
+  const v = Number(raw);
+  return Number.isFinite(v) && v >= 0 ? v * 1000 : fallback;
+};
+
+/** Whether new sandboxes start from a warm-start template (COVE_WARM=0 turns it off). */
+const warmEnabled = () => process.env.COVE_WARM !== '0';
 
 export class Coved {
   readonly imagesDir: string;
@@ -51,8 +57,21 @@ export class Coved {
     socketWaitMs: envMs('COVE_SOCKET_WAIT', 120_000),
     stopMs: 60_000,
   };
+  /**
+   * An idle sandbox (no client connection, a quiet guest) is paused after COVE_PAUSE_AFTER seconds
+   * and saved to disk COVE_SLEEP_AFTER seconds later; 0 turns either off.
+   */
+  readonly idle: IdlePolicy = {
+    pauseAfterMs: envMsOrNever('COVE_PAUSE_AFTER', 300_000),
+    sleepAfterMs: envMsOrNever('COVE_SLEEP_AFTER', 1_800_000),
+    quietCpu: Number(process.env.COVE_QUIET_CPU) > 0 ? Number(process.env.COVE_QUIET_CPU) : 0.25,
+  };
   private readonly sandboxes = new Map<string, Sandbox>();
+  /** Creations in flight, by name, and the name each workspace is being created under. */
   private readonly creating = new Map<string, Promise<Sandbox>>();
+  private readonly creatingFor = new Map<string, string>();
+  private readonly drivers = new Map<Accel, Driver>();
+  readonly templates: Templates;
   readonly listeners = new Set<Listener>();
   private dockerBin: string | null = null;
   private accelResult: Promise<vm.AccelResult> | null = null;
@@ -63,13 +82,49 @@ export class Coved {
     readonly log: (msg: string) => void,
   ) {
     this.imagesDir = imagesDir(home);
+    this.templates = new Templates({ home, log, bootTimeoutMs: this.timeouts.bootTcgMs });
   }
 
-  /** Loads every sandbox on disk and re-attaches to the running ones. */
+  /** One driver per accelerator; a Firecracker or Cloud Hypervisor driver would be chosen here. */
+  driver(accel: Accel): Driver {
+    let d = this.drivers.get(accel);
+    if (!d) {
+      d = new QemuDriver(accel);
+      this.drivers.set(accel, d);
+    }
+    return d;
+  }
+
+  private deps(): SandboxDeps {
+    return {
+      home: this.home,
+      imagesDir: this.imagesDir,
+      timeouts: this.timeouts,
+      idle: this.idle,
+      log: this.log,
+      accel: (imageDir) => this.accel(imageDir),
+      driver: (accel) => this.driver(accel),
+      ensureContext: (name, sock) => this.ensureContext(name, sock),
+      templates: this.templates,
+    };
+  }
+
+  /** A sandbox wired to the notifications. */
+  private adopt(config: SandboxConfig): Sandbox {
+    const sb = new Sandbox(this.deps(), config);
+    sb.on('changed', () => this.sandboxChanged(sb));
+    sb.on('port', (port: PortForward, action: 'forwarded' | 'removed' | 'failed') => this.portChanged(sb, port, action));
+    return sb;
+  }
+
+  /**
+   * Loads every sandbox on disk. Re-attaching to the running ones and re-creating sockets and
+   * contexts runs in the background (`recovered`), each sandbox's in its own queue, so coved
+   * serves clients at once and a request for one sandbox waits only for that sandbox.
+   */
   async init(): Promise<void> {
-    this.dockerBin = await findDocker();
-    if (!this.dockerBin) this.log('the docker CLI was not found: Docker contexts will not be created');
     fs.mkdirSync(vmsDir(this.home), { recursive: true, mode: 0o700 });
+    const loaded: Sandbox[] = [];
     for (const entry of fs.readdirSync(vmsDir(this.home))) {
       const dir = vmDir(entry, this.home);
       const config = readJson<SandboxConfig>(path.join(dir, VM.config));
@@ -79,15 +134,23 @@ export class Coved {
         fs.rmSync(dir, { recursive: true, force: true });
         continue;
       }
-      const sb = new Sandbox(this, config);
+      const sb = this.adopt(config);
       this.sandboxes.set(config.name, sb);
-      try {
-        await sb.recover();
-      } catch (e) {
-        this.log(`[${config.name}] recover failed: ${messageOf(e)}`);
-      }
+      loaded.push(sb);
     }
+    this.recovered = (async () => {
+      this.dockerBin = await findDocker();
+      if (!this.dockerBin) this.log('the docker CLI was not found: Docker contexts will not be created');
+      await Promise.all(
+        loaded.map((sb) =>
+          sb.serialize(() => sb.recover()).catch((e) => this.log(`[${sb.name}] recover failed: ${messageOf(e)}`)),
+        ),
+      );
+    })();
   }
+
+  /** Resolves when every sandbox found at start has been recovered. */
+  recovered: Promise<void> = Promise.resolve();
 
   async shutdown(): Promise<void> {
     // VMs outlive coved on purpose; only coved's side is let go.
@@ -184,8 +247,10 @@ export class Coved {
     if (p.name !== undefined && p.name !== null) {
       name = checkName(p.name);
     } else {
+      // A sandbox for this folder, made or being made, is the one: two `up` requests for the same
+      // folder (the extension sends no name) must not make two sandboxes.
       const same = [...this.sandboxes.values()].find((s) => s.config.workspace === workspace);
-      name = same ? same.name : this.freeNameFor(workspace);
+      name = same ? same.name : (this.creatingFor.get(workspace) ?? this.freeNameFor(workspace));
     }
     let sb = this.sandboxes.get(name);
     if (sb && sb.config.workspace !== workspace) {
@@ -210,6 +275,7 @@ export class Coved {
       mount: optEnum(p, 'mount', ['virtiofs', '9p'] as const),
       readonly: optBool(p, 'readonly'),
       allowHostPorts: optPorts(p, 'allowHostPorts'),
+      keepAwake: optBool(p, 'keepAwake'),
     };
   }
 
@@ -225,8 +291,12 @@ export class Coved {
   private create(name: string, workspace: string, opts: ReturnType<Coved['sizeOptions']>, token?: string): Promise<Sandbox> {
     const pending = this.creating.get(name);
     if (pending) return pending;
-    const made = this.createNow(name, workspace, opts, token).finally(() => this.creating.delete(name));
+    const made = this.createNow(name, workspace, opts, token).finally(() => {
+      this.creating.delete(name);
+      this.creatingFor.delete(workspace);
+    });
     this.creating.set(name, made);
+    this.creatingFor.set(workspace, name);
     return made;
   }
 
@@ -234,6 +304,10 @@ export class Coved {
     const progress = (step: string, message: string, fraction?: number) => this.progress({ subject: name, operation: 'up', step, message, fraction, token });
     progress('image', 'looking for the Docker tier image', 0);
     const image = (await this.buildImage(false, name, false, token)).image;
+    const cpus = opts.cpus ?? Math.min(2, os.cpus().length);
+    const memoryMiB = opts.memoryMiB ?? 2048;
+    const diskGiB = opts.diskGiB ?? 20;
+    const warm = await this.templateFor(image.dir, { cpus, memoryMiB, diskGiB, readonly: opts.readonly ?? false, network: vm.networkFor() }, opts.mount, progress);
     const dir = vmDir(name, this.home);
     fs.mkdirSync(vmsDir(this.home), { recursive: true, mode: 0o700 });
     try {
@@ -247,11 +321,14 @@ export class Coved {
         version: 1,
         name,
         workspace,
-        mount: opts.mount ?? 'virtiofs',
+        // A sandbox made from a template shares its folder over 9p: QEMU 7.2 can save that.
+        mount: warm.template ? '9p' : (opts.mount ?? 'virtiofs'),
         readonly: opts.readonly ?? false,
-        cpus: opts.cpus ?? Math.min(2, os.cpus().length),
-        memoryMiB: opts.memoryMiB ?? 2048,
-        diskGiB: opts.diskGiB ?? 20,
+        cpus,
+        memoryMiB,
+        diskGiB,
+        ...(warm.template ? { template: warm.template.id } : {}),
+        ...(opts.keepAwake ? { keepAwake: true } : {}),
         image: path.basename(image.dir),
         baseSha256: vm.baseSha256(image.dir),
         createdAt: new Date().toISOString(),
@@ -262,8 +339,10 @@ export class Coved {
       // coved's own entry file is the proxy; ELECTRON_RUN_AS_NODE lets an editor's runtime run it.
       const entry = require.main?.filename ?? path.join(__dirname, 'main.js');
       writeSshConfig(dir, name, `env ELECTRON_RUN_AS_NODE=1 COVE_HOME="${this.home}" "${process.execPath}" "${entry}" ssh-proxy ${name}`);
-      await vm.createDisk(image.dir, path.join(dir, VM.disk), config.diskGiB);
-      const sb = new Sandbox(this, config);
+      if (warm.template) await createOverlay(warm.template.file('disk'), path.join(dir, VM.disk), config.diskGiB * 1024 ** 3, 'qcow2');
+      else await vm.createDisk(image.dir, path.join(dir, VM.disk), config.diskGiB);
+      const sb = this.adopt(config);
+      if (warm.note) sb.runtime.warmNote = warm.note;
       sb.saveConfig(); // Written last: its presence marks a complete sandbox.
       this.sandboxes.set(name, sb);
       await sb.openSockets();
@@ -277,6 +356,32 @@ export class Coved {
         throw new CoveError(ErrorCodes.noSpace, `the disk holding ${this.home} is full: sandbox ${name} was not created`, 'free some space and run `cove up` again');
       }
       throw e;
+    }
+  }
+
+  /**
+   * The warm-start template for a new sandbox of this shape, made now if there is none (the first
+   * sandbox of a new image or shape waits for it, about as long as a cold boot); or null with a
+   * one-line reason, and the sandbox boots cold.
+   */
+  private async templateFor(
+    imageDir: string,
+    shape: MachineShape,
+    mount: 'virtiofs' | '9p' | undefined,
+    progress: (step: string, message: string, fraction?: number) => void,
+  ): Promise<{ template: Template | null; note?: string }> {
+    if (!warmEnabled()) return { template: null, note: 'warm start is off (COVE_WARM=0)' };
+    const accel = await this.accel(imageDir);
+    const driver = this.driver(accel.accel);
+    if (!driver.features.snapshots) return { template: null, note: `${driver.features.name} cannot save VMs on this host` };
+    if (mount === 'virtiofs' && driver.features.saveWithShare.virtiofs === 'never') {
+      return { template: null, note: `virtio-fs was asked for, and ${driver.features.version} cannot save it: booting cold` };
+    }
+    try {
+      return { template: await this.templates.ensure(imageDir, driver, accel, shape, (step, message, fraction) => progress(step, message, fraction)) };
+    } catch (e) {
+      this.log(`warm start unavailable: ${messageOf(e)}`);
+      return { template: null, note: messageOf(e).split('\n')[0] };
     }
   }
 

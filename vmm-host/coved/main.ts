@@ -4,10 +4,10 @@ import * as fs from 'node:fs';
 import { coveHome, homeFile, vmFile } from '../../contract/layout';
 import { NAME_MAX, checkName } from '../../contract/names';
 import { sshProxy } from '../../contract/ssh';
-import { messageOf } from '../../contract/errors';
-import { processAlive } from './proc';
+import { processAlive } from '../driver/proc';
 import { Coved } from './coved';
-import { serve } from './server';
+import { exitOnUncaught, serve } from './server';
+import { takeLockOrHolder, type Lock } from '../image/lock';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const VERSION: string = require('../../../package.json').version;
@@ -16,23 +16,15 @@ function log(msg: string): void {
   process.stderr.write(`${new Date().toISOString()} ${msg}\n`);
 }
 
-/** One coved per $COVE_HOME: the pid file is created exclusively; a stale one is replaced. */
-function takeLock(pidFile: string): boolean {
-  for (let attempt = 0; attempt < 3; attempt++) {
-    try {
-      fs.writeFileSync(pidFile, String(process.pid), { flag: 'wx', mode: 0o600 });
-      return true;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      const other = Number(fs.readFileSync(pidFile, 'utf8').trim());
-      if (processAlive(other, 'coved')) {
-        log(`coved is already running (pid ${other}) for ${pidFile}`);
-        return false;
-      }
-      fs.rmSync(pidFile, { force: true });
-    }
-  }
-  return false;
+/**
+ * One coved per $COVE_HOME: the image lock's logic (vmm-host/image/lock.ts) on the pid file. A pid
+ * file that is still empty belongs to a coved that has just created it, not to a dead one.
+ */
+async function takeLock(pidFile: string): Promise<Lock | null> {
+  const got = await takeLockOrHolder(pidFile, { isAlive: (pid) => processAlive(pid, 'coved') || processAlive(pid, 'cove\0daemon') });
+  if (typeof got !== 'number') return got;
+  log(`coved is already running (pid ${got}) for ${pidFile}`);
+  return null;
 }
 
 async function main(): Promise<void> {
@@ -47,7 +39,8 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const pidFile = homeFile('covedPid', home);
-  if (!takeLock(pidFile)) process.exit(0);
+  const lock = await takeLock(pidFile);
+  if (!lock) process.exit(0);
   const coved = new Coved(home, log);
   let stopServer: (() => Promise<void>) | null = null;
   let stopping = false;
@@ -57,12 +50,17 @@ async function main(): Promise<void> {
     log(`coved stopping (${why}); sandboxes keep running`);
     await stopServer?.().catch(() => undefined);
     await coved.shutdown().catch(() => undefined);
-    fs.rmSync(pidFile, { force: true });
+    lock.release();
     process.exit(0);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
-  process.on('uncaughtException', (e) => log(`uncaught: ${e.stack ?? messageOf(e)}`));
+  // An uncaught exception leaves coved in a state nobody knows: log it and exit non-zero, so the
+  // next client starts a fresh coved, which re-attaches to the VMs (they outlive coved by design).
+  exitOnUncaught(log, () => {
+    lock.release();
+    fs.rmSync(homeFile('covedSock', home), { force: true });
+  });
   process.on('unhandledRejection', (e) => log(`unhandled rejection: ${e instanceof Error ? e.stack : String(e)}`));
   log(`coved ${VERSION} starting (pid ${process.pid}, home ${home})`);
   await coved.init();

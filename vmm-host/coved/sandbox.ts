@@ -1,51 +1,66 @@
-// One sandbox as coved sees it: its folder on disk, its qemu (and virtiofsd), its agent link, its
-// Docker and SSH sockets and its port forwards. Operations on one sandbox run one at a time.
+// One sandbox as coved sees it: its folder on disk, its VM (through the driver), its agent link, its
+// Docker and SSH sockets and its port forwards. It owns its lifecycle — cold boot, restore from a
+// warm-start template, pause, sleep to disk and wake — and reports changes as events ('changed',
+// 'port'); it never calls back into coved. Operations on one sandbox run one at a time.
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Duplex } from 'node:stream';
 import type * as net from 'node:net';
 import type { AgentEvent } from '../../contract/events';
 import { CoveError, conflict, messageOf } from '../../contract/errors';
-import { ErrorCodes, type Accel, type MountType, type PortForward, type SandboxInfo, type SandboxState } from '../../contract/protocol';
-import { VM, vmDir } from '../../contract/layout';
 import { GUEST } from '../../contract/guest';
+import { IMAGE, VM, vmDir } from '../../contract/layout';
+import { ErrorCodes, type Accel, type MountType, type PortForward, type SandboxInfo, type SandboxState } from '../../contract/protocol';
+import { CONTROL_ENTROPY_BYTES } from '../../agent/api/control';
+import { processAlive, type AccelResult, type Driver, type VmSpec } from '../driver';
 import { AgentLink } from './agent-link';
+import { watchConsole } from './boot-progress';
 import { readJson, tailFile, writeJsonAtomic } from './files';
-import { readKeys } from './keys';
+import { sandboxSpec, writeSandboxConfigDisk, type SandboxConfig } from './guest-config';
+import { readKeys, type SandboxKeys } from './keys';
 import { PortForwarder } from './ports';
-import { processAlive, signal, waitGone } from './proc';
 import { dockerUnavailable, startRelay } from './relay';
-import type { Coved } from './coved';
+import { sha256File, type Template, type Templates } from './templates';
 import * as vm from './vm';
 
-/** What `vms/<name>/config.json` holds: what the user asked for. */
-export interface SandboxConfig {
-  version: 1;
-  name: string;
-  workspace: string;
-  mount: MountType;
-  readonly: boolean;
-  cpus: number;
-  memoryMiB: number;
-  diskGiB: number;
-  /** The image folder name (`docker-<hash>`) whose base disk the overlay is made over. */
-  image: string;
-  /** The base disk's sha256 when the overlay was made: an overlay is only valid over that base. */
-  baseSha256?: string;
-  createdAt: string;
-  /** Ports added with `cove publish`, kept across restarts. */
-  published: Array<{ hostPort: number; guestPort: number }>;
-  /** Host 127.0.0.1 ports the guest may reach, at guest 127.0.0.1 on the same port. */
-  allowHostPorts?: number[];
-  /** Never paused or put to sleep when idle. */
-  keepAwake?: boolean;
+export type { SandboxConfig } from './guest-config';
+
+export interface Timeouts {
+  bootTcgMs: number;
+  bootKvmMs: number;
+  handshakeMs: number;
+  socketWaitMs: number;
+  stopMs: number;
+}
+
+/** When an idle sandbox is paused, then put to sleep (0 = never), and what counts as a quiet guest. */
+export interface IdlePolicy {
+  pauseAfterMs: number;
+  sleepAfterMs: number;
+  /** The guest is quiet while qemu uses less than this share of one host CPU. */
+  quietCpu: number;
+}
+
+/** What a sandbox needs from its surroundings; coved provides it, tests may too. */
+export interface SandboxDeps {
+  home: string;
+  imagesDir: string;
+  timeouts: Timeouts;
+  idle: IdlePolicy;
+  log(msg: string): void;
+  accel(imageDir: string): Promise<AccelResult>;
+  driver(accel: Accel): Driver;
+  ensureContext(name: string, dockerSock: string): Promise<string | null>;
+  templates: Templates;
 }
 
 /** What `vms/<name>/state.json` holds: what is running now. */
 export interface SandboxRuntime {
   state: SandboxState;
   accel: Accel | null;
-  /** The mount type actually in use (9p when virtio-fs was not available). */
+  /** The mount type actually in use (9p when virtio-fs was not available or cannot be saved). */
   mount: MountType | null;
   pids: { qemu: number | null; virtiofsd: number | null; passt?: number | null };
   /** The network in use: passt, or qemu's user networking where passt is missing. */
@@ -53,12 +68,27 @@ export interface SandboxRuntime {
   startedAt: string | null;
   bootSeconds: number | null;
   bootKind?: 'cold' | 'template' | 'wake' | null;
+  /** The spec the VM runs from: a sleep restores into exactly this. */
+  spec?: VmSpec;
+  /** A restore whose rebirth or resume had not finished (coved died): the VM cannot be trusted. */
+  pending?: 'rebirth' | 'wake';
   warmNote?: string;
   problem?: string;
   consoleTail?: string;
 }
 
-export class Sandbox {
+interface SleepManifest {
+  version: 1;
+  savedAt: string;
+  sha256: string;
+  bytes: number;
+  hypervisor: string;
+  spec: VmSpec;
+}
+
+const ms = (t0: number) => Date.now() - t0;
+
+export class Sandbox extends EventEmitter {
   readonly dir: string;
   runtime: SandboxRuntime;
   private link: AgentLink | null = null;
@@ -69,12 +99,18 @@ export class Sandbox {
   private monitor: NodeJS.Timeout | null = null;
   private queue: Promise<unknown> = Promise.resolve();
   private contextName: string | null = null;
+  /** Open client connections (docker.sock, ssh.sock, forwarded ports): a sandbox with any is not idle. */
+  private openConns = 0;
+  private lastActive = Date.now();
+  private lastCpu: { at: number; ticks: number } | null = null;
+  private waking: Promise<void> | null = null;
 
   constructor(
-    private readonly coved: Coved,
+    private readonly deps: SandboxDeps,
     public config: SandboxConfig,
   ) {
-    this.dir = vmDir(config.name, coved.home);
+    super();
+    this.dir = vmDir(config.name, deps.home);
     this.runtime = readJson<SandboxRuntime>(this.file('state')) ?? {
       state: 'stopped',
       accel: null,
@@ -93,8 +129,12 @@ export class Sandbox {
     return path.join(this.dir, VM[key]);
   }
 
+  private get imageDir(): string {
+    return path.join(this.deps.imagesDir, this.config.image);
+  }
+
   private log(msg: string): void {
-    this.coved.log(`[${this.name}] ${msg}`);
+    this.deps.log(`[${this.name}] ${msg}`);
   }
 
   /** Runs `op` after every operation queued before it on this sandbox. */
@@ -126,9 +166,9 @@ export class Sandbox {
       bootSeconds: this.runtime.bootSeconds,
       bootKind: this.runtime.bootKind ?? null,
       keepAwake: this.config.keepAwake ?? false,
-      ...(this.runtime.warmNote ? { warmNote: this.runtime.warmNote } : {}),
       pids: { qemu: this.runtime.pids.qemu, virtiofsd: this.runtime.pids.virtiofsd, passt: this.runtime.pids.passt ?? null },
       createdAt: this.config.createdAt,
+      ...(this.runtime.warmNote ? { warmNote: this.runtime.warmNote } : {}),
       ...(this.runtime.consoleTail ? { consoleTail: this.runtime.consoleTail } : {}),
       ...(this.runtime.problem ? { problem: this.runtime.problem } : {}),
     };
@@ -138,19 +178,35 @@ export class Sandbox {
     writeJsonAtomic(this.file('config'), this.config);
   }
 
+  private changed(): void {
+    this.emit('changed');
+  }
+
   private setState(state: SandboxState, extra: Partial<SandboxRuntime> = {}): void {
     this.runtime = { ...this.runtime, ...extra, state };
+    if (state === 'running') this.lastActive = Date.now();
     if (state === 'running' || state === 'starting' || state === 'stopped') {
       if (!('problem' in extra)) delete this.runtime.problem;
       if (!('consoleTail' in extra)) delete this.runtime.consoleTail;
     }
+    for (const k of ['pending', 'warmNote'] as const) if (k in extra && extra[k] === undefined) delete this.runtime[k];
     try {
       writeJsonAtomic(this.file('state'), this.runtime);
     } catch (e) {
       this.log(`cannot save state: ${messageOf(e)}`);
     }
-    this.coved.sandboxChanged(this);
+    this.changed();
   }
+
+  private driver(): Driver {
+    return this.deps.driver(this.runtime.accel ?? 'tcg');
+  }
+
+  private alive(): boolean {
+    return processAlive(this.runtime.pids.qemu, this.dir);
+  }
+
+  // ---- host sockets ---------------------------------------------------------------------------
 
   /** The host sockets live as long as coved does, so a stopped sandbox answers with a clear error. */
   async openSockets(): Promise<void> {
@@ -177,7 +233,22 @@ export class Sandbox {
     for (const f of ['dockerSock', 'sshSock'] as const) fs.rmSync(this.file(f), { force: true });
   }
 
+  /** Counts a client connection for idleness until its channel closes. */
+  private track<T extends Duplex>(ch: T): T {
+    this.openConns++;
+    this.lastActive = Date.now();
+    let done = false;
+    ch.once('close', () => {
+      if (done) return;
+      done = true;
+      this.openConns--;
+      this.lastActive = Date.now();
+    });
+    return ch;
+  }
+
   private async openGuest(socketPath: string, what: string): Promise<Duplex> {
+    await this.ensureAwake();
     const state = this.runtime.state;
     if (state !== 'running' && state !== 'starting') {
       const how = state === 'crashed' ? `crashed (${this.runtime.problem ?? 'see cove logs'}); start it again with \`cove start ${this.name}\`` : `${state}; start it with \`cove start ${this.name}\``;
@@ -185,48 +256,119 @@ export class Sandbox {
     }
     const link = this.link;
     if (!link) throw new Error(`sandbox ${this.name} has no agent link`);
-    await link.waitUp(this.coved.timeouts.socketWaitMs, `sandbox ${this.name}'s agent`);
+    await link.waitUp(this.deps.timeouts.socketWaitMs, `sandbox ${this.name}'s agent`);
     try {
-      return await link.streamLocal(socketPath);
+      return this.track(await link.streamLocal(socketPath));
     } catch (e) {
       throw new Error(`${what} in sandbox ${this.name} is not answering (${messageOf(e)}); it may still be starting`);
     }
   }
 
-  // ---- lifecycle ---------------------------------------------------------------------------
+  /**
+   * A paused sandbox resumes and an asleep one wakes before a client connection is served: the
+   * client waits, nothing fails. Concurrent connections share one wake.
+   */
+  async ensureAwake(): Promise<void> {
+    this.lastActive = Date.now();
+    const st = this.runtime.state;
+    if (st !== 'paused' && st !== 'asleep') return;
+    if (!this.waking) {
+      this.waking = this.serialize(async () => {
+        if (this.runtime.state === 'paused') await this.resume();
+        else if (this.runtime.state === 'asleep') await this.start(() => undefined);
+      }).finally(() => (this.waking = null));
+    }
+    await this.waking;
+  }
 
-  /** Boots the VM and waits for dockerd; on failure the VM is stopped and the state is crashed. */
+  // ---- lifecycle ------------------------------------------------------------------------------
+
+  /**
+   * Brings the sandbox up: resumes a paused VM, wakes an asleep one, restores a new sandbox from
+   * its template, else boots cold. On failure the VM is stopped and the state is crashed.
+   */
   async start(onStep: (step: string, message: string, fraction?: number) => void): Promise<void> {
-    if (this.runtime.state === 'running' && processAlive(this.runtime.pids.qemu, this.dir)) return;
-    const imageDir = path.join(this.coved.imagesDir, this.config.image);
-    if (!fs.existsSync(imageDir)) {
+    const st = this.runtime.state;
+    if (st === 'running' && this.alive()) return;
+    if (st === 'paused' && this.alive()) return this.resume();
+    if (!fs.existsSync(this.imageDir)) {
       throw new CoveError(
         ErrorCodes.conflict,
         `the image ${this.config.image} that sandbox ${this.name} was made from is gone`,
         `remove the sandbox with \`cove rm ${this.name}\` (its Docker data goes with it) and run \`cove up\` again`,
       );
     }
-    await vm.checkImageFor(imageDir, this.config);
-    const started = Date.now();
+    await vm.checkImageFor(this.imageDir, this.config);
     onStep('accel', 'checking for KVM', 0.05);
-    const accel = await this.coved.accel(imageDir);
+    const accel = await this.deps.accel(this.imageDir);
+    if (st === 'asleep') {
+      const note = await this.tryWarm('wake', () => this.wake(accel, onStep));
+      if (note === null) return;
+      onStep('boot', `waking from disk did not work (${note}); booting`, 0.1);
+    } else if (this.config.template && !this.runtime.bootKind) {
+      const tpl = this.deps.templates.open(this.imageDir, this.config.template);
+      const note = tpl ? await this.tryWarm('template', () => this.restoreTemplate(tpl, accel, onStep)) : `its template ${this.config.template} is gone`;
+      if (note === null) return;
+      if (tpl && !note.includes('rebirth')) this.deps.templates.markBad(tpl, note);
+      onStep('boot', `the warm start did not work (${note}); booting`, 0.1);
+    }
+    await this.bootCold(accel, onStep);
+  }
+
+  /** Runs a warm path; on failure stops what it started and returns a one-line reason, else null. */
+  private async tryWarm(what: 'wake' | 'template', run: () => Promise<void>): Promise<string | null> {
+    try {
+      await run();
+      return null;
+    } catch (e) {
+      const note = messageOf(e).split('\n')[0];
+      this.log(`${what === 'wake' ? 'wake from disk' : 'warm start'} failed, booting cold: ${note}`);
+      await this.kill();
+      this.setState('stopped', { pids: { qemu: null, virtiofsd: null, passt: null }, warmNote: `${what === 'wake' ? 'wake from disk' : 'warm start'} failed: ${note}`, pending: undefined });
+      this.dropSleepState();
+      return note;
+    }
+  }
+
+  private chooseMount(driver: Driver): MountType {
+    const c = this.config;
+    if (c.mount === 'virtiofs' && !driver.features.virtiofs) {
+      this.log('virtio-fs is not available on this host (no virtiofsd, or not root); using 9p');
+      return '9p';
+    }
+    if (c.mount === 'virtiofs' && c.readonly && !driver.features.readonlyShares.virtiofs) {
+      // The C virtiofsd cannot refuse writes; qemu's 9p server can (readonly=on), so a read-only
+      // folder is enforced on the host side, where the guest cannot undo it.
+      this.log('read-only folder: using 9p, whose read-only mode the host enforces');
+      return '9p';
+    }
+    return c.mount;
+  }
+
+  private async bootCold(accel: AccelResult, onStep: (step: string, message: string, fraction?: number) => void): Promise<void> {
+    const started = Date.now();
+    const driver = this.deps.driver(accel.accel);
     onStep('boot', `starting the VM (${accel.accel.toUpperCase()})`, 0.1);
     fs.rmSync(this.file('consoleLog'), { force: true });
     this.dockerReady = false;
     this.setState('starting', { accel: accel.accel, startedAt: new Date().toISOString(), bootSeconds: null });
     const keys = readKeys(this.dir);
-    let pids: Awaited<ReturnType<typeof vm.boot>>;
+    const mount = this.chooseMount(driver);
+    const network = vm.networkFor();
+    if (network === 'user') this.log('passt is not installed: using qemu user networking, which lets the guest reach the host loopback');
+    const spec = sandboxSpec({ config: this.config, imageDir: this.imageDir, vmDir: this.dir, accel, mount, network });
     try {
-      pids = await vm.boot({ sandbox: this, imageDir, accel, keys, log: (m) => this.log(m) });
+      writeSandboxConfigDisk(this.file('configDisk'), this.config, keys, mount);
+      const pids = await driver.start(spec);
+      this.setState('starting', { pids, mount, network, spec, bootKind: 'cold' });
     } catch (e) {
       this.setState('crashed', { problem: messageOf(e), consoleTail: tailFile(this.file('consoleLog')) || tailFile(this.file('qemuLog')) });
       throw e instanceof CoveError ? e : new CoveError(ErrorCodes.boot, `sandbox ${this.name} could not start: ${messageOf(e)}`, `see ${this.file('qemuLog')}`);
     }
-    this.setState('starting', { pids: { qemu: pids.qemu, virtiofsd: pids.virtiofsd, passt: pids.passt }, mount: pids.mount, network: pids.network });
     await this.attach();
-    const stopWatching = vm.watchConsole(this.file('consoleLog'), (step, message, fraction) => onStep(step, message, 0.1 + 0.8 * fraction));
+    const stopWatching = watchConsole(this.file('consoleLog'), (step, message, fraction) => onStep(step, message, 0.1 + 0.8 * fraction));
     try {
-      const deadline = accel.accel === 'kvm' ? this.coved.timeouts.bootKvmMs : this.coved.timeouts.bootTcgMs;
+      const deadline = accel.accel === 'kvm' ? this.deps.timeouts.bootKvmMs : this.deps.timeouts.bootTcgMs;
       await this.waitDockerReady(deadline, started);
     } catch (e) {
       stopWatching();
@@ -237,7 +379,38 @@ export class Sandbox {
       throw new CoveError(ErrorCodes.boot, `sandbox ${this.name} did not become ready: ${problem}`, `see the console log: ${this.file('consoleLog')}`, tail);
     }
     stopWatching();
-    this.setState('running', { bootSeconds: Math.round((Date.now() - started) / 100) / 10 });
+    this.setState('running', { bootSeconds: Math.round(ms(started) / 100) / 10 });
+    onStep('ready', 'dockerd is ready', 1);
+  }
+
+  /** A new sandbox from its template: restore, then rebirth as itself before anything reaches it. */
+  private async restoreTemplate(tpl: Template, accel: AccelResult, onStep: (step: string, message: string, fraction?: number) => void): Promise<void> {
+    const started = Date.now();
+    const driver = this.deps.driver(accel.accel);
+    onStep('restore', 'restoring the warm-start template', 0.3);
+    const keys = readKeys(this.dir);
+    const spec = sandboxSpec({ config: this.config, imageDir: this.imageDir, vmDir: this.dir, accel, mount: '9p', network: tpl.manifest.binding.network as 'passt' | 'user', memoryFile: tpl.file('ram') });
+    const sha = await sha256File(tpl.file('state'));
+    if (sha !== tpl.manifest.stateSha256) throw new Error(`the template's saved state ${tpl.file('state')} is damaged (checksum mismatch)`);
+    writeSandboxConfigDisk(this.file('configDisk'), this.config, keys, '9p');
+    this.dockerReady = false;
+    this.setState('starting', { accel: accel.accel, startedAt: new Date().toISOString(), bootSeconds: null, mount: '9p', network: spec.network, spec, pending: 'rebirth' });
+    const pids = await driver.restore(spec, { stateFile: tpl.file('state'), skipSharedMemory: true, timeoutMs: 60_000 });
+    this.setState('starting', { pids });
+    const tRestored = Date.now();
+    onStep('rebirth', 'making the restored VM this sandbox (keys, clock, RNG, folder)', 0.6);
+    // The first connection pins the template's host key and logs in with its client key: only
+    // the template's guest has them, and nothing else has reached this VM yet.
+    await this.attach(tpl.keys);
+    await this.link!.waitUp(this.deps.timeouts.handshakeMs, 'the restored guest agent');
+    const tUp = Date.now();
+    const answer = await this.link!.control({ op: 'rebirth', epochMs: Date.now(), entropy: randomBytes(CONTROL_ENTROPY_BYTES).toString('base64') }, 60_000);
+    if (!answer.ok) throw new Error(`rebirth failed${answer.step ? ` at ${answer.step}` : ''}: ${answer.error}`);
+    this.link!.rekey(keys.hostPublic, keys.clientPrivate);
+    this.log(`restored from template ${tpl.id}: restore ${ms(started)} ms, agent ${tUp - tRestored} ms, rebirth ${ms(tUp)} ms (${JSON.stringify((answer as { ms?: unknown }).ms)})`);
+    await this.waitDockerReady(60_000, Date.now());
+    this.setState('running', { bootSeconds: Math.round(ms(started) / 100) / 10, bootKind: 'template', pending: undefined, warmNote: undefined });
+    await this.ensureContext();
     onStep('ready', 'dockerd is ready', 1);
   }
 
@@ -248,7 +421,7 @@ export class Sandbox {
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`dockerd did not answer /_ping within ${Math.round(timeoutMs / 1000)} s of boot`)), Math.max(left(), 1000));
       const crashCheck = setInterval(() => {
-        if (!processAlive(this.runtime.pids.qemu, this.dir)) {
+        if (!this.alive()) {
           clearTimeout(timer);
           clearInterval(crashCheck);
           reject(new Error('qemu exited during boot'));
@@ -263,29 +436,42 @@ export class Sandbox {
   }
 
   /** Connects to a running VM: agent link, port forwards, crash monitor. Used at boot and on coved restart. */
-  async attach(): Promise<void> {
+  async attach(firstKeys?: SandboxKeys): Promise<void> {
     await this.openSockets();
-    if (this.link) return;
-    const keys = readKeys(this.dir);
+    if (this.link) {
+      this.link.start();
+      return;
+    }
+    const keys = firstKeys ?? readKeys(this.dir);
     const link = new AgentLink({
       agentSock: this.file('agentSock'),
       hostKey: keys.hostPublic,
       clientKey: keys.clientPrivate,
       allowHostPorts: this.config.allowHostPorts,
       log: (m) => this.log(m),
-      handshakeTimeoutMs: this.coved.timeouts.handshakeMs,
-      firstHandshakeTimeoutMs: this.runtime.state === 'starting' ? this.coved.timeouts.bootTcgMs : this.coved.timeouts.handshakeMs,
+      handshakeTimeoutMs: this.deps.timeouts.handshakeMs,
+      firstHandshakeTimeoutMs: this.runtime.state === 'starting' ? this.deps.timeouts.bootTcgMs : this.deps.timeouts.handshakeMs,
     });
     this.link = link;
-    this.ports = new PortForwarder(link, (port, action) => this.coved.portChanged(this, port, action), (m) => this.log(m));
+    if (!this.ports) {
+      // A forwarded port wakes a paused or asleep sandbox before it opens its channel.
+      const opener = {
+        forwardTcp: async (host: string, port: number) => {
+          await this.ensureAwake();
+          if (!this.link) throw new Error(`sandbox ${this.name} is ${this.runtime.state}`);
+          return this.track(await this.link.forwardTcp(host, port));
+        },
+      };
+      this.ports = new PortForwarder(opener, (port, action) => this.emit('port', port, action), (m) => this.log(m));
+      for (const p of this.config.published) void this.ports.add(p.hostPort, p.guestPort, 'manual');
+    }
     link.on('event', (ev: AgentEvent) => this.onAgentEvent(ev));
     link.on('down', () => {
       this.dockerReady = false;
-      this.coved.sandboxChanged(this);
+      this.changed();
     });
     link.start();
-    for (const p of this.config.published) void this.ports.add(p.hostPort, p.guestPort, 'manual');
-    this.monitor = setInterval(() => this.checkAlive(), 1000);
+    this.monitor ??= setInterval(() => this.tick(), 1000);
     if (this.runtime.state === 'running') await this.ensureContext();
   }
 
@@ -315,28 +501,167 @@ export class Sandbox {
     const changed = this.dockerReady !== ready;
     this.dockerReady = ready;
     if (ready) for (const w of this.readyWaiters.splice(0)) w();
-    if (changed) this.coved.sandboxChanged(this);
+    if (changed) this.changed();
   }
 
-  private checkAlive(): void {
+  /** Once a second: crash detection, and the idle policy. */
+  private tick(): void {
     const st = this.runtime.state;
-    if (st !== 'running' && st !== 'starting') return;
-    if (processAlive(this.runtime.pids.qemu, this.dir)) {
+    if (st !== 'running' && st !== 'starting' && st !== 'paused') return;
+    if (this.alive()) {
       if (this.runtime.mount === 'virtiofs' && this.runtime.pids.virtiofsd && !processAlive(this.runtime.pids.virtiofsd, this.dir)) {
         if (!this.runtime.problem) {
-          this.runtime.problem = 'virtiofsd exited: the workspace mount in the guest no longer works; restart the sandbox (`cove stop` then `cove start`)';
-          this.log(this.runtime.problem);
-          this.setState(st, { problem: this.runtime.problem });
+          this.log('virtiofsd exited: the workspace mount in the guest no longer works');
+          this.setState(st, { problem: 'virtiofsd exited: the workspace mount in the guest no longer works; restart the sandbox (`cove stop` then `cove start`)' });
         }
       }
+      this.idleTick();
       return;
     }
     if (st === 'starting') return; // start() reports it.
     const tail = tailFile(this.file('consoleLog'));
     this.log('qemu exited unexpectedly');
     void this.detach();
-    this.signalHelpers('SIGTERM');
+    void this.driver().stop(this.dir, { timeoutMs: 0 });
     this.setState('crashed', { problem: 'the VM exited unexpectedly (qemu is gone)', consoleTail: tail });
+  }
+
+  /** The qemu process's CPU time in clock ticks (utime + stime). */
+  private cpuTicks(): number | null {
+    try {
+      const stat = fs.readFileSync(`/proc/${this.runtime.pids.qemu}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return Number(f[11]) + Number(f[12]);
+    } catch {
+      return null;
+    }
+  }
+
+  private idleTick(): void {
+    const { pauseAfterMs, sleepAfterMs, quietCpu } = this.deps.idle;
+    const st = this.runtime.state;
+    if (this.config.keepAwake || (pauseAfterMs <= 0 && sleepAfterMs <= 0) || this.waking) return;
+    const now = Date.now();
+    if (st === 'running') {
+      const ticks = this.cpuTicks();
+      if (ticks !== null && this.lastCpu && now - this.lastCpu.at >= 5000) {
+        const share = (ticks - this.lastCpu.ticks) / 100 / ((now - this.lastCpu.at) / 1000);
+        if (share > quietCpu) this.lastActive = now;
+        this.lastCpu = { at: now, ticks };
+      } else if (ticks !== null && !this.lastCpu) {
+        this.lastCpu = { at: now, ticks };
+      }
+    }
+    if (this.openConns > 0) this.lastActive = now;
+    const idleMs = now - this.lastActive;
+    if (st === 'running' && pauseAfterMs > 0 && idleMs >= pauseAfterMs) {
+      this.lastCpu = null;
+      void this.serialize(async () => (this.runtime.state === 'running' && this.openConns === 0 ? this.pause() : undefined)).catch((e) => this.log(`pause failed: ${messageOf(e)}`));
+    } else if ((st === 'paused' || (st === 'running' && pauseAfterMs <= 0)) && sleepAfterMs > 0 && idleMs >= pauseAfterMs + sleepAfterMs && !this.runtime.warmNote) {
+      void this.serialize(async () => (this.openConns === 0 && (this.runtime.state === 'paused' || this.runtime.state === 'running') ? this.sleep() : undefined)).catch((e) => this.log(`sleep failed: ${messageOf(e)}`));
+    }
+  }
+
+  /** Stops the vCPUs: no CPU use, the memory stays. The next connection resumes it. */
+  async pause(): Promise<void> {
+    if (this.runtime.state !== 'running') return;
+    await this.driver().pause(this.dir);
+    this.link?.hold();
+    this.log('paused (idle)');
+    this.setState('paused');
+  }
+
+  async resume(): Promise<void> {
+    if (this.runtime.state !== 'paused') return;
+    await this.driver().resume(this.dir);
+    this.link?.release();
+    this.lastActive = Date.now();
+    this.setState('running');
+    // The guest clock stood still while paused; set it, without holding up the waiting client.
+    void this.guestResume(false).catch((e) => this.log(`clock step after resume: ${messageOf(e)}`));
+  }
+
+  private async guestResume(remount: boolean): Promise<void> {
+    const link = this.link;
+    if (!link) return;
+    const answer = await link.control({ op: 'resume', epochMs: Date.now(), entropy: randomBytes(CONTROL_ENTROPY_BYTES).toString('base64'), remount }, 60_000);
+    if (!answer.ok) throw new Error(`${answer.error}${answer.step ? ` (at ${answer.step})` : ''}`);
+  }
+
+  /**
+   * Saves the VM to disk and ends its processes (no memory, no CPU); the next connection or
+   * `cove start` wakes it. Guest file systems are synced first, so the disk and the saved RAM agree.
+   * A sandbox whose share cannot be saved right now stays paused and says why.
+   */
+  async sleep(): Promise<void> {
+    const st = this.runtime.state;
+    if (st === 'asleep') return;
+    if (st !== 'running' && st !== 'paused') throw conflict(`sandbox ${this.name} is ${st}`, 'only a running sandbox can sleep');
+    const driver = this.driver();
+    const mount = this.runtime.mount ?? this.config.mount;
+    const canSave = driver.features.saveWithShare[mount];
+    const stayPaused = async (why: string): Promise<never> => {
+      if (this.runtime.state === 'running') await this.pause();
+      this.setState('paused', { warmNote: `cannot sleep: ${why}` });
+      throw conflict(`sandbox ${this.name} cannot be saved to disk now: ${why}`, 'it stays paused (no CPU) and wakes on the next connection');
+    };
+    if (!driver.features.snapshots) return stayPaused(`${driver.features.name} cannot save VMs on this host`);
+    if (canSave === 'never') return stayPaused(`${driver.features.version} cannot save a VM with a ${mount} share (${driver.features.upgradeNote})`);
+    if (st === 'paused') await this.resume();
+    const link = this.link;
+    if (!link?.isUp) return stayPaused('the agent link is down');
+    const t0 = Date.now();
+    const prep = await link.control({ op: 'suspend', unmount: canSave === 'unmounted' }, 60_000);
+    if (!prep.ok) return stayPaused(prep.busy?.length ? `the shared folder is in use in the guest (${prep.busy.join(', ')}), e.g. a container bind-mounts it` : prep.error);
+    await driver.pause(this.dir);
+    const blockers = await driver.saveBlockers(this.dir);
+    if (blockers.length > 0) {
+      await driver.resume(this.dir);
+      await this.guestResume(true).catch((e) => this.log(`remount after a refused save: ${messageOf(e)}`));
+      return stayPaused(blockers.join('; '));
+    }
+    const tmp = this.file('sleepState');
+    const saved = await driver.save(this.dir, tmp, { skipSharedMemory: false });
+    const manifest: SleepManifest = { version: 1, savedAt: new Date().toISOString(), sha256: await sha256File(tmp), bytes: saved.bytes, hypervisor: driver.features.version, spec: this.runtime.spec! };
+    writeJsonAtomic(this.file('sleepManifest'), manifest);
+    this.link?.close();
+    await driver.stop(this.dir, { timeoutMs: 0 });
+    this.dockerReady = false;
+    this.log(`asleep: saved ${(saved.bytes / 1024 / 1024).toFixed(0)} MiB in ${saved.seconds.toFixed(2)} s (${ms(t0)} ms in all)`);
+    this.setState('asleep', { pids: { qemu: null, virtiofsd: null, passt: null }, warmNote: undefined });
+  }
+
+  /** Restores an asleep sandbox exactly as it was saved. */
+  private async wake(accel: AccelResult, onStep: (step: string, message: string, fraction?: number) => void): Promise<void> {
+    const started = Date.now();
+    const driver = this.deps.driver(accel.accel);
+    const m = readJson<SleepManifest>(this.file('sleepManifest'));
+    if (!m || !fs.existsSync(this.file('sleepState'))) throw new Error('its saved state is missing');
+    if (m.hypervisor !== driver.features.version) throw new Error(`it was saved by ${m.hypervisor}, and this host now runs ${driver.features.version}`);
+    if (m.spec.accel !== accel.accel) throw new Error(`it was saved under ${m.spec.accel.toUpperCase()}, and this host now uses ${accel.accel.toUpperCase()}`);
+    if (m.spec.memoryFile && !fs.existsSync(m.spec.memoryFile.path)) throw new Error('the template it was made from is gone');
+    if (!fs.existsSync(path.join(this.imageDir, IMAGE.baseDisk))) throw new Error('its image is gone');
+    onStep('wake', 'checking the saved state', 0.2);
+    const sha = await sha256File(this.file('sleepState'));
+    if (sha !== m.sha256) throw new Error('its saved state is damaged (checksum mismatch)');
+    onStep('wake', 'restoring the VM from disk', 0.4);
+    this.dockerReady = false;
+    this.setState('starting', { accel: accel.accel, startedAt: new Date().toISOString(), spec: m.spec, pending: 'wake' });
+    const pids = await driver.restore(m.spec, { stateFile: this.file('sleepState'), skipSharedMemory: false, timeoutMs: 120_000 });
+    this.setState('starting', { pids });
+    await this.attach();
+    await this.link!.waitUp(this.deps.timeouts.handshakeMs, 'the woken guest agent');
+    await this.guestResume(driver.features.saveWithShare[this.runtime.mount ?? '9p'] === 'unmounted');
+    await this.waitDockerReady(60_000, Date.now());
+    this.dropSleepState();
+    this.lastActive = Date.now();
+    this.setState('running', { bootSeconds: Math.round(ms(started) / 100) / 10, bootKind: 'wake', pending: undefined, warmNote: undefined });
+    onStep('ready', 'dockerd is ready', 1);
+  }
+
+  private dropSleepState(): void {
+    fs.rmSync(this.file('sleepManifest'), { force: true });
+    fs.rmSync(this.file('sleepState'), { force: true });
   }
 
   /** Drops coved's side (link, forwards, monitor) without touching the VM. */
@@ -350,67 +675,53 @@ export class Sandbox {
     this.dockerReady = false;
   }
 
-  /** virtiofsd and passt: the VM's helper processes, which outlive coved like qemu does. */
-  private signalHelpers(sig: NodeJS.Signals): void {
-    signal(this.runtime.pids.virtiofsd, sig, this.dir);
-    signal(this.runtime.pids.passt, sig, this.dir);
-  }
-
-  private async stopHelpers(): Promise<void> {
-    this.signalHelpers('SIGTERM');
-    await waitGone(this.runtime.pids.virtiofsd, 5000, this.dir);
-    await waitGone(this.runtime.pids.passt, 5000, this.dir);
-    this.signalHelpers('SIGKILL');
-  }
-
   /** Kills qemu and its helpers at once. */
   private async kill(): Promise<void> {
     await this.detach();
-    signal(this.runtime.pids.qemu, 'SIGKILL', this.dir);
-    await waitGone(this.runtime.pids.qemu, 5000, this.dir);
-    this.signalHelpers('SIGKILL');
-    await waitGone(this.runtime.pids.virtiofsd, 5000, this.dir);
-  }
-
-  /** Saves the VM to disk and ends its processes (warm start's sleep). */
-  async sleep(): Promise<void> {
-    throw new CoveError(ErrorCodes.conflict, `sandbox ${this.name} cannot sleep yet`, 'stop it with `cove stop` instead');
+    await this.driver().stop(this.dir, { timeoutMs: 0 });
   }
 
   async stop(force: boolean): Promise<void> {
     const st = this.runtime.state;
     if (st === 'stopped') return;
-    const qemu = this.runtime.pids.qemu;
-    if (!processAlive(qemu, this.dir)) {
+    if (st === 'asleep') {
+      // Its saved state is dropped: the next start boots, like after any stop.
+      this.dropSleepState();
       await this.detach();
-      await this.stopHelpers();
       this.setState('stopped', { pids: { qemu: null, virtiofsd: null, passt: null } });
       return;
     }
+    if (!this.alive()) {
+      await this.detach();
+      await this.driver().stop(this.dir, { timeoutMs: 0 });
+      this.setState('stopped', { pids: { qemu: null, virtiofsd: null, passt: null } });
+      return;
+    }
+    if (st === 'paused') await this.driver().resume(this.dir).catch(() => undefined);
+    this.link?.release();
     this.setState('stopping');
     const link = this.link;
+    if (!force && link) {
+      // A link that is still connecting (coved just restarted) gets its chance: a clean shutdown
+      // needs it, and pulling the power is the last resort.
+      await link.waitUp(this.deps.timeouts.handshakeMs, 'the guest agent').catch(() => undefined);
+    }
     if (!force && link?.isUp) {
       // The link drops as the guest powers off, so the command's own end is not awaited.
       link.exec(GUEST.poweroff, 5000).catch(() => undefined);
-      // With virtiofsd gone the guest cannot unmount the folder cleanly; don't wait long for it.
       const vfsDead = this.runtime.pids.virtiofsd !== null && !processAlive(this.runtime.pids.virtiofsd, this.dir);
-      const wait = vfsDead ? Math.min(20_000, this.coved.timeouts.stopMs) : this.coved.timeouts.stopMs;
-      if (!(await waitGone(qemu, wait, this.dir))) this.log('the guest did not power off in time; quitting qemu');
+      const wait = vfsDead ? Math.min(20_000, this.deps.timeouts.stopMs) : this.deps.timeouts.stopMs;
+      const end = Date.now() + wait;
+      while (this.alive() && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+      if (this.alive()) this.log('the guest did not power off in time; quitting qemu');
     }
     await this.detach();
-    if (processAlive(qemu, this.dir)) {
-      await vm.quit(this.file('qmpSock')).catch((e) => this.log(`QMP quit failed: ${messageOf(e)}`));
-      if (!(await waitGone(qemu, 10_000, this.dir))) {
-        signal(qemu, 'SIGKILL', this.dir);
-        await waitGone(qemu, 5000, this.dir);
-      }
-    }
-    await this.stopHelpers();
+    await this.driver().stop(this.dir, { timeoutMs: 10_000 });
     this.setState('stopped', { pids: { qemu: null, virtiofsd: null, passt: null } });
   }
 
   async ensureContext(): Promise<void> {
-    this.contextName = await this.coved.ensureContext(this.name, this.file('dockerSock'));
+    this.contextName = await this.deps.ensureContext(this.name, this.file('dockerSock'));
   }
 
   async publish(hostPort: number, guestPort: number): Promise<PortForward> {
@@ -433,26 +744,56 @@ export class Sandbox {
   /** Re-attaches after a coved restart, or records a crash that happened while coved was away. */
   async recover(): Promise<void> {
     const st = this.runtime.state;
-    if (st === 'stopped' || st === 'crashed') {
+    if (st === 'stopped' || st === 'crashed' || st === 'asleep') {
       await this.openSockets();
+      if (st === 'asleep') await this.attachPortsOnly();
       await this.ensureContext().catch((e) => this.log(`context: ${messageOf(e)}`));
       return;
     }
-    if (processAlive(this.runtime.pids.qemu, this.dir)) {
-      this.log(`re-attaching to the running VM (qemu pid ${this.runtime.pids.qemu})`);
-      await this.attach();
-      if (st === 'stopping' || st === 'starting') {
-        // coved died in the middle of an operation: finish it in the direction that is safe.
-        if (st === 'stopping') await this.stop(false);
-        else this.setState('running');
+    if (this.alive() && this.runtime.pending) {
+      // coved died between a restore and the guest becoming this sandbox: that VM cannot be
+      // trusted (a template identity, or a clock and mounts not set), so it goes.
+      const pending = this.runtime.pending;
+      this.log(`a ${pending === 'rebirth' ? 'warm start' : 'wake'} was interrupted by a coved restart; stopping that VM`);
+      await this.driver().stop(this.dir, { timeoutMs: 0 });
+      await this.openSockets();
+      if (pending === 'wake' && fs.existsSync(this.file('sleepManifest'))) {
+        this.setState('asleep', { pids: { qemu: null, virtiofsd: null, passt: null }, pending: undefined });
+        await this.attachPortsOnly();
+      } else {
+        this.setState('stopped', { pids: { qemu: null, virtiofsd: null, passt: null }, pending: undefined, bootKind: pending === 'rebirth' ? null : this.runtime.bootKind });
       }
+      await this.ensureContext().catch((e) => this.log(`context: ${messageOf(e)}`));
+      return;
+    }
+    if (this.alive()) {
+      this.log(`re-attaching to the running VM (qemu pid ${this.runtime.pids.qemu})`);
+      if (st === 'paused') await this.driver().resume(this.dir).catch(() => undefined);
+      await this.attach();
+      if (st === 'stopping') await this.stop(false);
+      else this.setState('running');
       return;
     }
     await this.openSockets();
+    await this.driver().stop(this.dir, { timeoutMs: 0 });
     this.setState(st === 'stopping' ? 'stopped' : 'crashed', {
       pids: { qemu: null, virtiofsd: null, passt: null },
+      pending: undefined,
       ...(st === 'stopping' ? {} : { problem: 'the VM exited while coved was not running', consoleTail: tailFile(this.file('consoleLog')) }),
     });
-    this.signalHelpers('SIGTERM');
+  }
+
+  /** An asleep sandbox's forwarded ports keep listening, so a connection to one wakes it. */
+  private async attachPortsOnly(): Promise<void> {
+    if (this.ports) return;
+    const opener = {
+      forwardTcp: async (host: string, port: number) => {
+        await this.ensureAwake();
+        if (!this.link) throw new Error(`sandbox ${this.name} is ${this.runtime.state}`);
+        return this.track(await this.link.forwardTcp(host, port));
+      },
+    };
+    this.ports = new PortForwarder(opener, (port, action) => this.emit('port', port, action), (m) => this.log(m));
+    for (const p of this.config.published) void this.ports.add(p.hostPort, p.guestPort, 'manual');
   }
 }

@@ -3,14 +3,13 @@
 import * as child_process from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { DoctorCheck, ImageBuildResult, ImageInfo, MountType } from '../../contract/protocol';
+import type { DoctorCheck, ImageBuildResult, ImageInfo } from '../../contract/protocol';
 import { buildImage as build, listImages as list, readManifest, verifyImage, type ImageInfo as StoredImage } from '../image';
 import { CoveError } from '../../contract/errors';
 import { ErrorCodes } from '../../contract/protocol';
 import { IMAGE } from '../../contract/layout';
 import { which } from '../image/tools';
-import type { SandboxKeys } from './keys';
-import type { Sandbox, SandboxConfig } from './sandbox';
+import type { SandboxConfig } from './guest-config';
 import * as driver from '../driver';
 
 export type AccelResult = driver.AccelResult;
@@ -70,110 +69,10 @@ function virtiofsAvailable(): boolean {
   return driver.findVirtiofsd() !== null && process.getuid?.() === 0;
 }
 
-export interface BootRequest {
-  sandbox: Sandbox;
-  imageDir: string;
-  accel: AccelResult;
-  keys: SandboxKeys;
-  log: (m: string) => void;
-}
-
-/** Writes the config disk and starts virtiofsd (when used) and qemu; both outlive coved. */
 /** passt where it is installed (COVE_NETWORK=user forces qemu's slirp). */
 export function networkFor(env: NodeJS.ProcessEnv = process.env): 'passt' | 'user' {
   if (env.COVE_NETWORK === 'user') return 'user';
   return driver.findPasst(env) ? 'passt' : 'user';
-}
-
-export async function boot(req: BootRequest): Promise<{ qemu: number; virtiofsd: number | null; passt: number | null; mount: MountType; network: 'passt' | 'user' }> {
-  const sb = req.sandbox;
-  const c = sb.config;
-  let mount: MountType = c.mount;
-  if (mount === 'virtiofs' && !virtiofsAvailable()) {
-    req.log('virtio-fs is not available on this host (no virtiofsd, or not root); using 9p');
-    mount = '9p';
-  }
-  if (mount === 'virtiofs' && c.readonly) {
-    // The C virtiofsd cannot refuse writes; qemu's 9p server can (readonly=on), so a read-only
-    // folder is enforced on the host side, where the guest cannot undo it.
-    req.log('read-only folder: using 9p, whose read-only mode the host enforces');
-    mount = '9p';
-  }
-  const network = networkFor();
-  if (network === 'user') req.log('passt is not installed: using qemu user networking, which lets the guest reach the host loopback');
-  driver.writeConfigDisk(sb.file('configDisk'), {
-    version: 1,
-    name: c.name,
-    hostname: c.name,
-    hostKey: req.keys.hostPrivate,
-    authorizedKeys: [req.keys.clientPublic],
-    mounts: [{ tag: 'cove-ws', type: mount, path: c.workspace, readonly: c.readonly }],
-    network: { address: '10.0.2.15/24', gateway: '10.0.2.2', dns: '10.0.2.3' },
-    resizeRoot: true,
-    insecureRegistries: [],
-  });
-  const pids = await driver.startQemu({
-    imageDir: req.imageDir,
-    vmDir: sb.dir,
-    cpus: c.cpus,
-    memoryMiB: c.memoryMiB,
-    accel: req.accel.accel,
-    tscKhz: req.accel.tscKhz,
-    mount: { type: mount, hostPath: c.workspace, readonly: c.readonly },
-    network,
-  });
-  return { qemu: pids.qemu, virtiofsd: pids.virtiofsd, passt: pids.passt, mount, network };
-}
-
-export function quit(qmpSock: string): Promise<void> {
-  return driver.qmpQuit(qmpSock);
-}
-
-/** The console markers of docs/guest.md, as boot steps with a rough share of the boot. */
-const MARKERS: Array<[RegExp, string, string, number]> = [
-  [/Linux version/, 'kernel', 'the guest kernel is starting', 0.05],
-  [/cove: initramfs start/, 'initramfs', 'finding the root disk', 0.1],
-  [/cove: root mounted/, 'root', 'root file system mounted', 0.15],
-  [/cove: init start/, 'init', 'the guest init is running', 0.2],
-  [/cove: modules loaded/, 'modules', 'kernel modules loaded', 0.3],
-  [/cove: workspace mounted/, 'workspace', 'the folder is mounted in the guest', 0.35],
-  [/cove: service cove-agent started|cove: service agent started/, 'agent', 'the agent is starting', 0.4],
-  [/cove: service containerd started/, 'containerd', 'containerd is starting', 0.45],
-  [/cove: service dockerd started/, 'dockerd', 'dockerd is starting', 0.55],
-  [/cove: ready/, 'ready', 'dockerd answers', 0.95],
-];
-
-/** Reads the console log as it grows and reports each boot step once; returns a stop function. */
-export function watchConsole(file: string, onStep: (step: string, message: string, fraction: number) => void): () => void {
-  let pos = 0;
-  let next = 0;
-  let carry = '';
-  const timer = setInterval(() => {
-    let fd: number;
-    try {
-      fd = fs.openSync(file, 'r');
-    } catch {
-      return;
-    }
-    try {
-      const size = fs.fstatSync(fd).size;
-      if (size <= pos) return;
-      const buf = Buffer.alloc(Math.min(size - pos, 1 << 20));
-      fs.readSync(fd, buf, 0, buf.length, pos);
-      pos += buf.length;
-      carry = (carry + buf.toString('utf8')).slice(-8192);
-      for (let i = next; i < MARKERS.length; i++) {
-        const [re, step, message, fraction] = MARKERS[i];
-        if (re.test(carry)) {
-          next = i + 1;
-          onStep(step, message, fraction);
-        }
-      }
-    } finally {
-      fs.closeSync(fd);
-    }
-  }, 250);
-  return () => clearInterval(timer);
 }
 
 export async function hostChecks(home: string): Promise<DoctorCheck[]> {

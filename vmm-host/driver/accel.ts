@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { IMAGE, homeFile } from '../../contract/layout';
+import { machineArgs } from './qemu';
 import { findQemu } from './tools';
 
 export type Accel = 'kvm' | 'tcg';
@@ -116,8 +117,7 @@ export async function probeKvm(imageDir: string, opts: { timeoutMs: number; env?
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'cove-kvm-probe-'));
   const consoleLog = path.join(work, 'console.log');
   const args = [
-    '-M', 'microvm,pit=on,pic=on,rtc=on', '-accel', 'kvm', '-cpu', 'host', '-m', '256', '-smp', '1',
-    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+    ...machineArgs('kvm', 1, 256, null),
     '-kernel', path.join(imageDir, IMAGE.kernel), '-initrd', path.join(imageDir, IMAGE.initrd),
     '-append', 'console=ttyS0 reboot=k panic=-1 quiet cove.probe',
     '-chardev', `file,id=con,path=${consoleLog}`, '-serial', 'chardev:con',

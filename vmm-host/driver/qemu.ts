@@ -1,50 +1,26 @@
-// The QEMU microvm driver: the exact command line of docs/guest.md, qemu daemonized (-daemonize
-// -pidfile) and virtiofsd detached in its own session, so both outlive the process that started
-// them (coved can restart and re-attach by pid file).
+// The QEMU microvm driver: the command line of docs/guest.md, qemu daemonized (-daemonize
+// -pidfile) and its helpers (virtiofsd, passt) detached in their own sessions, so all of them
+// outlive the process that started them (coved can restart and re-attach by pid file). Saving and
+// restoring a VM is QMP migration to and from a file (snapshot.ts).
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { IMAGE, VM } from '../../contract/layout';
 import { GUEST } from '../../contract/guest';
+import { VM } from '../../contract/layout';
 import type { Accel } from './accel';
-import type { Driver, DriverFeatures, StopOptions, VmPids } from './driver';
+import type { Driver, DriverFeatures, RestoreOptions, SaveOptions, SaveResult, StopOptions, VmPids, VmSpec } from './driver';
 import { DriverError, waitFor } from './errors';
-import { qmpQuit } from './qmp';
 import { MissingToolError } from '../image/errors';
-import { findPasst, findQemu, findVirtiofsd, requireVirtiofsd } from './tools';
-
-export interface MountSpec {
-  type: 'virtiofs' | '9p';
-  hostPath: string;
-  readonly: boolean;
-}
-
-export interface QemuSpec {
-  /** images/<tier>-<hash>/ */
-  imageDir: string;
-  /** vms/<name>/ (holds disk.qcow2 and cfg.raw already). */
-  vmDir: string;
-  cpus: number;
-  memoryMiB: number;
-  accel: Accel;
-  /** Host TSC kHz for `tsc_early_khz` under TCG; omitted when null. */
-  tscKhz?: number | null;
-  mount: MountSpec | null;
-  kernelArgsExtra?: string[];
-  /**
-   * `passt` (default where installed): the guest reaches the network but not the host's
-   * loopback. `user`: qemu's slirp, which maps the gateway address to the host's 127.0.0.1.
-   */
-  network?: 'passt' | 'user';
-}
-
-export interface QemuPaths {
-  qemu: string;
-}
+import { createOverlay } from './overlay';
+import { processAlive, readPid, signal, waitGone } from './proc';
+import { qmpCommand, qmpQuit } from './qmp';
+import { qemuFeatures } from './qemu-features';
+import { loadState, saveState, saveBlockers } from './snapshot';
+import { findPasst, findQemu, requireVirtiofsd } from './tools';
 
 export const BASE_KERNEL_ARGS = ['console=ttyS0', 'reboot=k', 'panic=-1', 'quiet', 'loglevel=4'];
 
-export function kernelCmdline(spec: Pick<QemuSpec, 'accel' | 'tscKhz' | 'kernelArgsExtra'>): string {
+export function kernelCmdline(spec: Pick<VmSpec, 'accel' | 'tscKhz' | 'kernelArgsExtra'>): string {
   const args = [...BASE_KERNEL_ARGS];
   if (spec.accel === 'tcg') {
     // Without these, half the TCG boots stall calibrating the TSC (GUEST-NOTES.md).
@@ -55,25 +31,49 @@ export function kernelCmdline(spec: Pick<QemuSpec, 'accel' | 'tscKhz' | 'kernelA
   return args.join(' ');
 }
 
-/** qemu's argv (without the program) for a spec; pure, so tests can check it line by line. */
-export function buildQemuArgv(spec: QemuSpec): string[] {
-  const vm = (f: keyof typeof VM) => path.join(path.resolve(spec.vmDir), VM[f]);
-  const img = (f: keyof typeof IMAGE) => path.join(path.resolve(spec.imageDir), IMAGE[f]);
-  const virtiofs = spec.mount?.type === 'virtiofs';
-  const machine = `microvm,pit=on,pic=on,rtc=on${virtiofs ? ',memory-backend=mem' : ''}`;
-  const a: string[] = ['-M', machine];
+/**
+ * The machine, accelerator, memory and CPUs: the part of the command line that the KVM probe
+ * shares with every VM. `memoryBackend` names a `-object` the caller adds (guest RAM in a file or
+ * a shared memfd).
+ */
+export function machineArgs(accel: Accel, cpus: number, memoryMiB: number, memoryBackend: string | null): string[] {
+  const machine = `microvm,pit=on,pic=on,rtc=on${memoryBackend ? `,memory-backend=${memoryBackend}` : ''}`;
   // Under multi-threaded TCG a vCPU can run a stale translation of kernel text that another vCPU
   // is live-patching (static keys, text_poke_bp), and the guest panics on an unexpected int3 —
   // seen here as "Oops: int3" in runc, then qemu gone. One TCG thread keeps translations coherent.
-  a.push(...(spec.accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg,thread=single', '-cpu', 'max']));
-  a.push('-m', `${spec.memoryMiB}`, '-smp', `${spec.cpus}`);
-  a.push('-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot');
+  const acc = accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg,thread=single', '-cpu', 'max'];
+  return ['-M', machine, ...acc, '-m', `${memoryMiB}`, '-smp', `${cpus}`, '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot'];
+}
+
+/** A path as a QEMU option value: commas are doubled, as QEMU's option parser wants. */
+function optPath(p: string): string {
+  return path.resolve(p).replace(/,/g, ',,');
+}
+
+/**
+ * qemu's argv (without the program) for a spec; pure, so tests can check it line by line. With
+ * `incoming` the VM waits for a saved state (QMP `migrate-incoming`) instead of booting. A restore
+ * uses the argv of the save with new paths: the device order must not change.
+ */
+export function buildQemuArgv(spec: VmSpec, opts: { incoming?: boolean } = {}): string[] {
+  const vm = (f: keyof typeof VM) => optPath(path.join(spec.dir, VM[f]));
+  const virtiofs = spec.share?.type === 'virtiofs';
+  if (virtiofs && spec.memoryFile && !spec.memoryFile.shared) {
+    throw new DriverError('virtio-fs needs guest RAM that the host can share, not a private copy of a memory file', 'use a 9p share for a VM restored from a template');
+  }
+  const backend = virtiofs || spec.memoryFile ? 'mem' : null;
+  const a: string[] = machineArgs(spec.accel, spec.cpus, spec.memoryMiB, backend);
+  if (spec.memoryFile) {
+    a.push('-object', `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${optPath(spec.memoryFile.path)},share=${spec.memoryFile.shared ? 'on' : 'off'}`);
+  } else if (virtiofs) {
+    a.push('-object', `memory-backend-memfd,id=mem,size=${spec.memoryMiB}M,share=on`);
+  }
   a.push('-global', 'virtio-mmio.force-legacy=false');
-  a.push('-kernel', img('kernel'), '-initrd', img('initrd'), '-append', kernelCmdline(spec));
+  a.push('-kernel', path.resolve(spec.kernel), '-initrd', path.resolve(spec.initrd), '-append', kernelCmdline(spec));
   a.push('-chardev', `file,id=con,path=${vm('consoleLog')}`, '-serial', 'chardev:con');
-  a.push('-drive', `id=root,file=${vm('disk')},format=qcow2,if=none,cache=writeback,discard=unmap`);
+  a.push('-drive', `id=root,file=${optPath(spec.disk)},format=qcow2,if=none,cache=writeback,discard=unmap`);
   a.push('-device', 'virtio-blk-device,drive=root');
-  a.push('-drive', `id=cfg,file=${vm('configDisk')},format=raw,if=none,readonly=on`);
+  a.push('-drive', `id=cfg,file=${optPath(spec.configDisk)},format=raw,if=none,readonly=on`);
   a.push('-device', 'virtio-blk-device,drive=cfg');
   a.push('-device', 'virtio-serial-device');
   a.push('-chardev', `socket,id=agent,path=${vm('agentSock')},server=on,wait=off`);
@@ -82,54 +82,40 @@ export function buildQemuArgv(spec: QemuSpec): string[] {
   else a.push('-netdev', 'user,id=net0');
   a.push('-device', 'virtio-net-device,netdev=net0');
   a.push('-device', 'virtio-rng-device');
-  if (spec.mount && virtiofs) {
-    a.push('-object', `memory-backend-memfd,id=mem,size=${spec.memoryMiB}M,share=on`);
+  if (spec.share && virtiofs) {
     a.push('-chardev', `socket,id=vfs,path=${vm('virtiofsSock')}`);
     a.push('-device', `vhost-user-fs-device,chardev=vfs,tag=${GUEST.workspaceTag}`);
-  } else if (spec.mount) {
-    const ro = spec.mount.readonly ? ',readonly=on' : '';
-    a.push('-fsdev', `local,id=ws,path=${path.resolve(spec.mount.hostPath)},security_model=none${ro}`);
+  } else if (spec.share) {
+    const ro = spec.share.readonly ? ',readonly=on' : '';
+    a.push('-fsdev', `local,id=ws,path=${optPath(spec.share.hostPath)},security_model=none${ro}`);
     a.push('-device', `virtio-9p-device,fsdev=ws,mount_tag=${GUEST.workspaceTag}`);
   }
   a.push('-qmp', `unix:${vm('qmpSock')},server=on,wait=off`);
+  if (opts.incoming) a.push('-incoming', 'defer');
   a.push('-pidfile', vm('qemuPid'), '-daemonize');
   return a;
 }
 
-/** virtiofsd's argv (without the program) for a spec with a virtio-fs mount. */
-export function buildVirtiofsdArgv(spec: QemuSpec): string[] {
-  if (!spec.mount || spec.mount.type !== 'virtiofs') throw new Error('virtiofsd is only for virtio-fs mounts');
+/** virtiofsd's argv (without the program) for a spec with a virtio-fs share. */
+export function buildVirtiofsdArgv(spec: VmSpec): string[] {
+  if (!spec.share || spec.share.type !== 'virtiofs') throw new Error('virtiofsd is only for virtio-fs shares');
+  return [`--socket-path=${path.join(path.resolve(spec.dir), VM.virtiofsSock)}`, '-o', `source=${path.resolve(spec.share.hostPath)}`, '-o', 'cache=auto', '-f'];
+}
+
+/** passt's argv: the guest's static address, DNS forwarded to the host's resolver, no gateway-to-host mapping. */
+export function buildPasstArgv(spec: VmSpec): string[] {
+  const uid = process.getuid?.() ?? 0;
+  const gid = process.getgid?.() ?? 0;
   return [
-    `--socket-path=${path.join(path.resolve(spec.vmDir), VM.virtiofsSock)}`,
-    '-o', `source=${path.resolve(spec.mount.hostPath)}`,
-    '-o', 'cache=auto',
-    '-f',
+    '--foreground', '--quiet', '--ipv4-only',
+    // Stay this user: as root passt would switch to nobody before binding in a 0700 folder.
+    '--runas', `${uid}:${gid}`,
+    '--socket', path.join(path.resolve(spec.dir), VM.netSock),
+    '--address', '10.0.2.15', '--netmask', '24', '--gateway', '10.0.2.2',
+    // Queries to 10.0.2.3 go to the host's own resolver (passt reads /etc/resolv.conf).
+    '--dns-forward', '10.0.2.3',
+    '--no-map-gw', '--tcp-ports', 'none', '--udp-ports', 'none',
   ];
-}
-
-export function readPid(file: string): number | null {
-  try {
-    const pid = Number.parseInt(fs.readFileSync(file, 'utf8').trim(), 10);
-    return Number.isInteger(pid) && pid > 0 ? pid : null;
-  } catch {
-    return null;
-  }
-}
-
-export function isRunning(pid: number | null): boolean {
-  if (!pid) return false;
-  try {
-    process.kill(pid, 0);
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-  // A zombie (our own child not yet reaped) is not running.
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return true;
-  }
 }
 
 function tail(file: string, n = 5): string {
@@ -138,22 +124,6 @@ function tail(file: string, n = 5): string {
   } catch {
     return '';
   }
-}
-
-/** passt's argv: the guest's static address, DNS forwarded to the host's resolver, no gateway-to-host mapping. */
-export function buildPasstArgv(spec: QemuSpec): string[] {
-  const uid = process.getuid?.() ?? 0;
-  const gid = process.getgid?.() ?? 0;
-  return [
-    '--foreground', '--quiet', '--ipv4-only',
-    // Stay this user: as root passt would switch to nobody before binding in a 0700 folder.
-    '--runas', `${uid}:${gid}`,
-    '--socket', path.join(path.resolve(spec.vmDir), VM.netSock),
-    '--address', '10.0.2.15', '--netmask', '24', '--gateway', '10.0.2.2',
-    // Queries to 10.0.2.3 go to the host's own resolver (passt reads /etc/resolv.conf).
-    '--dns-forward', '10.0.2.3',
-    '--no-map-gw', '--tcp-ports', 'none', '--udp-ports', 'none',
-  ];
 }
 
 /**
@@ -169,10 +139,7 @@ function spawnPrivate(bin: string, args: string[], logFd: number) {
   }
 }
 
-/**
- * Starts a helper process (virtiofsd, passt) in its own session, so it survives the node process,
- * records its pid, and waits for its socket.
- */
+/** Starts a helper (virtiofsd, passt) in its own session, records its pid, and waits for its socket. */
 async function startHelper(name: string, bin: string, args: string[], sock: string, pidFile: string, logFile: string, hint: string): Promise<number> {
   fs.rmSync(sock, { force: true });
   const log = fs.openSync(logFile, 'a');
@@ -192,42 +159,34 @@ async function startHelper(name: string, bin: string, args: string[], sock: stri
   return pid;
 }
 
-function startVirtiofsd(spec: QemuSpec, env: NodeJS.ProcessEnv): Promise<number> {
-  const f = (k: keyof typeof VM) => path.join(spec.vmDir, VM[k]);
-  return startHelper('virtiofsd', requireVirtiofsd(env), buildVirtiofsdArgv(spec), f('virtiofsSock'), f('virtiofsdPid'), f('virtiofsdLog'), 'or use the 9p mount');
-}
-
-function startPasst(spec: QemuSpec, env: NodeJS.ProcessEnv): Promise<number> {
-  const bin = findPasst(env);
-  if (!bin) throw new MissingToolError('passt', 'passt');
-  const f = (k: keyof typeof VM) => path.join(spec.vmDir, VM[k]);
-  return startHelper('passt', bin, buildPasstArgv(spec), f('netSock'), f('passtPid'), f('passtLog'), 'or set COVE_NETWORK=user');
-}
-
-export interface StartOptions {
-  env?: NodeJS.ProcessEnv;
-  /** Deadline for qemu to daemonize (it checks the whole command line first). */
-  timeoutMs?: number;
-}
-
-export async function startQemu(spec: QemuSpec, opts: StartOptions = {}): Promise<VmPids> {
-  const env = opts.env ?? process.env;
-  const qemu = findQemu(env);
-  for (const f of [VM.qemuPid, VM.qmpSock, VM.agentSock, VM.consoleLog]) fs.rmSync(path.join(spec.vmDir, f), { force: true });
-  let virtiofsd: number | null = null;
+async function startHelpers(spec: VmSpec, env: NodeJS.ProcessEnv): Promise<{ passt: number | null; virtiofsd: number | null }> {
+  const f = (k: keyof typeof VM) => path.join(spec.dir, VM[k]);
   let passt: number | null = null;
-  if (spec.network === 'passt') passt = await startPasst(spec, env);
-  if (spec.mount?.type === 'virtiofs') virtiofsd = await startVirtiofsd(spec, env).catch((e) => {
-    if (passt) killQuietly(passt, 'SIGKILL');
-    throw e;
-  });
-  const logFile = path.join(spec.vmDir, VM.qemuLog);
+  if (spec.network === 'passt') {
+    const bin = findPasst(env);
+    if (!bin) throw new MissingToolError('passt', 'passt');
+    passt = await startHelper('passt', bin, buildPasstArgv(spec), f('netSock'), f('passtPid'), f('passtLog'), 'or set COVE_NETWORK=user');
+  }
+  let virtiofsd: number | null = null;
+  if (spec.share?.type === 'virtiofs') {
+    try {
+      virtiofsd = await startHelper('virtiofsd', requireVirtiofsd(env), buildVirtiofsdArgv(spec), f('virtiofsSock'), f('virtiofsdPid'), f('virtiofsdLog'), 'or use the 9p mount');
+    } catch (e) {
+      signal(passt, 'SIGKILL', path.resolve(spec.dir));
+      throw e;
+    }
+  }
+  return { passt, virtiofsd };
+}
+
+/** Runs qemu with -daemonize: the first process exits once the VM is set up (0 = started). */
+async function runQemu(spec: VmSpec, argv: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<number> {
+  const qemu = findQemu(env);
+  const logFile = path.join(spec.dir, VM.qemuLog);
   const log = fs.openSync(logFile, 'a');
-  fs.writeSync(log, `\n# ${new Date().toISOString()} ${qemu} ${buildQemuArgv(spec).join(' ')}\n`);
+  fs.writeSync(log, `\n# ${new Date().toISOString()} ${qemu} ${argv.join(' ')}\n`);
   try {
-    const child = spawnPrivate(qemu, buildQemuArgv(spec), log);
-    const timeoutMs = opts.timeoutMs ?? 30_000;
-    // With -daemonize the first process exits once the VM is set up: 0 = started, else failed.
+    const child = spawnPrivate(qemu, argv, log);
     const code = await new Promise<number>((resolve, reject) => {
       const timer = setTimeout(() => {
         child.kill('SIGKILL');
@@ -243,89 +202,126 @@ export async function startQemu(spec: QemuSpec, opts: StartOptions = {}): Promis
       });
     });
     if (code !== 0) throw new DriverError(`qemu failed to start (exit ${code}): ${tail(logFile, 3)}`, `see ${logFile}`);
-  } catch (e) {
-    if (virtiofsd) killQuietly(virtiofsd, 'SIGKILL');
-    if (passt) killQuietly(passt, 'SIGKILL');
-    throw e;
   } finally {
     fs.closeSync(log);
   }
-  const qemuPid = await waitFor(`qemu's pid file ${VM.qemuPid}`, 5000, () => readPid(path.join(spec.vmDir, VM.qemuPid)));
+  const pid = await waitFor(`qemu's pid file ${VM.qemuPid}`, 5000, () => readPid(path.join(spec.dir, VM.qemuPid)));
   // qemu's -daemonize sets its own umask (027): make its sockets the user's alone again.
   for (const f of [VM.agentSock, VM.qmpSock]) {
     try {
-      fs.chmodSync(path.join(spec.vmDir, f), 0o600);
+      fs.chmodSync(path.join(spec.dir, f), 0o600);
     } catch {
       // Not there: qemu reports its own failure.
     }
   }
-  return { qemu: qemuPid, virtiofsd, passt };
+  return pid;
 }
 
-function killQuietly(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    // Already gone.
-  }
-}
-
-/**
- * Stops the VM's processes: QMP quit, then SIGTERM, then SIGKILL, each with a deadline; then
- * virtiofsd. Safe to call on a stopped VM. (A clean guest shutdown is /usr/sbin/cove-poweroff over
- * SSH first; this is the fallback.)
- */
-export async function stopQemu(vmDir: string, opts: StopOptions = {}): Promise<void> {
-  const qemuPid = readPid(path.join(vmDir, VM.qemuPid));
-  const gone = (pid: number | null) => !isRunning(pid);
-  if (qemuPid && isRunning(qemuPid)) {
-    await qmpQuit(path.join(vmDir, VM.qmpSock), opts.qmpTimeoutMs ?? 5000).catch(() => undefined);
-    const waitGone = async (ms: number) => {
-      const end = Date.now() + ms;
-      while (Date.now() < end && !gone(qemuPid)) await new Promise((r) => setTimeout(r, 100));
-      return gone(qemuPid);
-    };
-    if (!(await waitGone(opts.timeoutMs ?? 10_000))) {
-      killQuietly(qemuPid, 'SIGTERM');
-      if (!(await waitGone(5000))) {
-        killQuietly(qemuPid, 'SIGKILL');
-        await waitGone(5000);
-      }
-    }
-  }
-  for (const pidFile of [VM.virtiofsdPid, VM.passtPid]) {
-    const helper = readPid(path.join(vmDir, pidFile));
-    if (helper && isRunning(helper)) {
-      killQuietly(helper, 'SIGTERM');
-      const end = Date.now() + 5000;
-      while (Date.now() < end && isRunning(helper)) await new Promise((r) => setTimeout(r, 100));
-      if (isRunning(helper)) killQuietly(helper, 'SIGKILL');
-    }
-  }
-  for (const f of [VM.qemuPid, VM.virtiofsdPid, VM.passtPid, VM.qmpSock, VM.agentSock, VM.virtiofsSock, VM.netSock]) fs.rmSync(path.join(vmDir, f), { force: true });
+export interface QemuDriverOptions {
+  env?: NodeJS.ProcessEnv;
+  /** Deadline for qemu to daemonize (it checks the whole command line first). */
+  daemonizeTimeoutMs?: number;
 }
 
 export class QemuDriver implements Driver {
   readonly features: DriverFeatures;
-  constructor(
-    accel: Accel,
-    private readonly env: NodeJS.ProcessEnv = process.env,
-  ) {
-    this.features = {
-      name: 'qemu-microvm',
-      accel,
-      vsock: fs.existsSync('/dev/vhost-vsock'),
-      virtiofs: findVirtiofsd(env) !== null,
-      '9p': true,
+  private readonly env: NodeJS.ProcessEnv;
+  private readonly daemonizeTimeoutMs: number;
+
+  constructor(accel: Accel, opts: QemuDriverOptions = {}) {
+    this.env = opts.env ?? process.env;
+    this.daemonizeTimeoutMs = opts.daemonizeTimeoutMs ?? 30_000;
+    this.features = qemuFeatures(accel, this.env);
+  }
+
+  async create(spec: VmSpec, base: { file: string; format: 'raw' | 'qcow2' }, sizeBytes: number): Promise<{ created: boolean }> {
+    return createOverlay(base.file, spec.disk, sizeBytes, base.format);
+  }
+
+  pids(dir: string): { qemu: number | null; virtiofsd: number | null; passt: number | null } {
+    const live = (f: string) => {
+      const pid = readPid(path.join(dir, f));
+      return processAlive(pid, path.resolve(dir)) ? pid : null;
     };
+    return { qemu: live(VM.qemuPid), virtiofsd: live(VM.virtiofsdPid), passt: live(VM.passtPid) };
   }
-  start(spec: QemuSpec): Promise<VmPids> {
-    return startQemu({ ...spec, accel: spec.accel ?? this.features.accel }, { env: this.env });
+
+  async start(spec: VmSpec): Promise<VmPids> {
+    const running = this.pids(spec.dir);
+    if (running.qemu) return { qemu: running.qemu, virtiofsd: running.virtiofsd, passt: running.passt };
+    return this.launch(spec, buildQemuArgv(spec));
   }
-  stop(vmDir: string, opts?: StopOptions): Promise<void> {
-    return stopQemu(vmDir, opts);
+
+  private async launch(spec: VmSpec, argv: string[]): Promise<VmPids> {
+    // Leftovers of an earlier run; the helpers of a dead VM are ended first.
+    await this.stopHelpers(spec.dir);
+    for (const f of [VM.qemuPid, VM.qmpSock, VM.agentSock, VM.consoleLog]) fs.rmSync(path.join(spec.dir, f), { force: true });
+    const helpers = await startHelpers(spec, this.env);
+    try {
+      const qemu = await runQemu(spec, argv, this.env, this.daemonizeTimeoutMs);
+      return { qemu, ...helpers };
+    } catch (e) {
+      await this.stopHelpers(spec.dir);
+      throw e;
+    }
   }
-  isRunning(pid: number | null): boolean {
-    return isRunning(pid);
+
+  async restore(spec: VmSpec, opts: RestoreOptions): Promise<VmPids> {
+    if (this.pids(spec.dir).qemu) throw new DriverError(`a VM is already running in ${spec.dir}`, 'stop it before restoring a saved state into it');
+    if (!fs.existsSync(opts.stateFile)) throw new DriverError(`the saved state ${opts.stateFile} is missing`, 'boot the VM instead');
+    const pids = await this.launch(spec, buildQemuArgv(spec, { incoming: true }));
+    try {
+      await loadState(path.join(spec.dir, VM.qmpSock), opts.stateFile, opts.skipSharedMemory, opts.timeoutMs ?? 60_000);
+      // A VM saved while paused restores paused.
+      await qmpCommand(path.join(spec.dir, VM.qmpSock), 'cont');
+    } catch (e) {
+      await this.stop(spec.dir, { timeoutMs: 0 });
+      const why = e instanceof Error ? e.message : String(e);
+      throw new DriverError(`restoring ${opts.stateFile} failed: ${why}${tail(path.join(spec.dir, VM.qemuLog), 2) ? ` (${tail(path.join(spec.dir, VM.qemuLog), 2)})` : ''}`, 'boot the VM instead', { cause: e });
+    }
+    return pids;
+  }
+
+  async pause(dir: string): Promise<void> {
+    await qmpCommand(path.join(dir, VM.qmpSock), 'stop');
+  }
+
+  async resume(dir: string): Promise<void> {
+    await qmpCommand(path.join(dir, VM.qmpSock), 'cont');
+  }
+
+  saveBlockers(dir: string): Promise<string[]> {
+    return saveBlockers(path.join(dir, VM.qmpSock));
+  }
+
+  save(dir: string, stateFile: string, opts: SaveOptions): Promise<SaveResult> {
+    return saveState(path.join(dir, VM.qmpSock), stateFile, opts.skipSharedMemory);
+  }
+
+  async stop(dir: string, opts: StopOptions = {}): Promise<void> {
+    const owner = path.resolve(dir);
+    const qemu = this.pids(dir).qemu;
+    if (qemu) {
+      if ((opts.timeoutMs ?? 10_000) > 0) await qmpQuit(path.join(dir, VM.qmpSock), 5000).catch(() => undefined);
+      if (!(await waitGone(qemu, opts.timeoutMs ?? 10_000, owner))) {
+        signal(qemu, 'SIGTERM', owner);
+        if (!(await waitGone(qemu, 5000, owner))) {
+          signal(qemu, 'SIGKILL', owner);
+          await waitGone(qemu, 5000, owner);
+        }
+      }
+    }
+    await this.stopHelpers(dir);
+    for (const f of [VM.qemuPid, VM.virtiofsdPid, VM.passtPid, VM.qmpSock, VM.agentSock, VM.virtiofsSock, VM.netSock]) fs.rmSync(path.join(dir, f), { force: true });
+  }
+
+  private async stopHelpers(dir: string): Promise<void> {
+    const owner = path.resolve(dir);
+    for (const pidFile of [VM.virtiofsdPid, VM.passtPid]) {
+      const helper = readPid(path.join(dir, pidFile));
+      if (!processAlive(helper, owner)) continue;
+      signal(helper, 'SIGTERM', owner);
+      if (!(await waitGone(helper, 5000, owner))) signal(helper, 'SIGKILL', owner);
+    }
   }
 }

@@ -40,3 +40,13 @@ export async function waitGone(pid: number | null | undefined, timeoutMs: number
   }
   return true;
 }
+
+/** The pid in a pid file, or null when there is none or it is not a positive integer. */
+export function readPid(file: string): number | null {
+  try {
+    const pid = Number.parseInt(fs.readFileSync(file, 'utf8').trim(), 10);
+    return Number.isInteger(pid) && pid > 0 ? pid : null;
+  } catch {
+    return null;
+  }
+}
