@@ -1,27 +1,70 @@
 // Prints /run/cove/config.json as bash assignments for /sbin/cove-init (one node start at boot
-// instead of a JSON parser in bash). Missing or malformed config: defaults, and a console line.
+// instead of a JSON parser in bash); cove-init evaluates them through cove_config_load in
+// init-lib.sh. A config it cannot use (missing, not JSON, a field of the wrong kind) prints nothing
+// and exits 1 with one line on stderr saying why; the init then boots with its defaults and says
+// so. The reasons never quote the config: it holds the guest's private host key. The fallbacks
+// below repeat contract/guest.ts (GUEST_NETWORK), which this file cannot import in the guest.
 'use strict';
 const fs = require('fs');
-let c = {};
-try {
-  c = JSON.parse(fs.readFileSync(process.argv[2] || '/run/cove/config.json', 'utf8'));
-} catch (e) {
-  process.stderr.write(`cove: config unreadable (${e.message}); using defaults\n`);
+
+function fail(reason) {
+  process.stderr.write(`${reason}\n`);
+  process.exit(1);
 }
+
+const file = process.argv[2] || '/run/cove/config.json';
+let text;
+try {
+  text = fs.readFileSync(file, 'utf8');
+} catch (e) {
+  fail(`cannot read ${file} (${e.code || e.message})`);
+}
+let c;
+try {
+  c = JSON.parse(text);
+} catch (e) {
+  const at = /position (\d+)/.exec(e.message);
+  fail(`${file} is not JSON${at ? ` (at byte ${at[1]})` : ''}`);
+}
+if (typeof c !== 'object' || c === null || Array.isArray(c)) fail(`${file} is not a JSON object`);
+
+const str = (v, name) => {
+  if (v === undefined || v === null || v === '') return undefined;
+  if (typeof v !== 'string' || /[\0\n]/.test(v)) fail(`${name} in ${file} is not a one-line string`);
+  return v;
+};
+const list = (v, name) => {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) fail(`${name} in ${file} is not a list`);
+  return v;
+};
+const net = c.network === undefined || c.network === null ? {} : c.network;
+if (typeof net !== 'object' || Array.isArray(net)) fail(`network in ${file} is not an object`);
+const mounts = list(c.mounts, 'mounts').map((m, i) => {
+  if (typeof m !== 'object' || m === null) fail(`mounts[${i}] in ${file} is not an object`);
+  const path = str(m.path, `mounts[${i}].path`);
+  if (!path || !path.startsWith('/')) fail(`mounts[${i}].path in ${file} is not an absolute path`);
+  return {
+    tag: str(m.tag, `mounts[${i}].tag`) || 'cove-ws',
+    type: str(m.type, `mounts[${i}].type`) || 'virtiofs',
+    path,
+    ro: m.readonly === true ? 'ro' : 'rw',
+  };
+});
+const registries = list(c.insecureRegistries, 'insecureRegistries').map((r, i) => str(r, `insecureRegistries[${i}]`) || fail(`insecureRegistries[${i}] in ${file} is empty`));
+
 const q = (s) => `'${String(s).replace(/'/g, `'\\''`)}'`;
 const arr = (xs) => `(${xs.map(q).join(' ')})`;
-const net = c.network || {};
-const mounts = Array.isArray(c.mounts) ? c.mounts : [];
 const out = [
-  `COVE_HOSTNAME=${q(c.hostname || c.name || 'cove')}`,
-  `COVE_ADDRESS=${q(net.address || '10.0.2.15/24')}`,
-  `COVE_GATEWAY=${q(net.gateway || '10.0.2.2')}`,
-  `COVE_DNS=${q(net.dns || '10.0.2.3')}`,
+  `COVE_HOSTNAME=${q(str(c.hostname, 'hostname') || str(c.name, 'name') || 'cove')}`,
+  `COVE_ADDRESS=${q(str(net.address, 'network.address') || '10.0.2.15/24')}`,
+  `COVE_GATEWAY=${q(str(net.gateway, 'network.gateway') || '10.0.2.2')}`,
+  `COVE_DNS=${q(str(net.dns, 'network.dns') || '10.0.2.3')}`,
   `COVE_RESIZE_ROOT=${q(c.resizeRoot === false ? 'no' : 'yes')}`,
-  `COVE_MOUNT_TAGS=${arr(mounts.map((m) => m.tag || 'cove-ws'))}`,
-  `COVE_MOUNT_TYPES=${arr(mounts.map((m) => m.type || 'virtiofs'))}`,
+  `COVE_MOUNT_TAGS=${arr(mounts.map((m) => m.tag))}`,
+  `COVE_MOUNT_TYPES=${arr(mounts.map((m) => m.type))}`,
   `COVE_MOUNT_PATHS=${arr(mounts.map((m) => m.path))}`,
-  `COVE_MOUNT_RO=${arr(mounts.map((m) => (m.readonly ? 'ro' : 'rw')))}`,
-  `COVE_INSECURE_REGISTRIES=${arr(Array.isArray(c.insecureRegistries) ? c.insecureRegistries : [])}`,
+  `COVE_MOUNT_RO=${arr(mounts.map((m) => m.ro))}`,
+  `COVE_INSECURE_REGISTRIES=${arr(registries)}`,
 ];
 process.stdout.write(out.join('\n') + '\n');

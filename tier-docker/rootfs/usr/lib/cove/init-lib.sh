@@ -1,0 +1,81 @@
+# The parts of /sbin/cove-init that must not fail whatever the config says, as functions: reading
+# the config and mounting a share. cove-init sources this file (bash, `set -u`) and defines say();
+# test/unit/agent-init.test.ts runs the same functions on a development host, with COVE_RUN_DIR and
+# COVE_CONFIG_ENV_JS pointing into a temporary folder and a stub `mount` first on PATH.
+
+# The settings used when the config cannot be (the fallbacks of config-env.js and, for the
+# network, contract/guest.ts GUEST_NETWORK, which the guest cannot import).
+cove_config_defaults() {
+  COVE_HOSTNAME=cove
+  COVE_ADDRESS=10.0.2.15/24
+  COVE_GATEWAY=10.0.2.2
+  COVE_DNS=10.0.2.3
+  COVE_RESIZE_ROOT=yes
+  COVE_MOUNT_TAGS=()
+  COVE_MOUNT_TYPES=()
+  COVE_MOUNT_PATHS=()
+  COVE_MOUNT_RO=()
+  COVE_INSECURE_REGISTRIES=()
+}
+
+# Sets the COVE_* variables from the config JSON "$1" through config-env.js. It never fails and
+# never leaves a variable unset: when node fails, prints an error, or prints something that is
+# not plain assignments, it keeps the defaults, prints `cove: config unreadable: <reason>; using
+# defaults` and writes the reason to <run dir>/config-failed, which the agent reports in its
+# hello and ready events (a sandbox booted without its own config is degraded, not healthy).
+cove_config_load() {
+  local file="$1" run="${COVE_RUN_DIR:-/run/cove}" js="${COVE_CONFIG_ENV_JS:-/usr/lib/cove/config-env.js}"
+  local out="" rc=0 reason=""
+  cove_config_defaults
+  out="$(node "$js" "$file" 2> "$run/config-env.err")" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    reason="$(head -c 400 "$run/config-env.err" | tr '\n\t' '  ' | sed 's/ *$//')"
+    reason="${reason:-config-env.js exited $rc}"
+  elif ! bash -n <<< "$out" 2> /dev/null; then
+    reason="config-env.js printed something that is not shell"
+  elif ! (set -u; eval "$out") > /dev/null 2>&1; then
+    # Tried in a subshell first: an error inside eval under `set -u` would end this script.
+    reason="config-env.js printed shell that fails"
+  fi
+  rm -f "$run/config-env.err"
+  if [ -n "$reason" ]; then
+    echo "$reason" > "$run/config-failed"
+    say "config unreadable: $reason; using defaults"
+    return 0
+  fi
+  eval "$out"
+  rm -f "$run/config-failed"
+}
+
+# Mounts the share with tag "$1" and type "$2" (virtiofs or 9p) at "$3", "$4" being ro or rw,
+# as the agent's rebirth does (agent/mounts.ts): mkdir -p, virtiofs when asked, else (or when that
+# fails) 9p. On success it appends the path to <run dir>/mounts; on failure it appends
+# `path<TAB>reason` to <run dir>/mount-failed, prints `cove: workspace mount FAILED <path>: <reason>`
+# and returns 1. The agent reports mount-failed in its hello and ready events.
+cove_mount_share() {
+  local tag="$1" type="$2" where="$3" ro="$4" run="${COVE_RUN_DIR:-/run/cove}"
+  local how="" reason="" err=""
+  if ! err="$(mkdir -p "$where" 2>&1)"; then
+    reason="cannot create the mount point: $err"
+  else
+    if [ "$type" = virtiofs ]; then
+      if err="$(mount -t virtiofs -o "$ro" "$tag" "$where" 2>&1)"; then how=virtiofs; else reason="virtiofs: ${err:-mount failed}"; fi
+    fi
+    if [ -z "$how" ]; then
+      if err="$(mount -t 9p -o "$ro,trans=virtio,version=9p2000.L,msize=512000,cache=none" "$tag" "$where" 2>&1)"; then
+        how=9p
+      else
+        reason="${reason:+$reason; }9p: ${err:-mount failed}"
+      fi
+    fi
+  fi
+  if [ -n "$how" ]; then
+    echo "$where" >> "$run/mounts"
+    say "workspace mounted $where ($how)"
+    return 0
+  fi
+  reason="tag $tag: $(printf '%s' "$reason" | tr '\n\t' '  ')"
+  printf '%s\t%s\n' "$where" "$reason" >> "$run/mount-failed"
+  say "workspace mount FAILED $where: $reason"
+  return 1
+}
