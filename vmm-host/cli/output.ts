@@ -10,7 +10,8 @@ export class UsageError extends Error {
 export function reportError(e: unknown): number {
   const err = asCoveError(e);
   if (err instanceof UsageError) {
-    process.stderr.write(`cove: ${err.message}\nRun \`cove help\` for usage.\n`);
+    // A message that already names the help to read needs no second pointer.
+    process.stderr.write(`cove: ${err.message}\n${/--help`/.test(err.message) ? '' : 'Run `cove help` for usage.\n'}`);
     return 2;
   }
   if (isCoveError(err)) {
@@ -48,4 +49,15 @@ export function parseIntArg(text: string | undefined, what: string): number | un
   if (text === undefined) return undefined;
   if (!/^\d+$/.test(text)) throw new UsageError(`${what} must be a whole number, not ${JSON.stringify(text)}`);
   return Number(text);
+}
+
+/** Reads `-p HOST:GUEST` (or `-p HOST` where only the host port is needed). */
+export function parsePortSpec(spec: string | undefined, needGuest: boolean): { hostPort: number; guestPort: number } {
+  if (!spec) throw new UsageError(needGuest ? 'missing -p HOST:GUEST' : 'missing -p HOST');
+  const m = needGuest ? /^(\d{1,5}):(\d{1,5})$/.exec(spec) : /^(\d{1,5})(?::\d{1,5})?$/.exec(spec);
+  if (!m) throw new UsageError(`cannot read the port ${JSON.stringify(spec)}: use ${needGuest ? 'HOST:GUEST, e.g. 8080:80' : 'HOST'}`);
+  const hostPort = Number(m[1]);
+  const guestPort = needGuest ? Number(m[2]) : 0;
+  for (const p of needGuest ? [hostPort, guestPort] : [hostPort]) if (p < 1 || p > 65535) throw new UsageError(`port ${p} is out of range 1-65535`);
+  return { hostPort, guestPort };
 }
