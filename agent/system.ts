@@ -48,15 +48,15 @@ export function runCommand(systemPath: string, command: string, args: string[], 
  *                       time spent before this op is not lost;
  *   flush DEV           when DEV is a block device, drop its cached pages (BLKFLSBUF), so a read
  *                       sees the disk now attached and not what the template read at its boot.
- * It prints `<op> <ns>` as each op finishes, or dies with the reason on stderr. Only builtins and
- * POSIX are used: that is what perl-base has.
+ * The first two arguments are the syscall numbers of clock_settime and clock_gettime (they differ
+ * per architecture; node knows which one it runs on). It prints `<op> <ns>` as each op finishes,
+ * or dies with the reason on stderr. Only builtins are used (not even POSIX, whose loading costs
+ * more than the rest): perl-base has them.
  */
 export const SYSCALL_HELPER = String.raw`
-use strict; use POSIX ();
-my $arch = (POSIX::uname())[4];
-my %nr = (x86_64 => [227, 228], aarch64 => [112, 113]);
-my $n = $nr{$arch} or die "no clock_settime syscall number known for $arch\n";
-sub mono { my $ts = pack("l!l!", 0, 0); syscall($n->[1], 1, $ts) == 0 or die "clock_gettime: $!\n"; my ($s, $ns) = unpack("l!l!", $ts); return $s * 1000000000 + $ns; }
+use strict;
+my ($nr_settime, $nr_gettime) = splice(@ARGV, 0, 2);
+sub mono { my $ts = pack("l!l!", 0, 0); syscall($nr_gettime + 0, 1, $ts) == 0 or die "clock_gettime: $!\n"; my ($s, $ns) = unpack("l!l!", $ts); return $s * 1000000000 + $ns; }
 $| = 1;
 while (@ARGV) {
   my $op = shift @ARGV;
@@ -77,7 +77,7 @@ while (@ARGV) {
     my ($target, $then) = splice(@ARGV, 0, 2);
     my $ns = $target + (mono() - $then);
     my ($sec, $nsec) = do { use integer; ($ns / 1000000000, $ns % 1000000000) };
-    syscall($n->[0], 0, pack("l!l!", $sec, $nsec)) == 0 or die "clock_settime: $!\n";
+    syscall($nr_settime + 0, 0, pack("l!l!", $sec, $nsec)) == 0 or die "clock_settime: $!\n";
   } elsif ($op eq 'flush') {
     my $dev = shift @ARGV;
     if (-b $dev) {
@@ -118,8 +118,18 @@ export interface SyscallRequest {
  * Reseeds, steps the clock and drops a disk's cache in one perl run. Returns the ms of each op;
  * `reseed` includes starting perl. Throws a SystemError naming the op that failed.
  */
+/** clock_settime and clock_gettime, per node architecture (the guest is x86_64; arm64 for later). */
+const CLOCK_SYSCALLS: Partial<Record<string, [number, number]>> = { x64: [227, 228], arm64: [112, 113] };
+
+/** The helper's leading arguments: the clock syscall numbers of this architecture. */
+export function syscallNumbers(arch: string = process.arch): string[] {
+  const nr = CLOCK_SYSCALLS[arch];
+  if (!nr) throw new SystemError(`the agent knows no clock syscall numbers for ${arch}; add them to CLOCK_SYSCALLS in agent/system.ts`, 'clock');
+  return nr.map(String);
+}
+
 export async function syscalls(systemPath: string, req: SyscallRequest): Promise<Record<SyscallOp, number>> {
-  const args = ['-e', SYSCALL_HELPER, '--', 'reseed', req.reseed.device];
+  const args = ['-e', SYSCALL_HELPER, '--', ...syscallNumbers(), 'reseed', req.reseed.device];
   const ops: SyscallOp[] = ['reseed'];
   if (req.clock) {
     args.push('clock', String(BigInt(Math.round(req.clock.epochMs * 1000)) * 1000n), String(req.clock.receivedAt));

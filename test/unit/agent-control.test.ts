@@ -17,7 +17,7 @@ import { agentEventProblems } from '../../contract/events-check';
 import { EVENTS_SUBSYSTEM } from '../../contract/events';
 import { encodeConfigDisk, type GuestConfig, type GuestMount } from '../../contract/config-disk';
 import { CONTROL_MAX_REQUEST_BYTES, CONTROL_SUBSYSTEM, type ControlAnswer, type RebirthAnswer, type ResumeAnswer, type SuspendAnswer } from '../../agent/api/control';
-import { SYSCALL_HELPER } from '../../agent/system';
+import { SYSCALL_HELPER, syscallNumbers } from '../../agent/system';
 import { parseRequest, RequestError } from '../../agent/control';
 import { collect, connect, exec, LineReader, makeKeys, publicBlob, startAgent, within, type Keys, type RunningAgent } from './agent-harness';
 
@@ -39,6 +39,8 @@ function makeFixture(): { dir: string; bin: string; calls: string; run: string; 
     'perl',
     `[ "$1" = -e ] && { script="$2"; shift 2; }
 [ "$1" = -- ] && shift
+case "$1:$2" in *[!0-9:]*|:*|*:) echo "expected the clock syscall numbers first, got $1 $2" >&2; exit 4 ;; esac
+shift 2
 echo "perl $*" >> '${calls}'
 cat > '${dir}/entropy.bin'
 /usr/bin/perl -c -e "$script" 2>/dev/null || { echo "the helper does not compile" >&2; exit 3; }
@@ -346,7 +348,7 @@ describe('the perl helper on this host', () => {
   // This mixes 64 random bytes into the host's own pool and makes its CRNG reseed, which any
   // `cat > /dev/urandom` by root does too; it proves the ioctl numbers and struct layout.
   test('reseeds the real /dev/urandom (RNDADDENTROPY, RNDRESEEDCRNG)', { skip: !isRoot && 'needs root' }, () => {
-    const r = spawnSync('perl', ['-e', SYSCALL_HELPER, '--', 'reseed', '/dev/urandom'], { input: crypto.randomBytes(64) });
+    const r = spawnSync('perl', ['-e', SYSCALL_HELPER, '--', ...syscallNumbers(), 'reseed', '/dev/urandom'], { input: crypto.randomBytes(64) });
     assert.equal(r.status, 0, r.stderr.toString());
     assert.match(r.stdout.toString(), /^reseed \d+\n$/);
   });
@@ -355,7 +357,7 @@ describe('the perl helper on this host', () => {
     const file = path.join(os.tmpdir(), `cove-not-a-device-${process.pid}`);
     fs.writeFileSync(file, '');
     try {
-      const r = spawnSync('perl', ['-e', SYSCALL_HELPER, '--', 'reseed', file], { input: crypto.randomBytes(64) });
+      const r = spawnSync('perl', ['-e', SYSCALL_HELPER, '--', ...syscallNumbers(), 'reseed', file], { input: crypto.randomBytes(64) });
       assert.notEqual(r.status, 0);
       assert.match(r.stderr.toString(), /not a character device/);
     } finally {
@@ -367,7 +369,7 @@ describe('the perl helper on this host', () => {
   test('sets CLOCK_REALTIME to the target plus the time spent since', { skip: (!hasStrace || !isRoot) && 'needs strace and root' }, () => {
     const target = BigInt(Date.now() - 86_400_000) * 1_000_000n;
     const then = process.hrtime.bigint();
-    const r = spawnSync('strace', ['-qq', '-e', 'trace=clock_settime', '-e', 'inject=clock_settime:retval=0', 'perl', '-e', SYSCALL_HELPER, '--', 'reseed', '/dev/urandom', 'clock', String(target), String(then)], {
+    const r = spawnSync('strace', ['-qq', '-e', 'trace=clock_settime', '-e', 'inject=clock_settime:retval=0', 'perl', '-e', SYSCALL_HELPER, '--', ...syscallNumbers(), 'reseed', '/dev/urandom', 'clock', String(target), String(then)], {
       input: crypto.randomBytes(64),
     });
     if (r.status !== 0 && /ptrace|Operation not permitted/.test(r.stderr.toString())) return; // No ptrace in this container.
