@@ -70,8 +70,9 @@ export function parseRequest(line: string): ControlRequest {
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new RequestError('the request must be a JSON object with an "op"');
   const r = doc as Record<string, unknown>;
   const bool = (name: string): boolean => {
-    if (typeof r[name] !== 'boolean') throw new RequestError(`${String(r.op)} needs "${name}": true or false`);
-    return r[name] as boolean;
+    const value = r[name];
+    if (typeof value !== 'boolean') throw new RequestError(`${String(r.op)} needs "${name}": true or false`);
+    return value;
   };
   switch (r.op) {
     case 'rebirth':

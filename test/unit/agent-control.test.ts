@@ -144,7 +144,7 @@ describe('agent control channel', () => {
     ];
     for (const [request, expected] of cases) {
       const { answer, code } = await control(template, request);
-      assert.equal(answer.ok, false, `refused: ${String(request).slice(0, 60)}`);
+      assert.equal(answer.ok, false, `refused: ${(typeof request === 'string' ? request : JSON.stringify(request)).slice(0, 60)}`);
       assert.equal(code, 1);
       if (!answer.ok) {
         assert.match(answer.error, expected);
@@ -206,7 +206,7 @@ describe('agent control channel', () => {
 
     // The config the init would have copied, root-only; the init's hostname files; the mounts list.
     const configFile = path.join(agent.dir, 'config.json');
-    assert.equal(JSON.parse(fs.readFileSync(configFile, 'utf8')).hostname, 'clone-1');
+    assert.equal((JSON.parse(fs.readFileSync(configFile, 'utf8')) as GuestConfig).hostname, 'clone-1');
     assert.equal(fs.statSync(configFile).mode & 0o777, 0o600);
     assert.equal(fs.readFileSync(path.join(fx.etc, 'hostname'), 'utf8'), 'clone-1\n');
     assert.match(fs.readFileSync(path.join(fx.etc, 'hosts'), 'utf8'), /^127\.0\.1\.1\tclone-1$/m);
