@@ -62,6 +62,8 @@ describe('over the wire (a real coved, no VM)', () => {
       assert.match(e.message ?? '', /"force"/);
       return true;
     });
+    const badToken = { force: false, progressToken: 5 } as unknown as { force: boolean };
+    await assert.rejects(conn!.sendRequest(Requests.imageBuild, badToken), (e: { code?: number; message?: string }) => e.code === -32602 && /"progressToken"/.test(e.message ?? ''));
   });
 });
 

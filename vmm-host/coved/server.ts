@@ -63,9 +63,11 @@ function register(conn: MessageConnection, coved: Coved, version: string, onShut
   conn.onRequest(Requests.unpublish, (p) => handle(() => coved.unpublish(p)));
   conn.onRequest(Requests.imageBuild, (p) =>
     handle(() => {
-      const force = (p as { force?: unknown } | undefined)?.force;
+      const { force, progressToken } = (p ?? {}) as { force?: unknown; progressToken?: unknown };
       if (force !== undefined && typeof force !== 'boolean') throw new ResponseError(-32602, '"force" must be true or false');
-      return coved.buildImage(force === true);
+      if (progressToken !== undefined && typeof progressToken !== 'string') throw new ResponseError(-32602, '"progressToken" must be a string');
+      // The token is echoed in this build's progress events, as `up` does (defect #8: it was dropped).
+      return coved.buildImage(force === true, 'image', true, progressToken);
     }),
   );
   conn.onRequest(Requests.imageList, () => handle(() => coved.listImages()));

@@ -6,3 +6,5 @@ export type { ImageManifest, ImageInfo, VerifyResult } from './manifest';
 export { BUILD_STEPS } from './steps';
 export type { BuildStepName, ProgressFn } from './steps';
 export * from './errors';
+export { ImageBuilds } from './builds';
+export type { BuildFn, BuildProgress, BuildRequest } from './builds';
