@@ -8,7 +8,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Duplex } from 'node:stream';
-import { Client, utils, type ClientChannel, type ExecOptions } from 'ssh2';
+import { Client, utils, type ClientChannel, type ExecOptions, type ParsedKey } from 'ssh2';
 
 export const REPO = path.resolve(__dirname, '..', '..', '..');
 export const BUNDLE = path.join(REPO, 'out', 'bundle', 'agent.js');
@@ -29,7 +29,7 @@ export async function waitFor<T>(test: () => T | Promise<T>, ms: number, message
   const until = Date.now() + ms;
   for (;;) {
     const value = await test();
-    if (value) return value as NonNullable<T>;
+    if (value) return value;
     if (Date.now() > until) throw new Error(`timed out after ${ms} ms: ${message}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
@@ -128,7 +128,7 @@ export async function startAgent(options: { port?: boolean; env?: NodeJS.Process
     },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
-  child.stderr!.on('data', (d: Buffer) => (logText += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (logText += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   // The socket file appears at bind(), a moment before listen(): wait for the agent to say so.
   await waitFor(() => logText.includes(`listening on unix:${socket}`) || child.exitCode !== null, 10_000, 'the agent to listen on its socket');
@@ -192,7 +192,9 @@ export function connect(
 export function publicBlob(privateKey: string): Buffer {
   const parsed = utils.parseKey(privateKey);
   if (parsed instanceof Error) throw parsed;
-  return (Array.isArray(parsed) ? parsed[0] : parsed).getPublicSSH();
+  // ssh2's types say one key, but a text can parse to several; the first is the one.
+  const keys: unknown = parsed;
+  return (Array.isArray(keys) ? (keys[0] as ParsedKey) : parsed).getPublicSSH();
 }
 
 export interface ExecResult {
