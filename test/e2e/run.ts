@@ -15,6 +15,7 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import * as readline from 'node:readline';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { connect } from '../../contract/client';
 import { Requests } from '../../contract/protocol';
@@ -45,6 +46,16 @@ interface Result {
   ms?: number;
   error?: string;
 }
+
+/** The results the suite has appended to `file` so far: newline-delimited JSON, read with node:readline. */
+async function readResults(file: string): Promise<Result[]> {
+  if (!fs.existsSync(file)) return [];
+  const out: Result[] = [];
+  const lines = readline.createInterface({ input: fs.createReadStream(file), crlfDelay: Infinity });
+  for await (const line of lines) if (line.trim() !== '') out.push(JSON.parse(line) as Result);
+  return out;
+}
+
 const results: Result[] = [];
 const cleanups: Array<() => Promise<void> | void> = [];
 const t0 = Date.now();
@@ -263,16 +274,17 @@ async function extensionTests(): Promise<void> {
   });
   // Live progress: each result the suite appends, as it comes.
   let shown = 0;
-  const flush = () => {
-    if (!fs.existsSync(resultsFile)) return;
-    const lines = fs.readFileSync(resultsFile, 'utf8').split('\n').filter(Boolean);
-    for (const l of lines.slice(shown)) {
-      const r = JSON.parse(l) as Result;
-      log(`tests: ${r.state === 'passed' ? '✔' : r.state === 'failed' ? '✖' : '-'} ${r.title}${r.ms !== undefined ? ` (${(r.ms / 1000).toFixed(1)} s)` : ''}`);
-    }
-    shown = lines.length;
-  };
-  const tail = setInterval(flush, 1000);
+  let flushing: Promise<void> = Promise.resolve();
+  const flush = () =>
+    (flushing = flushing.then(async () => {
+      const done = await readResults(resultsFile).catch(() => null);
+      if (!done) return; // A line half written: read it on the next tick.
+      for (const r of done.slice(shown)) {
+        log(`tests: ${r.state === 'passed' ? '✔' : r.state === 'failed' ? '✖' : '-'} ${r.title}${r.ms !== undefined ? ` (${(r.ms / 1000).toFixed(1)} s)` : ''}`);
+      }
+      shown = Math.max(shown, done.length);
+    }));
+  const tail = setInterval(() => void flush(), 1000);
   cleanups.push(() => clearInterval(tail));
   // Paths on the server, as vscode-remote URIs whose authority is the server itself.
   const remote = (p: string) => `vscode-remote://${new URL(server.url).host}${p}`;
@@ -290,11 +302,11 @@ async function extensionTests(): Promise<void> {
     await page.screenshot({ path: path.join(ARTIFACTS, 'extension-tests-timeout.png') }).catch(() => undefined);
     results.push({ title: 'extension tests finish within the deadline', state: 'failed', error: (e as Error).message });
   }
-  flush();
   clearInterval(tail);
-  const lines = fs.existsSync(resultsFile) ? fs.readFileSync(resultsFile, 'utf8').split('\n').filter(Boolean) : [];
-  for (const l of lines) results.push(JSON.parse(l) as Result);
-  if (exitCode !== null && exitCode !== 0 && !lines.some((l) => l.includes('"failed"'))) {
+  await flush();
+  const lines = await readResults(resultsFile);
+  results.push(...lines);
+  if (exitCode !== null && exitCode !== 0 && !lines.some((r) => r.state === 'failed')) {
     results.push({ title: 'extension host exits 0', state: 'failed', error: `the extension host exited with ${exitCode} (see ${path.join(RUN_DIR, 'tests', 'server.log')})` });
   }
   if (lines.length === 0) results.push({ title: 'the extension tests report results', state: 'failed', error: `no results in ${resultsFile}` });
