@@ -16,7 +16,8 @@ import { IMAGE, VM, vmDir as layoutVmDir } from '../../contract/layout';
 import { buildImage } from '../../vmm-host/image';
 import { findRepoRoot } from '../../vmm-host/image/recipe';
 import { QemuDriver, createOverlay, detectAccel, processAlive, readPid, specFromLayout } from '../../vmm-host/driver';
-import { collect, LineReader, waitFor, within } from '../unit/agent-harness';
+import { collect, LineReader, within } from '../unit/agent-harness';
+import { waitFor } from '../../contract/wait';
 import { agentEventProblems } from '../../contract/events-check';
 
 const root = findRepoRoot(__dirname);
@@ -91,6 +92,8 @@ before(async () => {
   await new QemuDriver(accel.accel).start(specFromLayout({ imageDir: built.dir, vmDir, cpus: 2, memoryMiB: 1024, accel: accel.accel, tscKhz: accel.tscKhz, share: null, network: 'user' }));
   agentSock = path.join(vmDir, VM.agentSock);
   await waitFor(
+    'the guest console line "cove: ready"',
+    BOOT_DEADLINE_MS,
     () => {
       const pid = readPid(path.join(vmDir, VM.qemuPid));
       if (pid !== null && !processAlive(pid)) {
@@ -99,8 +102,8 @@ before(async () => {
       }
       return consoleText().includes('cove: ready');
     },
-    BOOT_DEADLINE_MS,
-    'the guest console line "cove: ready"',
+    // qemu exiting ends the wait at once, with its log.
+    { intervalMs: 100, onError: 'throw' },
   ).catch((e: Error) => {
     log(`console.log:\n${consoleText()}`);
     throw e;
@@ -154,16 +157,19 @@ test('a PTY sees its size and a window change', async () => {
   let out = '';
   stream.on('data', (d: Buffer) => (out += d.toString()));
   stream.write('stty size\n');
-  await waitFor(() => /30 90/.test(out), 60_000, `the pty size 30 90 (got ${JSON.stringify(out.slice(-200))})`);
+  await waitFor('the pty size 30 90', 60_000, () => /30 90/.test(out), 50).catch((e: Error) => {
+    throw new Error(`${e.message} (got ${JSON.stringify(out.slice(-200))})`);
+  });
   stream.setWindow(50, 160, 0, 0);
   await waitFor(
+    'the pty size 50 160',
+    60_000,
     async () => {
       stream.write('stty size\n');
       await new Promise((resolve) => setTimeout(resolve, 500));
       return /50 160/.test(out);
     },
-    60_000,
-    'the pty size 50 160',
+    { intervalMs: 50, onError: 'throw' },
   );
   stream.end('exit\n');
 });
@@ -215,7 +221,7 @@ test('a host that vanishes mid-stream, then a new host: fresh session', async ()
   log('vanish: connecting the next host');
   ssh = (await connectPort()).client;
   assert.equal((await exec(ssh, 'echo fresh')).stdout, 'fresh\n');
-  await waitFor(async () => (await exec(ssh!, 'pgrep -x yes || true')).stdout === '', 30_000, 'the orphaned `yes` commands to die of SIGPIPE');
+  await waitFor('the orphaned `yes` commands to die of SIGPIPE', 30_000, async () => (await exec(ssh!, 'pgrep -x yes || true')).stdout === '', { intervalMs: 50, onError: 'throw' });
 });
 
 test('the agent restarted by the init serves the next host', async () => {
@@ -224,6 +230,8 @@ test('the agent restarted by the init serves the next host', async () => {
   await new Promise((resolve) => setTimeout(resolve, 1000));
   await closeShared();
   ssh = await waitFor(
+    'the restarted agent',
+    120_000,
     async () => {
       try {
         const { client } = await connectPort();
@@ -233,8 +241,7 @@ test('the agent restarted by the init serves the next host', async () => {
         return null;
       }
     },
-    120_000,
-    'the restarted agent',
+    50,
   );
   assert.equal((await exec(ssh, 'echo after-restart')).stdout, 'after-restart\n');
 });
