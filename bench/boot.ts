@@ -98,7 +98,7 @@ function memSplit(p: unknown): string {
 
 export async function bootGroup(suite: Suite): Promise<void> {
   const wantBoot = suite.want('boot.cold');
-  const wantMem = suite.want('mem.idle') || suite.want('mem.fit16g');
+  const wantMem = suite.want('mem.idle');
   const wantRestart = suite.want('life.restart');
   if (!wantBoot && !wantMem && !wantRestart) return;
   const n = wantBoot ? suite.samples(1) : 1;
@@ -107,7 +107,7 @@ export async function bootGroup(suite: Suite): Promise<void> {
   const cove: number[] = [];
   const coveGuest: number[] = [];
   let covePss: { qemuVfs: number; coved: number } | null = null;
-  let bareMarkers: Array<[string, number]> = [];
+  let bareMarkers: Array<[string, number]>;
   for (let i = 0; i < n; i++) {
     // Alternate bare and cove, one at a time, so both see the same machine noise.
     log(`boot ${i + 1}/${n}: the bare limit`);
@@ -183,18 +183,6 @@ export async function bootGroup(suite: Suite): Promise<void> {
         baseline: suite.bare.pssMiB,
         goal: (r) => ({ text: '≤ 250 MiB', met: r.figure.median <= 250 }),
         note: `qemu+virtiofsd ${covePss.qemuVfs.toFixed(0)} MiB (${memSplit(suite.profile['mem.cove'])}), coved ${covePss.coved.toFixed(0)} MiB; bare ${memSplit(suite.profile['mem.bare'])}; guest has ${VM_MEMORY_MIB} MiB; measured ${SETTLE_MS / 1000} s after ready`,
-      }),
-    );
-    const fit = Math.floor((16 * 1024) / per);
-    suite.add(
-      makeRow({
-        id: 'mem.fit16g',
-        what: 'idle sandboxes that fit in 16 GiB of host memory',
-        unit: 'VMs',
-        better: 'higher',
-        figure: [fit],
-        baselineWhat: 'bare-limit VMs in 16 GiB',
-        baseline: suite.bare.pssMiB.map((m) => Math.floor((16 * 1024) / m)),
       }),
     );
   }

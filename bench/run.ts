@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { apiGroup, loadGroup, transportGroup } from './api';
 import { bootGroup } from './boot';
+import { warmGroup } from './warm';
 import { lifecycleGroup } from './lifecycle';
 import { RESULTS, VM_CPUS, VM_MEMORY_MIB, log, machineBase, type MachineFacts } from './lib';
 import { portsGroup } from './ports';
@@ -27,6 +28,10 @@ export const ROW_IDS: readonly string[] = [
   'boot.cold',
   'mem.idle',
   'mem.fit16g',
+  'boot.warm',
+  'wake.paused',
+  'wake.disk',
+  'mem.asleep',
   'api.ping',
   'api.ping.keepalive',
   'api.ps20',
@@ -49,6 +54,7 @@ export function unknownSelectors(only: string[], rows: readonly string[] = ROW_I
 /** The groups in the order they run; later ones reuse the sandbox the boot group left running. */
 const GROUPS: Array<[string, (s: Suite) => Promise<void>]> = [
   ['boot + memory', bootGroup],
+  ['warm start and sleep', warmGroup],
   ['api', apiGroup],
   ['load', loadGroup],
   ['transport', transportGroup],
@@ -120,7 +126,7 @@ async function main(): Promise<number> {
     errors.push(`prepare: ${(e as Error).message}`);
     log(`FAILED prepare: ${(e as Error).message}`);
   } finally {
-    await suite.cleanup().catch((e) => log(`clean-up failed: ${(e as Error).message}`));
+    await suite.cleanup().catch((e: unknown) => log(`clean-up failed: ${(e as Error).message}`));
   }
   const seconds = (Date.now() - t0) / 1000;
   const facts: MachineFacts = {
@@ -153,8 +159,8 @@ async function main(): Promise<number> {
 if (require.main === module) {
   main().then(
     (code) => process.exit(code),
-    (e) => {
-      process.stderr.write(`bench: ${(e as Error).stack ?? e}\n`);
+    (e: unknown) => {
+      process.stderr.write(`bench: ${(e as Error).stack ?? String(e)}\n`);
       process.exit(1);
     },
   );

@@ -144,7 +144,7 @@ export interface VersionResult {
 export interface ProgressEvent {
   /** The sandbox name, or `image` for an image build. */
   subject: string;
-  operation: 'up' | 'start' | 'stop' | 'sleep' | 'build' | 'template';
+  operation: 'up' | 'start' | 'stop' | 'sleep' | 'pause' | 'build' | 'template';
   step: string;
   message: string;
   /** 0..1 where known. */
@@ -175,6 +175,8 @@ export const Requests = {
   stop: new RequestType<StopParams, SandboxInfo, void>('sandbox/stop'),
   /** Saves a running sandbox to disk and ends its VM processes; the next connection wakes it. */
   sleep: new RequestType<NameParams, SandboxInfo, void>('sandbox/sleep'),
+  /** Stops a running sandbox's vCPUs (no CPU, memory kept); the next connection resumes it. */
+  pause: new RequestType<NameParams, SandboxInfo, void>('sandbox/pause'),
   remove: new RequestType<RemoveParams, void, void>('sandbox/remove'),
   publish: new RequestType<PublishParams, PortForward, void>('sandbox/publish'),
   unpublish: new RequestType<UnpublishParams, void, void>('sandbox/unpublish'),

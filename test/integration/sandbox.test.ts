@@ -14,7 +14,7 @@ let ws = '';
 let imageTar = '';
 let image = '';
 
-describe('sandbox t1 (virtio-fs)', { timeout: 45 * 60_000 }, () => {
+describe('sandbox t1 (restored from the warm-start template, 9p)', { timeout: 45 * 60_000 }, () => {
   before(async () => {
     resetTestHome();
     ws = workspace('t1');
@@ -158,7 +158,7 @@ describe('sandbox t1 (virtio-fs)', { timeout: 45 * 60_000 }, () => {
     ok(await docker(CTX, ['run', '--rm', '-v', 'keepme:/data', image, 'sh', '-c', 'echo persisted > /data/f'], 180_000), 'write volume');
     ok(await cove(['stop', 't1'], 180_000), 'cove stop');
     const stopped = ok(await cove(['inspect', 't1', '--json']), 'inspect');
-    assert.equal(JSON.parse(stopped.stdout).state, 'stopped');
+    assert.equal((JSON.parse(stopped.stdout) as { state: string }).state, 'stopped');
     const down = await docker(CTX, ['ps'], 30_000);
     assert.notEqual(down.code, 0, 'docker fails while the sandbox is stopped');
     assert.match(down.stderr, /sandbox t1 is stopped/, 'and says why');
@@ -190,8 +190,8 @@ describe('sandbox t1 (virtio-fs)', { timeout: 45 * 60_000 }, () => {
     const ws2 = workspace('t2');
     const bytes = randomBytes(100_000);
     fs.writeFileSync(path.join(ws2, 'in.bin'), bytes);
-    ok(await cove(['up', ws2, '--name', 't2', '--mount', '9p', '--memory', '1G'], 15 * 60_000), 'cove up --mount 9p');
-    const info = JSON.parse(ok(await cove(['inspect', 't2', '--json']), 'inspect t2').stdout);
+    ok(await cove(['up', ws2, '--name', 't2', '--mount', '9p'], 15 * 60_000), 'cove up --mount 9p');
+    const info = JSON.parse(ok(await cove(['inspect', 't2', '--json']), 'inspect t2').stdout) as { mount: string };
     assert.equal(info.mount, '9p');
     ok(await docker('cove-t2', ['load', '-i', imageTar], 300_000), 'docker load into t2');
     const r = ok(

@@ -307,7 +307,7 @@ export class Coved {
     const cpus = opts.cpus ?? Math.min(2, os.cpus().length);
     const memoryMiB = opts.memoryMiB ?? 2048;
     const diskGiB = opts.diskGiB ?? 20;
-    const warm = await this.templateFor(image.dir, { cpus, memoryMiB, diskGiB, readonly: opts.readonly ?? false, network: vm.networkFor() }, opts.mount, progress);
+    const warm = await this.templateFor(image.dir, { cpus, memoryMiB, diskGiB, network: vm.networkFor() }, opts.mount, progress);
     const dir = vmDir(name, this.home);
     fs.mkdirSync(vmsDir(this.home), { recursive: true, mode: 0o700 });
     try {
@@ -403,6 +403,15 @@ export class Coved {
   async sleep(raw: unknown): Promise<SandboxInfo> {
     const sb = this.get(asParams(raw).name);
     await sb.serialize(() => sb.sleep());
+    return sb.info();
+  }
+
+  async pause(raw: unknown): Promise<SandboxInfo> {
+    const sb = this.get(asParams(raw).name);
+    await sb.serialize(async () => {
+      if (sb.runtime.state !== 'running') throw conflict(`sandbox ${sb.name} is ${sb.runtime.state}`, 'only a running sandbox can be paused');
+      await sb.pause();
+    });
     return sb.info();
   }
 

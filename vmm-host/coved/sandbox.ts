@@ -104,6 +104,8 @@ export class Sandbox extends EventEmitter {
   private lastActive = Date.now();
   private lastCpu: { at: number; ticks: number } | null = null;
   private waking: Promise<void> | null = null;
+  /** Set while a sleep ends the VM on purpose, so the crash monitor does not take it for a crash. */
+  private ending = false;
 
   constructor(
     private readonly deps: SandboxDeps,
@@ -508,6 +510,7 @@ export class Sandbox extends EventEmitter {
   private tick(): void {
     const st = this.runtime.state;
     if (st !== 'running' && st !== 'starting' && st !== 'paused') return;
+    if (this.ending) return;
     if (this.alive()) {
       if (this.runtime.mount === 'virtiofs' && this.runtime.pids.virtiofsd && !processAlive(this.runtime.pids.virtiofsd, this.dir)) {
         if (!this.runtime.problem) {
@@ -584,6 +587,7 @@ export class Sandbox extends EventEmitter {
   private async guestResume(remount: boolean): Promise<void> {
     const link = this.link;
     if (!link) return;
+    await link.waitUp(this.deps.timeouts.handshakeMs, 'the guest agent');
     const answer = await link.control({ op: 'resume', epochMs: Date.now(), entropy: randomBytes(CONTROL_ENTROPY_BYTES).toString('base64'), remount }, 60_000);
     if (!answer.ok) throw new Error(`${answer.error}${answer.step ? ` (at ${answer.step})` : ''}`);
   }
@@ -609,6 +613,7 @@ export class Sandbox extends EventEmitter {
     if (canSave === 'never') return stayPaused(`${driver.features.version} cannot save a VM with a ${mount} share (${driver.features.upgradeNote})`);
     if (st === 'paused') await this.resume();
     const link = this.link;
+    if (link) await link.waitUp(this.deps.timeouts.handshakeMs, 'the guest agent').catch(() => undefined);
     if (!link?.isUp) return stayPaused('the agent link is down');
     const t0 = Date.now();
     const prep = await link.control({ op: 'suspend', unmount: canSave === 'unmounted' }, 60_000);
@@ -624,11 +629,16 @@ export class Sandbox extends EventEmitter {
     const saved = await driver.save(this.dir, tmp, { skipSharedMemory: false });
     const manifest: SleepManifest = { version: 1, savedAt: new Date().toISOString(), sha256: await sha256File(tmp), bytes: saved.bytes, hypervisor: driver.features.version, spec: this.runtime.spec! };
     writeJsonAtomic(this.file('sleepManifest'), manifest);
-    this.link?.close();
-    await driver.stop(this.dir, { timeoutMs: 0 });
-    this.dockerReady = false;
+    this.ending = true;
+    try {
+      this.link?.close();
+      await driver.stop(this.dir, { timeoutMs: 0 });
+      this.dockerReady = false;
+      this.setState('asleep', { pids: { qemu: null, virtiofsd: null, passt: null }, warmNote: undefined });
+    } finally {
+      this.ending = false;
+    }
     this.log(`asleep: saved ${(saved.bytes / 1024 / 1024).toFixed(0)} MiB in ${saved.seconds.toFixed(2)} s (${ms(t0)} ms in all)`);
-    this.setState('asleep', { pids: { qemu: null, virtiofsd: null, passt: null }, warmNote: undefined });
   }
 
   /** Restores an asleep sandbox exactly as it was saved. */
@@ -641,18 +651,29 @@ export class Sandbox extends EventEmitter {
     if (m.spec.accel !== accel.accel) throw new Error(`it was saved under ${m.spec.accel.toUpperCase()}, and this host now uses ${accel.accel.toUpperCase()}`);
     if (m.spec.memoryFile && !fs.existsSync(m.spec.memoryFile.path)) throw new Error('the template it was made from is gone');
     if (!fs.existsSync(path.join(this.imageDir, IMAGE.baseDisk))) throw new Error('its image is gone');
-    onStep('wake', 'checking the saved state', 0.2);
-    const sha = await sha256File(this.file('sleepState'));
-    if (sha !== m.sha256) throw new Error('its saved state is damaged (checksum mismatch)');
-    onStep('wake', 'restoring the VM from disk', 0.4);
+    onStep('wake', 'restoring the VM from disk', 0.3);
     this.dockerReady = false;
     this.setState('starting', { accel: accel.accel, startedAt: new Date().toISOString(), spec: m.spec, pending: 'wake' });
-    const pids = await driver.restore(m.spec, { stateFile: this.file('sleepState'), skipSharedMemory: false, timeoutMs: 120_000 });
+    // The checksum is read while qemu loads the same file; the VM only runs once both agree.
+    const checked = sha256File(this.file('sleepState'));
+    checked.catch(() => undefined); // Awaited below; a restore that fails first must not leave it unhandled.
+    const pids = await driver.restore(m.spec, {
+      stateFile: this.file('sleepState'),
+      skipSharedMemory: false,
+      timeoutMs: 120_000,
+      beforeRun: async () => {
+        if ((await checked) !== m.sha256) throw new Error('its saved state is damaged (checksum mismatch)');
+      },
+    });
+    const tRestored = Date.now();
     this.setState('starting', { pids });
     await this.attach();
     await this.link!.waitUp(this.deps.timeouts.handshakeMs, 'the woken guest agent');
+    const tUp = Date.now();
     await this.guestResume(driver.features.saveWithShare[this.runtime.mount ?? '9p'] === 'unmounted');
+    const tResumed = Date.now();
     await this.waitDockerReady(60_000, Date.now());
+    this.log(`woke from disk: restore ${tRestored - started} ms, agent ${tUp - tRestored} ms, resume ${tResumed - tUp} ms, dockerd ${ms(tResumed)} ms`);
     this.dropSleepState();
     this.lastActive = Date.now();
     this.setState('running', { bootSeconds: Math.round(ms(started) / 100) / 10, bootKind: 'wake', pending: undefined, warmNote: undefined });

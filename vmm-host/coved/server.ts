@@ -58,6 +58,7 @@ function register(conn: MessageConnection, coved: Coved, version: string, onShut
   conn.onRequest(Requests.start, (p) => handle(() => coved.start(p)));
   conn.onRequest(Requests.stop, (p) => handle(() => coved.stop(p)));
   conn.onRequest(Requests.sleep, (p) => handle(() => coved.sleep(p)));
+  conn.onRequest(Requests.pause, (p) => handle(() => coved.pause(p)));
   conn.onRequest(Requests.remove, (p) => handle(() => coved.remove(p)));
   conn.onRequest(Requests.publish, (p) => handle(() => coved.publish(p)));
   conn.onRequest(Requests.unpublish, (p) => handle(() => coved.unpublish(p)));

@@ -18,7 +18,6 @@ export interface MachineShape {
   cpus: number;
   memoryMiB: number;
   diskGiB: number;
-  readonly: boolean;
   network: 'passt' | 'user';
 }
 
@@ -73,7 +72,7 @@ export function templateBinding(imageDir: string, driver: Driver, accel: AccelRe
     memoryMiB: shape.memoryMiB,
     accel: accel.accel,
     tscKhz: accel.tscKhz,
-    share: { type: '9p', hostPath: '/SHARE', readonly: shape.readonly },
+    share: { type: '9p', hostPath: '/SHARE', readonly: false },
     network: shape.network,
     memoryFile: { path: '/RAM', shared: true },
   });
@@ -183,7 +182,8 @@ export class Templates {
         memoryMiB: shape.memoryMiB,
         accel: accel.accel,
         tscKhz: accel.tscKhz,
-        share: { type: '9p', hostPath: path.join(dir, EMPTY_SHARE), readonly: shape.readonly },
+        // Read-only is a property of qemu's 9p server, not of the saved device: a clone sets its own.
+        share: { type: '9p', hostPath: path.join(dir, EMPTY_SHARE), readonly: false },
         network: shape.network,
         memoryFile: { path: path.join(dir, TEMPLATE.ram), shared: true },
       }),

@@ -101,6 +101,8 @@ export interface RestoreOptions {
   skipSharedMemory: boolean;
   /** Deadline for loading the state. */
   timeoutMs?: number;
+  /** Runs after the state is loaded and before the VM runs; throwing stops the VM instead. */
+  beforeRun?: () => Promise<void>;
 }
 
 export interface Driver {

@@ -272,6 +272,7 @@ export class QemuDriver implements Driver {
     const pids = await this.launch(spec, buildQemuArgv(spec, { incoming: true }));
     try {
       await loadState(path.join(spec.dir, VM.qmpSock), opts.stateFile, opts.skipSharedMemory, opts.timeoutMs ?? 60_000);
+      await opts.beforeRun?.();
       // A VM saved while paused restores paused.
       await qmpCommand(path.join(spec.dir, VM.qmpSock), 'cont');
     } catch (e) {

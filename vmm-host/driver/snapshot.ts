@@ -60,12 +60,9 @@ export async function saveState(qmp: string, file: string, skipSharedMemory: boo
     fs.rmSync(tmp, { force: true });
     throw e;
   }
-  const fd = fs.openSync(tmp, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
+  // qemu's -daemonize umask left it group-readable: it holds guest RAM. No fsync: a state cut short
+  // by a host crash fails its checksum at restore, and the VM boots instead.
+  fs.chmodSync(tmp, 0o600);
   fs.renameSync(tmp, file);
   return { bytes: fs.statSync(file).size, seconds: (Date.now() - t0) / 1000 };
 }

@@ -13,6 +13,7 @@ import { ports } from './ports';
 import { publish } from './publish';
 import { rm } from './rm';
 import { shell } from './shell';
+import { pause } from './pause';
 import { sleep } from './sleep';
 import { sshConfig } from './ssh-config';
 import { sshProxy } from './ssh-proxy';
@@ -22,7 +23,7 @@ import { unpublish } from './unpublish';
 import { up } from './up';
 import { version } from './version';
 
-export const COMMANDS: readonly Command[] = [up, ls, inspect, start, stop, sleep, rm, exec, shell, logs, publish, unpublish, ports, cp, sshConfig, sshProxy, doctor, image, daemon, version];
+export const COMMANDS: readonly Command[] = [up, ls, inspect, start, stop, sleep, pause, rm, exec, shell, logs, publish, unpublish, ports, cp, sshConfig, sshProxy, doctor, image, daemon, version];
 
 /** The command called `name` (or one of its aliases). */
 export function findCommand(name: string): Command | undefined {
