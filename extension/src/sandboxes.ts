@@ -6,6 +6,7 @@ import type { MessageConnection } from 'vscode-jsonrpc/node';
 import { messageOf } from '../../contract/errors';
 import { Notifications, Requests, type PortEvent, type ProgressEvent, type SandboxInfo } from '../../contract/protocol';
 import type { CovedConnection } from './coved';
+import { isUp } from './states';
 
 const WINDOW_SANDBOX_KEY = 'cove.windowSandbox';
 
@@ -95,7 +96,7 @@ export class SandboxStore implements vscode.Disposable {
     const remembered = this.state.get<string>(WINDOW_SANDBOX_KEY);
     const folders = (vscode.workspace.workspaceFolders ?? []).filter((f) => f.uri.scheme === 'file').map((f) => realpath(f.uri.fsPath));
     const mine = this.all().filter((s) => folders.includes(s.workspace));
-    return mine.find((s) => s.name === remembered) ?? mine.find((s) => s.state === 'running') ?? mine[0];
+    return mine.find((s) => s.name === remembered) ?? mine.find((s) => isUp(s)) ?? mine[0];
   }
 
   rememberWindowSandbox(name: string): Thenable<void> {

@@ -1,6 +1,8 @@
 // The status bar item: this window's sandbox and its state; a click opens a terminal or the sandbox.
 import * as vscode from 'vscode';
+import type { SandboxInfo } from '../../contract/protocol';
 import type { SandboxStore } from './sandboxes';
+import { isUp } from './states';
 
 export class StatusBar implements vscode.Disposable {
   private readonly item = vscode.window.createStatusBarItem('cove.status', vscode.StatusBarAlignment.Left, 10);
@@ -43,10 +45,12 @@ export class StatusBar implements vscode.Disposable {
       return;
     }
     const accel = sb.accel ? ` (${sb.accel.toUpperCase()})` : '';
-    const icon = sb.state === 'running' ? '$(vm-running)' : sb.state === 'crashed' ? '$(error)' : sb.state === 'stopped' ? '$(vm-outline)' : '$(sync~spin)';
+    const icons: Partial<Record<SandboxInfo['state'], string>> = { running: '$(vm-running)', paused: '$(debug-pause)', asleep: '$(vm-outline)', crashed: '$(error)', stopped: '$(vm-outline)' };
+    const icon = icons[sb.state] ?? '$(sync~spin)';
     this.item.text = `${icon} Cove: ${sb.name} ${sb.state}${sb.state === 'running' ? accel : ''}`;
     this.item.tooltip = `Sandbox ${sb.name}: ${sb.state}${accel}, ${sb.mount}; Docker context ${sb.context ?? sb.dockerHost}${sb.problem ? `\n${sb.problem}` : ''}`;
-    this.item.command = sb.state === 'running' ? 'cove.openTerminal' : 'cove.openInSandbox';
+    // A paused or sleeping sandbox wakes when its terminal connects.
+    this.item.command = isUp(sb) ? 'cove.openTerminal' : 'cove.openInSandbox';
     if (sb.state === 'crashed') this.item.backgroundColor = new vscode.ThemeColor('statusBarItem.errorBackground');
   }
 

@@ -3,18 +3,20 @@
 import * as vscode from 'vscode';
 import type { SandboxInfo } from '../../../contract/protocol';
 import type { Ctx } from '../ctx';
+import { isUp, UP_STATES } from '../states';
 import { pickSandbox, sandboxArg } from './pick';
 
 async function runningSandbox(ctx: Ctx, arg: unknown): Promise<SandboxInfo | undefined> {
   if (!sandboxArg(ctx, arg)) {
     if (!ctx.store.isLoaded) await ctx.store.refresh(await ctx.connection());
     const mine = ctx.windowSandbox();
-    if (!mine || mine.state !== 'running') {
-      if (ctx.store.all().some((s) => s.state === 'running') && !mine) return pickSandbox(ctx, undefined, ['running'], 'open a terminal in');
+    // A paused or sleeping sandbox wakes when the terminal connects.
+    if (!isUp(mine)) {
+      if (ctx.store.all().some((s) => isUp(s)) && !mine) return pickSandbox(ctx, undefined, UP_STATES, 'open a terminal in');
       return (await vscode.commands.executeCommand<SandboxInfo | undefined>('cove.openInSandbox')) ?? undefined;
     }
   }
-  return pickSandbox(ctx, arg, ['running'], 'open a terminal in');
+  return pickSandbox(ctx, arg, UP_STATES, 'open a terminal in');
 }
 
 export function openTerminal(ctx: Ctx) {

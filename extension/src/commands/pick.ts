@@ -13,7 +13,7 @@ export function sandboxArg(ctx: Ctx, arg: unknown): SandboxInfo | undefined {
   return undefined;
 }
 
-export async function pickSandbox(ctx: Ctx, arg: unknown, states: SandboxState[] | 'any', verb: string): Promise<SandboxInfo | undefined> {
+export async function pickSandbox(ctx: Ctx, arg: unknown, states: readonly SandboxState[] | 'any', verb: string): Promise<SandboxInfo | undefined> {
   const given = sandboxArg(ctx, arg);
   if (given) return given;
   if (!ctx.store.isLoaded) await ctx.store.refresh(await ctx.connection());

@@ -6,7 +6,7 @@ import { pickSandbox } from './pick';
 
 export function stopSandbox(ctx: Ctx) {
   return async (arg?: unknown): Promise<SandboxInfo | undefined> => {
-    const sb = await pickSandbox(ctx, arg, ['running', 'starting', 'crashed'], 'stop');
+    const sb = await pickSandbox(ctx, arg, ['running', 'paused', 'asleep', 'starting', 'crashed'], 'stop');
     if (!sb) return undefined;
     ctx.statusBar.setBusy(`stopping ${sb.name}`);
     try {
