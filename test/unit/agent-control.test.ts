@@ -19,7 +19,8 @@ import { encodeConfigDisk, type GuestConfig, type GuestMount } from '../../contr
 import { CONTROL_MAX_REQUEST_BYTES, CONTROL_SUBSYSTEM, type ControlAnswer, type RebirthAnswer, type ResumeAnswer, type SuspendAnswer } from '../../agent/api/control';
 import { SYSCALL_HELPER, syscallNumbers } from '../../agent/system';
 import { parseRequest, RequestError } from '../../agent/control';
-import { collect, connect, exec, LineReader, makeKeys, publicBlob, startAgent, within, type Keys, type RunningAgent } from './agent-harness';
+import { skipToBanner } from '../../contract/banner-sync';
+import { collect, connect, exec, LineReader, makeKeys, openPortPair, publicBlob, startAgent, waitFor, within, type Keys, type RunningAgent } from './agent-harness';
 
 /** A folder with stub system commands that append one line per call to `calls`. */
 function makeFixture(): { dir: string; bin: string; calls: string; run: string; etc: string; disk: string } {
@@ -337,6 +338,62 @@ describe('agent control channel', () => {
     if (!answer.ok) {
       assert.equal(answer.step, 'config');
       assert.match(answer.error, /magic/);
+    }
+  });
+});
+
+// What coved does after a restore: the template's keys over the agent port (qemu's agent.sock),
+// rebirth, hang up, and the next host on the same port must meet the clone.
+describe('agent control channel over the agent port', () => {
+  let agent: RunningAgent;
+  let fx: ReturnType<typeof makeFixture>;
+
+  before(async () => {
+    fx = makeFixture();
+    agent = await startAgent({
+      port: true,
+      env: { COVE_AGENT_RUN_DIR: fx.run, COVE_AGENT_URANDOM: path.join(fx.dir, 'urandom'), COVE_AGENT_ETC: fx.etc, COVE_AGENT_SYSTEM_PATH: fx.bin },
+    });
+  });
+  after(async () => {
+    await agent?.stop();
+    if (fx) fs.rmSync(fx.dir, { recursive: true, force: true });
+  });
+
+  const openHost = () =>
+    waitFor(
+      () => {
+        try {
+          return skipToBanner(openPortPair(agent.portIn, agent.portOut));
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENXIO') return null; // The agent has not opened the port yet.
+          throw err;
+        }
+      },
+      10_000,
+      'the agent to open the port',
+    );
+
+  test('the next host on the port meets the clone', async () => {
+    const clone = makeKeys();
+    fs.writeFileSync(fx.disk, encodeConfigDisk(guestConfig(clone, 'clone-port', [])));
+    const host1 = await openHost();
+    const first = await connect(agent, { sock: host1, expectHostKey: agent.keys.hostPrivate });
+    const { answer } = await control(first, { op: 'rebirth', epochMs: Date.now(), entropy: entropy() });
+    assert.ok(answer.ok, JSON.stringify(answer));
+    assert.deepEqual((answer as RebirthAnswer).mounted, []);
+    // coved hangs up; the port's next host is a new SSH connection (the FIFO pair needs the old
+    // host's ends closed, or two readers would share the agent's bytes).
+    first.end();
+    await waitFor(() => /port#1: connection closed/.test(agent.log()), 10_000, 'the first port session to close');
+    host1.destroy();
+    const host2 = await openHost();
+    const next = await connect(agent, { sock: host2, privateKey: clone.clientPrivate, expectHostKey: clone.hostPrivate });
+    try {
+      assert.equal((await exec(next, 'echo via-port')).stdout, 'via-port\n');
+    } finally {
+      next.end();
+      host2.destroy();
     }
   });
 });
