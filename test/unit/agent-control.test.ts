@@ -423,10 +423,10 @@ describe('the perl helper on this host', () => {
   });
 
   // strace answers clock_settime itself (retval=0), so the host clock is never set.
-  test('sets CLOCK_REALTIME to the target plus the time spent since', { skip: (!hasStrace || !isRoot) && 'needs strace and root' }, () => {
+  test('credits the entropy, reseeds, and sets CLOCK_REALTIME to the target plus the time spent since', { skip: (!hasStrace || !isRoot) && 'needs strace and root' }, () => {
     const target = BigInt(Date.now() - 86_400_000) * 1_000_000n;
     const then = process.hrtime.bigint();
-    const r = spawnSync('strace', ['-qq', '-e', 'trace=clock_settime', '-e', 'inject=clock_settime:retval=0', 'perl', '-e', SYSCALL_HELPER, '--', ...syscallNumbers(), 'reseed', '/dev/urandom', 'clock', String(target), String(then)], {
+    const r = spawnSync('strace', ['-qq', '-e', 'trace=clock_settime,ioctl', '-e', 'inject=clock_settime:retval=0', 'perl', '-e', SYSCALL_HELPER, '--', ...syscallNumbers(), 'reseed', '/dev/urandom', 'clock', String(target), String(then)], {
       input: crypto.randomBytes(64),
     });
     if (r.status !== 0 && /ptrace|Operation not permitted/.test(r.stderr.toString())) return; // No ptrace in this container.
@@ -437,5 +437,8 @@ describe('the perl helper on this host', () => {
     const elapsed = process.hrtime.bigint() - then;
     assert.ok(set >= target && set <= target + elapsed, `set ${set} within [${target}, ${target + elapsed}]`);
     assert.match(r.stdout.toString(), /^reseed \d+\nclock \d+\n$/);
+    // The kernel took the entropy as 64 bytes worth 512 bits, then reseeded.
+    assert.match(r.stderr.toString(), /ioctl\(\d+, RNDADDENTROPY, \{entropy_count=512, buf_size=64, buf=.*\) = 0/);
+    assert.match(r.stderr.toString(), /ioctl\(\d+, RNDRESEEDCRNG\) = 0/);
   });
 });
