@@ -239,4 +239,20 @@ describe('warm start and sleep', { timeout: 60 * 60_000 }, () => {
     assert.equal((await exec('wd', 'hostname')).trim(), 'wd');
     ok(await docker('cove-wd', ['version'], 120_000), 'docker version through wd');
   });
+
+  test('coved killed in the middle of a stop: the restarted coved finishes it with a clean guest power-off', { timeout: 10 * 60_000 }, async () => {
+    const d = await inspect('wd');
+    assert.equal(d.state, 'running');
+    const pid = covedPid();
+    assert.ok(pid, 'coved is running');
+    process.kill(pid, 'SIGKILL');
+    // What coved leaves on disk when it dies between "stopping" and the guest's power-off.
+    const stateFile = path.join(d.dir, 'state.json');
+    const st = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as { state: string };
+    fs.writeFileSync(stateFile, JSON.stringify({ ...st, state: 'stopping' }));
+    await list(); // Starts coved, which recovers wd in the background.
+    await waitUntil('the recovered stop to finish', 5 * 60_000, async () => ((await inspect('wd')).state === 'stopped' ? true : null), 1000);
+    const console = fs.readFileSync(path.join(d.dir, 'console.log'), 'utf8');
+    assert.match(console, /cove: power off/, 'the guest powered itself off (not QMP quit while the agent link was still connecting)');
+  });
 });

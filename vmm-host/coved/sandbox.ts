@@ -23,7 +23,8 @@ import { readKeys, type SandboxKeys } from './keys';
 import { PortForwarder } from './ports';
 import { dockerUnavailable, startRelay } from './relay';
 import { sha256File, type Template, type Templates } from './templates';
-import * as vm from './vm';
+import { networkFor } from './host-checks';
+import * as images from './images';
 
 export type { SandboxConfig } from './guest-config';
 
@@ -300,7 +301,7 @@ export class Sandbox extends EventEmitter {
         `remove the sandbox with \`cove rm ${this.name}\` (its Docker data goes with it) and run \`cove up\` again`,
       );
     }
-    await vm.checkImageFor(this.imageDir, this.config);
+    await images.checkImageFor(this.imageDir, this.config);
     onStep('accel', 'checking for KVM', 0.05);
     const accel = await this.deps.accel(this.imageDir);
     if (st === 'asleep') {
@@ -356,7 +357,7 @@ export class Sandbox extends EventEmitter {
     this.setState('starting', { accel: accel.accel, startedAt: new Date().toISOString(), bootSeconds: null });
     const keys = readKeys(this.dir);
     const mount = this.chooseMount(driver);
-    const network = vm.networkFor();
+    const network = networkFor();
     if (network === 'user') this.log('passt is not installed: using qemu user networking, which lets the guest reach the host loopback');
     const spec = sandboxSpec({ config: this.config, imageDir: this.imageDir, vmDir: this.dir, accel, mount, network });
     try {
@@ -657,14 +658,22 @@ export class Sandbox extends EventEmitter {
     // The checksum is read while qemu loads the same file; the VM only runs once both agree.
     const checked = sha256File(this.file('sleepState'));
     checked.catch(() => undefined); // Awaited below; a restore that fails first must not leave it unhandled.
-    const pids = await driver.restore(m.spec, {
-      stateFile: this.file('sleepState'),
-      skipSharedMemory: false,
-      timeoutMs: 120_000,
-      beforeRun: async () => {
-        if ((await checked) !== m.sha256) throw new Error('its saved state is damaged (checksum mismatch)');
-      },
-    });
+    const damaged = new Error('its saved state is damaged (checksum mismatch)');
+    let pids: Awaited<ReturnType<Driver['restore']>>;
+    try {
+      pids = await driver.restore(m.spec, {
+        stateFile: this.file('sleepState'),
+        skipSharedMemory: false,
+        timeoutMs: 120_000,
+        beforeRun: async () => {
+          if ((await checked) !== m.sha256) throw damaged;
+        },
+      });
+    } catch (e) {
+      // qemu may trip over a damaged state before the checksum is done: name the cause.
+      if ((await checked.catch(() => null)) !== m.sha256) throw damaged;
+      throw e;
+    }
     const tRestored = Date.now();
     this.setState('starting', { pids });
     await this.attach();

@@ -1,5 +1,5 @@
 // Puts Coved on the wire: a WebSocket server on $COVE_HOME/coved.sock (mode 0600), one
-// vscode-jsonrpc connection per client, every request declared in api/protocol.ts.
+// vscode-jsonrpc connection per client, every request declared in contract/protocol.ts and handled per area in handlers/.
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import { WebSocketServer } from 'ws';
@@ -8,6 +8,9 @@ import { isCoveError, messageOf } from '../../contract/errors';
 import { ErrorCodes, MAX_FRAME_BYTES, Notifications, PROTOCOL_VERSION, Requests, type ErrorData } from '../../contract/protocol';
 import { connectionForSocket } from '../../contract/transport';
 import type { Coved, Listener } from './coved';
+import { doctor } from './handlers/doctor';
+import * as images from './handlers/image';
+import * as sandboxes from './handlers/sandbox';
 import { isImageError } from '../image/errors';
 import { isDriverError } from '../driver/errors';
 
@@ -51,28 +54,28 @@ function handle<T>(fn: () => Promise<T> | T): Promise<T> {
 
 function register(conn: MessageConnection, coved: Coved, version: string, onShutdown: () => void): Listener {
   conn.onRequest(Requests.version, () => ({ version, protocol: PROTOCOL_VERSION, pid: process.pid, home: coved.home }));
-  conn.onRequest(Requests.doctor, () => handle(() => coved.doctor()));
-  conn.onRequest(Requests.up, (p) => handle(() => coved.up(p)));
-  conn.onRequest(Requests.list, () => handle(() => coved.list()));
-  conn.onRequest(Requests.inspect, (p) => handle(() => coved.get((p as { name?: unknown } | undefined)?.name).info()));
-  conn.onRequest(Requests.start, (p) => handle(() => coved.start(p)));
-  conn.onRequest(Requests.stop, (p) => handle(() => coved.stop(p)));
-  conn.onRequest(Requests.sleep, (p) => handle(() => coved.sleep(p)));
-  conn.onRequest(Requests.pause, (p) => handle(() => coved.pause(p)));
-  conn.onRequest(Requests.remove, (p) => handle(() => coved.remove(p)));
-  conn.onRequest(Requests.publish, (p) => handle(() => coved.publish(p)));
-  conn.onRequest(Requests.unpublish, (p) => handle(() => coved.unpublish(p)));
+  conn.onRequest(Requests.doctor, () => handle(() => doctor(coved)));
+  conn.onRequest(Requests.up, (p) => handle(() => sandboxes.up(coved, p)));
+  conn.onRequest(Requests.list, () => handle(() => sandboxes.list(coved)));
+  conn.onRequest(Requests.inspect, (p) => handle(() => sandboxes.inspect(coved, p)));
+  conn.onRequest(Requests.start, (p) => handle(() => sandboxes.start(coved, p)));
+  conn.onRequest(Requests.stop, (p) => handle(() => sandboxes.stop(coved, p)));
+  conn.onRequest(Requests.sleep, (p) => handle(() => sandboxes.sleep(coved, p)));
+  conn.onRequest(Requests.pause, (p) => handle(() => sandboxes.pause(coved, p)));
+  conn.onRequest(Requests.remove, (p) => handle(() => sandboxes.remove(coved, p)));
+  conn.onRequest(Requests.publish, (p) => handle(() => sandboxes.publish(coved, p)));
+  conn.onRequest(Requests.unpublish, (p) => handle(() => sandboxes.unpublish(coved, p)));
   conn.onRequest(Requests.imageBuild, (p) =>
     handle(() => {
       const { force, progressToken } = (p ?? {}) as { force?: unknown; progressToken?: unknown };
       if (force !== undefined && typeof force !== 'boolean') throw new ResponseError(-32602, '"force" must be true or false');
       if (progressToken !== undefined && typeof progressToken !== 'string') throw new ResponseError(-32602, '"progressToken" must be a string');
       // The token is echoed in this build's progress events, as `up` does (defect #8: it was dropped).
-      return coved.buildImage(force === true, 'image', true, progressToken);
+      return images.build(coved, force === true, progressToken);
     }),
   );
-  conn.onRequest(Requests.imageList, () => handle(() => coved.listImages()));
-  conn.onRequest(Requests.imagePrune, () => handle(() => coved.pruneImages()));
+  conn.onRequest(Requests.imageList, () => handle(() => images.list(coved)));
+  conn.onRequest(Requests.imagePrune, () => handle(() => images.prune(coved)));
   conn.onRequest(Requests.shutdown, () => {
     setImmediate(onShutdown);
   });

@@ -118,9 +118,10 @@ export function buildPasstArgv(spec: VmSpec): string[] {
   ];
 }
 
+/** The last lines a program wrote to its log, without the command lines the driver writes there. */
 function tail(file: string, n = 5): string {
   try {
-    return fs.readFileSync(file, 'utf8').trim().split('\n').slice(-n).join(' | ');
+    return fs.readFileSync(file, 'utf8').trim().split('\n').filter((l) => l.trim() !== '' && !l.startsWith('# ')).slice(-n).join(' | ');
   } catch {
     return '';
   }
@@ -278,7 +279,8 @@ export class QemuDriver implements Driver {
     } catch (e) {
       await this.stop(spec.dir, { timeoutMs: 0 });
       const why = e instanceof Error ? e.message : String(e);
-      throw new DriverError(`restoring ${opts.stateFile} failed: ${why}${tail(path.join(spec.dir, VM.qemuLog), 2) ? ` (${tail(path.join(spec.dir, VM.qemuLog), 2)})` : ''}`, 'boot the VM instead', { cause: e });
+      const said = tail(path.join(spec.dir, VM.qemuLog), 1).slice(0, 300);
+      throw new DriverError(`restoring ${path.basename(opts.stateFile)} failed: ${why}${said ? ` (qemu: ${said})` : ''}`, 'boot the VM instead', { cause: e });
     }
     return pids;
   }
