@@ -63,7 +63,9 @@ export function parseConfig(text: string, source: string): AgentConfig {
     if (typeof line !== 'string') throw new ConfigError(`authorizedKeys[${i}] in ${source} is not a string`);
     const parsed = utils.parseKey(line);
     if (parsed instanceof Error) throw new ConfigError(`authorizedKeys[${i}] in ${source} is not a public key: ${parsed.message}`);
-    for (const key of Array.isArray(parsed) ? parsed : [parsed]) authorizedKeys.push(key);
+    // ssh2's types say one key, but a line can parse to several.
+    const keys: unknown = parsed;
+    for (const key of Array.isArray(keys) ? (keys as ParsedKey[]) : [parsed]) authorizedKeys.push(key);
   }
   const name = typeof obj.name === 'string' ? obj.name : undefined;
   const hostname = (typeof obj.hostname === 'string' && obj.hostname) || name || 'cove';

@@ -33,11 +33,12 @@ export class EventHub {
    * (and the control ops) keep: `mount-failed` (`path<TAB>reason` a line) and `config-failed`.
    */
   problems(): string[] {
-    if (!this.runDir) return [];
+    const runDir = this.runDir;
+    if (!runDir) return [];
     const out: string[] = [];
     const read = (name: string): string => {
       try {
-        return fs.readFileSync(path.join(this.runDir!, name), 'utf8');
+        return fs.readFileSync(path.join(runDir, name), 'utf8');
       } catch {
         return '';
       }

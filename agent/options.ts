@@ -46,7 +46,7 @@ export interface AgentOptions {
   systemPath: string;
 }
 
-const FLAGS: Record<string, keyof AgentOptions> = {
+const FLAGS: Partial<Record<string, keyof AgentOptions>> = {
   '--config': 'configPath',
   '--socket': 'socketPath',
   '--port': 'port',
@@ -77,12 +77,12 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv = process.en
     const flag = eq > 0 ? arg.slice(0, eq) : arg;
     const key = FLAGS[flag];
     if (!key) throw new UsageError(`unknown argument ${JSON.stringify(arg)}; known: ${Object.keys(FLAGS).join(' ')}`);
-    const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
+    const value = eq > 0 ? arg.slice(eq + 1) : argv.at(++i);
     if (value === undefined) throw new UsageError(`${flag} needs a value`);
     given.set(key, value);
   }
   const pick = (key: keyof AgentOptions, envName: string, fallback: string): string =>
-    given.get(key) ?? (env[envName] && env[envName] !== '' ? env[envName]! : fallback);
+    given.get(key) ?? (env[envName] || fallback);
 
   const socket = pick('socketPath', 'COVE_AGENT_SOCK', GUEST.agentSock);
   const portOut = pick('portOut', 'COVE_AGENT_PORT_OUT', '');

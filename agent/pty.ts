@@ -7,7 +7,7 @@
 // A later window-change runs `stty -F /dev/pts/N rows R cols C` on the same pts (found through
 // /proc/<wrapper pid>/fd/0). TIOCSWINSZ on a tty makes the kernel send SIGWINCH to its foreground
 // process group, exactly as sshd's resize does, so no signal is sent by hand.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as fs from 'node:fs';
 import { errorText, log } from './log';
 
@@ -26,7 +26,7 @@ const WRAPPER =
 const SCRIPT = '/usr/bin/script';
 
 /** Starts `command` (or a login shell when null) on a new pty. */
-export function spawnPty(command: string | null, pty: PtyRequest, env: NodeJS.ProcessEnv, cwd: string, shell: string): ChildProcess {
+export function spawnPty(command: string | null, pty: PtyRequest, env: NodeJS.ProcessEnv, cwd: string, shell: string): ChildProcessWithoutNullStreams {
   return spawn(SCRIPT, ['-q', '-f', '-e', '-c', WRAPPER, '/dev/null'], {
     cwd,
     env: {

@@ -63,7 +63,7 @@ export class AgentServer {
   private onConnection(conn: Connection, authorized: ParsedKey[], ip: string): void {
     // ssh2 passes the socket we injected; its label names the connection in the log.
     const sock = (conn as unknown as { _sock?: { label?: string } })._sock;
-    const label = sock?.label ?? ip ?? 'ssh';
+    const label = sock?.label ?? (ip || 'ssh');
     const ctx: ConnectionContext = { label, hub: this.hub, control: this.control };
     this.connections.add(conn);
     let user = '';
@@ -85,7 +85,7 @@ export class AgentServer {
         auth.accept(); // The client only asks whether this key would do; it signs next.
         return;
       }
-      if (key.verify(auth.blob, auth.signature, auth.hashAlgo) !== true) {
+      if (!key.verify(auth.blob, auth.signature, auth.hashAlgo)) {
         log(`${label}: refused ${auth.key.algo} key for user ${JSON.stringify(auth.username)}: bad signature`);
         auth.reject(['publickey']);
         return;
@@ -101,12 +101,14 @@ export class AgentServer {
       // Remote forwarding on guest loopback only (the host's allow list); nothing else global.
       const remote = new RemoteForwards(conn, ctx);
       conn.on('close', () => remote.closeAll());
-      conn.on('request', (accept, reject, name, info) => {
+      conn.on('request', (accept, reject, requestName, info) => {
+        // ssh2 types the name as the two forwarding requests; a client can send any other.
+        const name: string = requestName;
         if (name === 'tcpip-forward') {
-          const { bindAddr, bindPort } = info as { bindAddr: string; bindPort: number };
+          const { bindAddr, bindPort } = info;
           remote.add(bindAddr, bindPort).then(
             (port) => accept?.(port),
-            (err: Error) => {
+            (err: unknown) => {
               log(`${label}: refused tcpip-forward ${bindAddr}:${bindPort}: ${errorText(err)}`);
               reject?.();
             },
@@ -114,7 +116,7 @@ export class AgentServer {
           return;
         }
         if (name === 'cancel-tcpip-forward') {
-          const { bindAddr, bindPort } = info as { bindAddr: string; bindPort: number };
+          const { bindAddr, bindPort } = info;
           if (remote.remove(bindAddr, bindPort)) accept?.();
           else reject?.();
           return;

@@ -1,6 +1,6 @@
 // One SSH `session` channel: env, pty-req, window-change and signal requests, then one of exec,
 // shell, subsystem sftp, subsystem cove-events or subsystem cove-control.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import type { PseudoTtyInfo, RejectConnection, ServerChannel, Session, SetEnvInfo, SignalInfo, WindowChangeInfo } from 'ssh2';
@@ -134,7 +134,7 @@ function run(
     channel.stderr.write(`cove-agent: working directory ${cwd} does not exist; using /\n`);
     cwd = '/';
   }
-  let child: ChildProcess;
+  let child: ChildProcessWithoutNullStreams;
   if (pty) {
     child = spawnPty(command, pty, env, cwd, user.shell);
   } else if (command !== null) {
@@ -164,10 +164,10 @@ function run(
     });
   }
 
-  child.stdout!.pipe(channel, { end: false });
-  child.stderr!.pipe(channel.stderr, { end: false });
-  channel.pipe(child.stdin!);
-  child.stdin!.on('error', () => undefined); // EPIPE when the process exits before reading stdin.
+  child.stdout.pipe(channel, { end: false });
+  child.stderr.pipe(channel.stderr, { end: false });
+  channel.pipe(child.stdin);
+  child.stdin.on('error', () => undefined); // EPIPE when the process exits before reading stdin.
 
   channel.on('close', () => hangup());
 
@@ -195,9 +195,9 @@ function run(
     // Like sshd when a connection goes: a pty session is hung up; a plain command loses its pipes
     // (it sees EOF on stdin and EPIPE or SIGPIPE when it writes) but is not signalled.
     if (exited) return;
-    child.stdin?.destroy();
-    child.stdout?.destroy();
-    child.stderr?.destroy();
+    child.stdin.destroy();
+    child.stdout.destroy();
+    child.stderr.destroy();
     if (!pty || !child.pid) return;
     try {
       process.kill(child.pid, 'SIGHUP');

@@ -37,7 +37,9 @@ function attrsOf(st: fs.Stats): Attributes {
   };
 }
 
-function statusFor(err: unknown): number {
+type StatusCode = (typeof STATUS_CODE)[keyof typeof STATUS_CODE];
+
+function statusFor(err: unknown): StatusCode {
   switch ((err as NodeJS.ErrnoException).code) {
     case 'ENOENT':
     case 'ENOTDIR':
@@ -52,7 +54,7 @@ function statusFor(err: unknown): number {
 }
 
 /** The messages OpenSSH's sftp-server sends; clients show them as they are. */
-const STATUS_TEXT: Record<number, string> = {
+const STATUS_TEXT: Partial<Record<StatusCode, string>> = {
   [STATUS_CODE.NO_SUCH_FILE]: 'No such file',
   [STATUS_CODE.PERMISSION_DENIED]: 'Permission denied',
 };
@@ -120,13 +122,14 @@ export function serveSftp(sftp: SFTPWrapper, id: string, cwd: string): void {
       if (isFd) await new Promise<void>((res, rej) => fs.fchmod(target, mode, (e) => (e ? rej(e) : res())));
       else await fsp.chmod(target, mode);
     }
-    if (attrs.uid !== undefined && attrs.gid !== undefined) {
-      if (isFd) await new Promise<void>((res, rej) => fs.fchown(target, attrs.uid!, attrs.gid!, (e) => (e ? rej(e) : res())));
-      else await fsp.chown(target, attrs.uid, attrs.gid);
+    const { uid, gid, atime, mtime } = attrs;
+    if (uid !== undefined && gid !== undefined) {
+      if (isFd) await new Promise<void>((res, rej) => fs.fchown(target, uid, gid, (e) => (e ? rej(e) : res())));
+      else await fsp.chown(target, uid, gid);
     }
-    if (attrs.atime !== undefined && attrs.mtime !== undefined) {
-      if (isFd) await new Promise<void>((res, rej) => fs.futimes(target, attrs.atime!, attrs.mtime!, (e) => (e ? rej(e) : res())));
-      else await fsp.utimes(target, attrs.atime, attrs.mtime);
+    if (atime !== undefined && mtime !== undefined) {
+      if (isFd) await new Promise<void>((res, rej) => fs.futimes(target, atime, mtime, (e) => (e ? rej(e) : res())));
+      else await fsp.utimes(target, atime, mtime);
     }
   }
 
@@ -136,7 +139,7 @@ export function serveSftp(sftp: SFTPWrapper, id: string, cwd: string): void {
       if (!mode) throw Object.assign(new Error(`unsupported open flags ${flags}`), { code: 'EINVAL' });
       const file = resolve(filename);
       const fd = await new Promise<number>((res, rej) =>
-        fs.open(file, mode, attrs && typeof attrs.mode === 'number' ? attrs.mode & 0o7777 : 0o644, (e, f) => (e ? rej(e) : res(f))),
+        fs.open(file, mode, typeof attrs.mode === 'number' ? attrs.mode & 0o7777 : 0o644, (e, f) => (e ? rej(e) : res(f))),
       );
       sftp.handle(reqid, newHandle({ kind: 'file', fd, path: file, pending: new Set() }));
     });
@@ -246,7 +249,7 @@ export function serveSftp(sftp: SFTPWrapper, id: string, cwd: string): void {
 
   sftp.on('MKDIR', (reqid: number, dir: string, attrs: InputAttributes) => {
     op(reqid, 'mkdir', async () => {
-      await fsp.mkdir(resolve(dir), { mode: typeof attrs?.mode === 'number' ? attrs.mode & 0o7777 : 0o755 });
+      await fsp.mkdir(resolve(dir), { mode: typeof attrs.mode === 'number' ? attrs.mode & 0o7777 : 0o755 });
       ok(reqid);
     });
   });

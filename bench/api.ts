@@ -28,14 +28,14 @@ export async function ensureBusybox(name: string): Promise<void> {
 export async function hostProbe(url: string, count: number, socket?: string, keepAlive = false): Promise<{ ms: number[]; bytes: number }> {
   const args = [path.join(GUEST_FILES, 'probe.js'), url, `${count}`, ...(socket ? [socket] : [])];
   const r = ok(await sh('env', [`KEEPALIVE=${keepAlive ? 1 : 0}`, process.execPath, ...args], 10 * 60_000), `probe ${url} on the host`);
-  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as { ms: number[]; bytes: number };
 }
 
 /** Runs the same probe with the guest's node (the file is in the shared workspace). */
 export async function guestProbe(suite: Suite, name: string, url: string, count: number, socket?: string, keepAlive = false): Promise<{ ms: number[]; bytes: number }> {
   const probe = path.join(suite.workspacePath(name), '.bench', 'probe.js');
   const r = ok(await cove(['exec', name, '--', 'env', `KEEPALIVE=${keepAlive ? 1 : 0}`, 'node', probe, url, `${count}`, ...(socket ? [socket] : [])], 10 * 60_000), `probe ${url} in the guest`);
-  return JSON.parse(r.stdout.trim().split('\n').pop()!);
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as { ms: number[]; bytes: number };
 }
 
 const apiGoal = (r: { figure: { median: number }; baseline: { median: number } | null }) => ({

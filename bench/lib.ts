@@ -192,7 +192,7 @@ export function processTree(root: number): number[] {
 
 /** Proportional set size (KiB) of one process from smaps_rollup (VmRSS when that is unreadable), split into anonymous, file and shmem (guest RAM in a memfd). */
 export function pssKiB(pid: number): { pss: number; rss: number; anon: number; file: number; shmem: number } {
-  let rss = 0;
+  let rss: number;
   try {
     rss = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
   } catch {

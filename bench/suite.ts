@@ -114,7 +114,7 @@ export class Suite {
   async main(): Promise<string> {
     const name = 'bv';
     const st = await cove(['inspect', name, '--json'], 60_000);
-    if (st.code === 0 && JSON.parse(st.stdout).state === 'running') return name;
+    if (st.code === 0 && (JSON.parse(st.stdout) as { state: string }).state === 'running') return name;
     if (st.code === 0) await this.rm(name);
     log(`booting sandbox ${name} (${this.mountType})`);
     await this.up(name, this.workspace(name), this.mountType);
@@ -124,7 +124,7 @@ export class Suite {
   /** Removes every sandbox and bare VM this run started and stops the bench's coved. */
   async cleanup(): Promise<void> {
     for (const name of [...this.sandboxes]) {
-      await this.rm(name).catch((e) => log(`clean-up: ${(e as Error).message.split('\n')[0]}`));
+      await this.rm(name).catch((e: unknown) => log(`clean-up: ${(e as Error).message.split('\n')[0]}`));
     }
     for (const dir of [...this.bareDirs]) {
       await new QemuDriver(this.accel?.accel ?? 'tcg').stop(dir).catch(() => undefined);

@@ -55,7 +55,7 @@ class WebSocketReader extends AbstractMessageReader {
     if (isBinary) return this.reject(null, INVALID_REQUEST, 'binary frames are not accepted: send JSON text frames');
     let value: unknown;
     try {
-      value = JSON.parse(data.toString());
+      value = JSON.parse(frameText(data));
     } catch (e) {
       return this.reject(null, PARSE_ERROR, `the frame is not valid JSON (${(e as Error).message})`);
     }
@@ -104,4 +104,10 @@ export function connectionForSocket(ws: WebSocket, opts: { maxBuffered?: number 
   const reader = new WebSocketReader(ws);
   const writer = new WebSocketWriter(ws, opts.maxBuffered ?? 16 * 1024 * 1024);
   return createMessageConnection(reader, writer);
+}
+
+/** The text of a text frame: ws hands it over as one Buffer, or as fragments with some options. */
+function frameText(data: WebSocket.RawData): string {
+  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
+  return (Buffer.isBuffer(data) ? data : Buffer.from(data)).toString('utf8');
 }

@@ -1,5 +1,6 @@
 // The one polling wait: coved's client, the tests, the e2e runner and bench/ all use it. Every wait
 // has a deadline and a message naming what was awaited (and the last error the probe threw).
+import { messageOf } from './errors';
 
 /** A wait that ran past its deadline; the message names what was awaited. */
 export class WaitTimeoutError extends Error {
@@ -10,7 +11,7 @@ export class WaitTimeoutError extends Error {
     readonly lastError: unknown,
     readonly hint?: string,
   ) {
-    super(`timed out after ${Math.round(timeoutMs / 1000)} s waiting for ${awaited}${lastError ? ` (last error: ${lastError instanceof Error ? lastError.message : String(lastError)})` : ''}`);
+    super(`timed out after ${Math.round(timeoutMs / 1000)} s waiting for ${awaited}${lastError ? ` (last error: ${messageOf(lastError)})` : ''}`);
   }
 }
 

@@ -136,8 +136,9 @@ export class PortTransport implements Transport {
     this.name = `port:${opts.port}`;
   }
 
-  async start(serve: ServeConnection): Promise<void> {
+  start(serve: ServeConnection): Promise<void> {
     void this.run(serve);
+    return Promise.resolve();
   }
 
   close(): void {

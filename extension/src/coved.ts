@@ -22,7 +22,8 @@ export class CovedConnection implements vscode.Disposable {
   private conn: MessageConnection | undefined;
   private pending: Promise<MessageConnection> | undefined;
   /** Disposed when the current connection closes: the client's lifetime, not the extension's. */
-  private clientDisposables: vscode.Disposable[] = [];
+  // vscode-jsonrpc's disposables are not vscode's class: keep the shape both have.
+  private clientDisposables: { dispose(): unknown }[] = [];
   private reconnectTimer: NodeJS.Timeout | undefined;
   private reconnectDelay = RECONNECT_MIN_MS;
   private disposed = false;
@@ -41,7 +42,7 @@ export class CovedConnection implements vscode.Disposable {
     return this.conn !== undefined;
   }
 
-  addClientDisposable(d: vscode.Disposable): void {
+  addClientDisposable(d: { dispose(): unknown }): void {
     this.clientDisposables.push(d);
   }
 
@@ -101,7 +102,7 @@ export class CovedConnection implements vscode.Disposable {
     this.reconnectDelay = Math.min(this.reconnectDelay * 2, RECONNECT_MAX_MS);
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
-      this.get().catch((e) => {
+      this.get().catch((e: unknown) => {
         this.log.warn(`reconnecting to coved failed: ${messageOf(e)}; next try in ${this.reconnectDelay / 1000} s`);
         this.scheduleReconnect();
       });

@@ -58,7 +58,9 @@ export class Ctx {
       vscode.workspace.onDidChangeConfiguration((e) => {
         if (Config.needsReconnect.some((k) => e.affectsConfiguration(k))) {
           this.log.info('cove.home or cove.covedPath changed: reconnecting');
-          this.coved.restart().catch((err) => void this.showError('connecting to coved', err));
+          this.coved.restart().catch((err: unknown) => {
+            this.showError('connecting to coved', err);
+          });
         }
         if (e.affectsConfiguration('cove.dockerSettings')) void this.docker.sync(this.store.windowSandbox());
       }),
@@ -96,7 +98,7 @@ export class Ctx {
       try {
         d.dispose();
       } catch (e) {
-        this.log?.warn(`dispose: ${messageOf(e)}`);
+        this.log.warn(`dispose: ${messageOf(e)}`);
       }
     }
   }

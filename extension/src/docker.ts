@@ -36,7 +36,7 @@ export class DockerIntegration implements vscode.Disposable {
   sync(sb: SandboxInfo | undefined): Promise<void> {
     const want = this.enabled() && sb && sb.state === 'running' ? sb : undefined;
     const next = this.queue.then(() => (want ? this.apply(want) : this.restore()));
-    this.queue = next.catch((e) => this.log.error(`updating the Docker settings failed: ${messageOf(e)}`));
+    this.queue = next.catch((e: unknown) => this.log.error(`updating the Docker settings failed: ${messageOf(e)}`));
     return this.queue;
   }
 
@@ -60,6 +60,7 @@ export class DockerIntegration implements vscode.Disposable {
       const cfg = vscode.workspace.getConfiguration();
       const dockerEnv: Record<string, string> = { DOCKER_HOST: sb.dockerHost };
       if (sb.context) dockerEnv.DOCKER_CONTEXT = sb.context;
+      const failed = new Set<string>();
       for (const k of DOCKER_SETTING_KEYS) {
         const before = cfg.inspect(k)?.workspaceValue;
         if (!(k in values)) values[k] = before ?? null;
@@ -71,10 +72,11 @@ export class DockerIntegration implements vscode.Disposable {
         } catch (e) {
           // Unregistered when the Docker extension is not installed: nothing reads it then.
           this.log.info(`not setting ${k}: ${messageOf(e)}`);
-          delete values[k];
+          failed.add(k);
         }
       }
-      await this.state.update(SAVED_KEY, { sandbox: sb.name, values } satisfies Saved);
+      const kept = Object.fromEntries(Object.entries(values).filter(([k]) => !failed.has(k)));
+      await this.state.update(SAVED_KEY, { sandbox: sb.name, values: kept } satisfies Saved);
     }
     this.applied = key;
     this.appliedSandbox = sb.name;

@@ -37,7 +37,7 @@ export function activate(context: vscode.ExtensionContext): Promise<CoveApi> {
       registerCommands(c);
       const loaded = c.connection().then(
         () => new Promise<void>((resolve) => (c.store.isLoaded ? resolve() : c.store.onDidChange(() => c.store.isLoaded && resolve()))),
-        (e) => {
+        (e: unknown) => {
           c.showError('connecting to coved', e);
         },
       );

@@ -3,9 +3,12 @@
 // stay pointed at it, just as for a running one.
 import type { SandboxInfo, SandboxState } from '../../contract/protocol';
 
-export const UP_STATES: readonly SandboxState[] = ['running', 'paused', 'asleep'];
+export const UP_STATES = ['running', 'paused', 'asleep'] as const satisfies readonly SandboxState[];
 
-/** True when the sandbox runs, or is paused or asleep and wakes on the next connection. */
-export function isUp(s: SandboxInfo | undefined): s is SandboxInfo {
-  return s !== undefined && UP_STATES.includes(s.state);
+/**
+ * True when the sandbox runs, or is paused or asleep and wakes on the next connection. The guard
+ * names the state too, so that `false` leaves a stopped sandbox possible, not only `undefined`.
+ */
+export function isUp(s: SandboxInfo | undefined): s is SandboxInfo & { state: (typeof UP_STATES)[number] } {
+  return s !== undefined && (UP_STATES as readonly SandboxState[]).includes(s.state);
 }

@@ -28,7 +28,7 @@ async function main(): Promise<void> {
   process.exit(code);
 }
 
-main().catch((e) => {
+main().catch((e: unknown) => {
   process.stderr.write(`@vscode/test-electron: ${e instanceof Error ? e.message : String(e)}\n`);
   process.exit(1);
 });

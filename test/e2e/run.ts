@@ -100,7 +100,7 @@ async function stopEverything(): Promise<void> {
     try {
       for (const sb of await conn.sendRequest(Requests.list)) {
         log(`cleanup: removing sandbox ${sb.name} (${sb.state})`);
-        await Promise.race([conn.sendRequest(Requests.remove, { name: sb.name, force: true }), sleep(3 * MIN)]).catch((e) => log(`cleanup: ${e}`));
+        await Promise.race([conn.sendRequest(Requests.remove, { name: sb.name, force: true }), sleep(3 * MIN)]).catch((e: unknown) => log(`cleanup: ${String(e)}`));
       }
       await Promise.race([conn.sendRequest(Requests.shutdown), sleep(10_000)]).catch(() => undefined);
     } finally {
@@ -263,7 +263,8 @@ async function extensionTests(): Promise<void> {
   installStub(extensionsDir);
   const server = await startServer('tests', extensionsDir, { COVE_E2E_RESULTS: resultsFile, COVE_COVED: path.join(EXTENSION, 'dist', 'coved.js') });
   const { context, page } = await openBrowser('tests');
-  let exitCode: number | null = null;
+  // Set by the exit handler; a cast keeps TypeScript from narrowing it to null here.
+  let exitCode = null as number | null;
   await page.exposeFunction('codeAutomationLog', (type: string, args: unknown[]) => {
     // The workbench's own errors, first line only (open-vsx.org is unreachable here: expected).
     const line = args.map((a) => (typeof a === 'string' ? a : JSON.stringify(a))).join(' ').split('\n')[0];
@@ -374,7 +375,7 @@ async function uiSmoke(extensionsDir: string): Promise<void> {
   const started = Date.now();
   const server = await startServer('ui', extensionsDir, {});
   const { context, page } = await openBrowser('ui');
-  const shot = (name: string) => page.screenshot({ path: path.join(ARTIFACTS, name) }).catch((e) => log(`screenshot ${name} failed: ${e}`));
+  const shot = (name: string) => page.screenshot({ path: path.join(ARTIFACTS, name) }).catch((e: unknown) => log(`screenshot ${name} failed: ${String(e)}`));
   try {
     await page.goto(workbenchUrl(server.url));
     await page.waitForSelector('.monaco-workbench', { timeout: 2 * MIN });
@@ -487,7 +488,7 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 main()
-  .catch((e) => {
+  .catch((e: unknown) => {
     results.push({ title: 'the e2e runner', state: 'failed', error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
   })
   .finally(() => void finish());

@@ -33,8 +33,8 @@ export function run(cmd: string, args: string[], opts: { timeoutMs: number; inpu
     const child = child_process.spawn(cmd, args, { env: opts.env ?? testEnv(), cwd: opts.cwd ?? REPO, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
       reject(new Error(`\`${cmd} ${args.join(' ')}\` did not finish within ${opts.timeoutMs / 1000} s\nstdout: ${stdout.slice(-2000)}\nstderr: ${stderr.slice(-2000)}`));

@@ -45,7 +45,7 @@ function connectPort(): Promise<{ client: Client; sock: net.Socket }> {
       const client = new Client();
       client.once('ready', () => resolve({ client, sock }));
       client.once('error', reject);
-      client.connect({ sock: skipToBanner(sock) as unknown as net.Socket, username: 'root', privateKey: clientKey.private, strictVendor: false, readyTimeout: 60_000 });
+      client.connect({ sock: skipToBanner(sock), username: 'root', privateKey: clientKey.private, strictVendor: false, readyTimeout: 60_000 });
     }),
     90_000,
     'an SSH handshake with the agent over the port',
@@ -104,7 +104,7 @@ before(async () => {
     },
     // qemu exiting ends the wait at once, with its log.
     { intervalMs: 100, onError: 'throw' },
-  ).catch((e: Error) => {
+  ).catch((e: unknown) => {
     log(`console.log:\n${consoleText()}`);
     throw e;
   });
@@ -157,8 +157,8 @@ test('a PTY sees its size and a window change', async () => {
   let out = '';
   stream.on('data', (d: Buffer) => (out += d.toString()));
   stream.write('stty size\n');
-  await waitFor('the pty size 30 90', 60_000, () => /30 90/.test(out), 50).catch((e: Error) => {
-    throw new Error(`${e.message} (got ${JSON.stringify(out.slice(-200))})`);
+  await waitFor('the pty size 30 90', 60_000, () => /30 90/.test(out), 50).catch((e: unknown) => {
+    throw new Error(`${(e as Error).message} (got ${JSON.stringify(out.slice(-200))})`, { cause: e });
   });
   stream.setWindow(50, 160, 0, 0);
   await waitFor(

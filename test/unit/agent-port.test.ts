@@ -59,7 +59,7 @@ describe('agent port transport', () => {
     try {
       await reconnects();
     } catch (err) {
-      throw new Error(`${(err as Error).message}\nagent log:\n${agent.log()}`);
+      throw new Error(`${(err as Error).message}\nagent log:\n${agent.log()}`, { cause: err });
     }
   });
 

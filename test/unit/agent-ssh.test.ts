@@ -43,7 +43,7 @@ describe('agent SSH service', () => {
     });
     const sock = net.connect(port, '127.0.0.1');
     let got = '';
-    sock.on('data', (d) => (got += d));
+    sock.on('data', (d: Buffer) => (got += d.toString()));
     await within(new Promise((r) => sock.on('close', r)), 10_000, 'the forwarded connection to close');
     assert.equal(await served, `127.0.0.1:${port}`);
     assert.equal(got, `from-host-side:${port}\n`);

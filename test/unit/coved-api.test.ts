@@ -36,7 +36,7 @@ function exchange(ws: WebSocket, frame: string | Buffer, binary = false): Promis
       ws.off('close', onClose);
       resolve(v);
     };
-    const onMessage = (d: WebSocket.RawData) => done(JSON.parse(d.toString()));
+    const onMessage = (d: WebSocket.RawData) => done(JSON.parse((d as Buffer).toString('utf8')));
     const onClose = () => done('closed');
     const timer = setTimeout(() => done('no answer'), 5000);
     ws.on('message', onMessage);
@@ -101,7 +101,7 @@ describe('coved API (a real coved, no VM)', () => {
         try {
           return await connect({ home, autoStart: false });
         } catch (e) {
-          if (Date.now() > deadline) throw new Error(`coved did not start within 15 s: ${(e as Error).message}`);
+          if (Date.now() > deadline) throw new Error(`coved did not start within 15 s: ${(e as Error).message}`, { cause: e });
         }
       }
     });

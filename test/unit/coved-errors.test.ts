@@ -24,7 +24,7 @@ describe('errors keep their code and hint', () => {
     assert.equal(e.data?.hint, 'see qemu.log');
     const back = asCoveError(e);
     assert.ok(isCoveError(back));
-    assert.equal((back as CoveError).hint, 'see qemu.log');
+    assert.equal(back.hint, 'see qemu.log');
   });
 
   test('a CoveError keeps its code, hint and console tail', () => {

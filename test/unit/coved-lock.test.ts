@@ -87,7 +87,7 @@ test('two processes racing for the pid file: exactly one wins', async () => {
       new Promise<string>((resolve) => {
         const c = child_process.spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
         let out = '';
-        c.stdout.on('data', (d) => (out += d));
+        c.stdout.on('data', (d: Buffer) => (out += d.toString()));
         c.on('close', () => resolve(out));
       }),
     );

@@ -27,7 +27,7 @@ test('a relay carries half-close both ways and answers with 503 when the guest i
     // The "guest": echoes what it got once the client has finished sending, then ends.
     const guest = net.createServer({ allowHalfOpen: true }, (c) => {
       let got = '';
-      c.on('data', (d) => (got += d));
+      c.on('data', (d: Buffer) => (got += d.toString()));
       c.on('end', () => c.end(`echo:${got}`));
     });
     await new Promise<void>((r) => guest.listen(path.join(dir, 'guest.sock'), () => r()));
@@ -43,7 +43,7 @@ test('a relay carries half-close both ways and answers with 503 when the guest i
       new Promise<string>((resolve) => {
         const c = net.connect({ path: path.join(dir, 'relay.sock'), allowHalfOpen: true });
         let out = '';
-        c.on('data', (d) => (out += d));
+        c.on('data', (d: Buffer) => (out += d.toString()));
         c.on('end', () => resolve(out));
         c.end(text); // Half-close: the answer still comes back.
       });

@@ -325,7 +325,7 @@ async function buildLocked(c: Ctx): Promise<BuildImageResult> {
     } catch {
       // Best effort.
     }
-    if ((e as NodeJS.ErrnoException)?.code === 'ENOSPC') rethrowNoSpace(e, c.home);
+    if ((e as NodeJS.ErrnoException | null)?.code === 'ENOSPC') rethrowNoSpace(e, c.home);
     if (e instanceof DiskFullError && e.neededBytes === 0) throw new DiskFullError(e.dir, freeBytes(e.dir), 3 * GiB, { cause: e });
     if (isImageError(e)) throw e;
     throw new ImageError(`image build failed in step ${current}: ${(e as Error).message}`, `see ${log}`, { cause: e });

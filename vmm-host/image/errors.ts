@@ -125,7 +125,7 @@ export class LockTimeoutError extends ImageError {
 }
 
 export function isImageError(e: unknown): e is ImageError {
-  return e instanceof Error && typeof (e as ImageError).hint === 'string';
+  return e instanceof Error && 'hint' in e && typeof e.hint === 'string';
 }
 export function isMissingToolError(e: unknown): e is MissingToolError {
   return e instanceof Error && e.name === 'MissingToolError';

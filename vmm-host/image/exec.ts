@@ -45,18 +45,18 @@ export async function run(cmd: string, args: string[], opts: RunOptions): Promis
       const keepTail = (b: Buffer) => {
         tail = (tail + b.toString('utf8')).slice(-4000);
       };
-      child.stdout!.on('data', (b: Buffer) => {
+      child.stdout?.on('data', (b: Buffer) => {
         if (opts.capture) out.push(b);
         else {
           write(b);
           keepTail(b);
         }
       });
-      child.stderr!.on('data', (b: Buffer) => {
+      child.stderr?.on('data', (b: Buffer) => {
         write(b);
         keepTail(b);
       });
-      if (opts.input !== undefined) child.stdin!.end(opts.input);
+      if (opts.input !== undefined) child.stdin?.end(opts.input);
       let timedOut = false;
       const timer = setTimeout(() => {
         timedOut = true;
@@ -93,6 +93,6 @@ function lastLine(s: string): string {
 
 /** Wraps fs errors: ENOSPC becomes a DiskFullError naming the directory. */
 export function rethrowNoSpace(e: unknown, dir: string): never {
-  if ((e as NodeJS.ErrnoException)?.code === 'ENOSPC') throw new DiskFullError(dir, freeBytes(dir), 0, { cause: e });
+  if ((e as NodeJS.ErrnoException | null)?.code === 'ENOSPC') throw new DiskFullError(dir, freeBytes(dir), 0, { cause: e });
   throw e;
 }

@@ -2,6 +2,7 @@
 // its module tree; it does not care how they were obtained. Today: Debian's generic kernel package
 // from the recipe's suite (`debian-package`). A kernel built by Cove itself (with the drivers built
 // in, no initramfs needed) slots in as another source (`directory`) — see kernel/README.md.
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -189,18 +190,19 @@ export async function extractVmlinux(
   const bz = fs.readFileSync(bzImage);
   const p = findPayload(bz);
   if (p) {
-    const codec = MAGICS.find((m) => m.name === p.codec)!;
+    const codec = MAGICS.find((m) => m.name === p.codec);
+    if (!codec) throw new Error(`no decompressor for a ${p.codec} kernel payload`);
     const payload = path.join(path.dirname(out), '.payload');
     fs.writeFileSync(payload, bz.subarray(p.start, p.end));
     try {
       const fd = fs.openSync(out, 'w');
       try {
         await new Promise<void>((resolve, reject) => {
-          const child = require('node:child_process').spawn(codec.cmd[0], [...codec.cmd.slice(1), payload], {
+          const child = spawn(codec.cmd[0], [...codec.cmd.slice(1), payload], {
             stdio: ['ignore', fd, 'ignore'],
           });
           child.on('error', reject);
-          child.on('close', (code: number) => (code === 0 ? resolve() : reject(new Error(`${codec.cmd[0]} exited ${code}`))));
+          child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`${codec.cmd[0]} exited ${code}`))));
         });
       } finally {
         fs.closeSync(fd);

@@ -74,7 +74,7 @@ export function readManifest(dir: string): ImageManifest | null {
 /** Complete images (those with a manifest), newest first. Temp and incomplete folders are skipped. */
 export function listImages(home: string): ImageInfo[] {
   const root = imagesDir(home);
-  let names: string[] = [];
+  let names: string[];
   try {
     names = fs.readdirSync(root);
   } catch {
@@ -109,7 +109,7 @@ export async function verifyImage(dir: string, opts: { full?: boolean } = {}): P
   if (!manifest) return { ok: false, problems: [`${IMAGE.manifest} missing or unreadable`] };
   const problems: string[] = [];
   for (const name of [IMAGE.kernel, IMAGE.kernelConfig, IMAGE.initrd, IMAGE.baseDisk]) {
-    if (!manifest.files[name]) problems.push(`${name} not in the manifest`);
+    if (!(name in manifest.files)) problems.push(`${name} not in the manifest`);
   }
   for (const [name, want] of Object.entries(manifest.files)) {
     const file = path.join(dir, name);

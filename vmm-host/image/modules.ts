@@ -56,7 +56,8 @@ export function moduleClosure(dep: ModuleDep, wanted: string[], builtin: Set<str
     state.set(name, 'visiting');
     for (const d of dep.deps.get(name) ?? []) visit(d, [...chain, name]);
     state.set(name, 'done');
-    order.push(dep.files.get(name)!);
+    const file = dep.files.get(name);
+    if (file !== undefined) order.push(file);
   };
   for (const w of wanted) visit(moduleName(w), []);
   return order;

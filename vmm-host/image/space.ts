@@ -1,5 +1,6 @@
 // Free-space checks: up front (an estimate) and after the fact (ENOSPC anywhere).
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { DiskFullError } from './errors';
 
 export function freeBytes(dir: string): number {
@@ -7,9 +8,9 @@ export function freeBytes(dir: string): number {
   for (;;) {
     try {
       const s = fs.statfsSync(d);
-      return Number(s.bavail) * Number(s.bsize);
+      return s.bavail * s.bsize;
     } catch {
-      const parent = require('node:path').dirname(d) as string;
+      const parent = path.dirname(d);
       if (parent === d) return 0;
       d = parent;
     }

@@ -11,7 +11,7 @@ export function parsePortSpec(spec: string): { hostPort: number; guestPort: numb
   const m = /^\s*(?:(\d{1,5})\s*:\s*)?(\d{1,5})\s*$/.exec(spec);
   if (!m) return 'a port (8080) or HOST:GUEST (9000:80)';
   const guestPort = Number(m[2]);
-  const hostPort = m[1] !== undefined ? Number(m[1]) : guestPort;
+  const hostPort = m[1] ? Number(m[1]) : guestPort;
   for (const p of [hostPort, guestPort]) if (p < 1 || p > 65535) return `${p} is not a port: 1 to 65535`;
   return { hostPort, guestPort };
 }

@@ -11,7 +11,7 @@ const KEEP_CHARS = 256 * 1024;
 
 export class SandboxPty implements vscode.Pseudoterminal {
   private readonly writeEmitter = new vscode.EventEmitter<string>();
-  private readonly closeEmitter = new vscode.EventEmitter<number | void>();
+  private readonly closeEmitter = new vscode.EventEmitter<number | undefined>();
   readonly onDidWrite = this.writeEmitter.event;
   readonly onDidClose = this.closeEmitter.event;
   private client: Client | undefined;
@@ -85,7 +85,7 @@ export class SandboxPty implements vscode.Pseudoterminal {
 
   handleInput(data: string): void {
     if (this.exited) {
-      this.closeEmitter.fire();
+      this.closeEmitter.fire(undefined);
       return;
     }
     this.channel?.write(data);

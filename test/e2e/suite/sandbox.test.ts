@@ -23,7 +23,10 @@ function within<T>(what: string, ms: number, p: Thenable<T>): Promise<T> {
     const t = setTimeout(() => reject(new Error(`timed out after ${Math.round(ms / 1000)} s: ${what}`)), ms);
     Promise.resolve(p).then(
       (v) => (clearTimeout(t), resolve(v)),
-      (e) => (clearTimeout(t), reject(e)),
+      (e: unknown) => {
+        clearTimeout(t);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
     );
   });
 }
@@ -38,7 +41,7 @@ function get(url: string): Promise<string> {
   return new Promise((resolve, reject) => {
     http.get(url, (res) => {
       let body = '';
-      res.on('data', (d) => (body += d));
+      res.on('data', (d: Buffer) => (body += d.toString()));
       res.on('end', () => resolve(body));
     }).on('error', reject);
   });
