@@ -189,24 +189,35 @@ describe('warm start and sleep', { timeout: 60 * 60_000 }, () => {
   });
 
   test('a damaged template: the new sandbox boots cold with the reason, and the template is not used again', { timeout: 20 * 60_000 }, async () => {
-    const tpl = templateDirOf(await inspect('wb'));
-    const state = path.join(tpl, 'vmstate');
-    const original = fs.readFileSync(state);
+    // Every template there is (the one the next sandbox picks among them), each restored afterwards.
+    const states = fs
+      .readdirSync(path.join(HOME, 'images'))
+      .flatMap((img) => {
+        const root = path.join(HOME, 'images', img, 'templates');
+        return fs.existsSync(root) ? fs.readdirSync(root).map((t) => path.join(root, t)) : [];
+      })
+      .filter((t) => fs.existsSync(path.join(t, 'template.json')));
+    assert.ok(states.length > 0, 'there is a template');
+    const originals = new Map(states.map((t) => [t, fs.readFileSync(path.join(t, 'vmstate'))]));
     try {
-      const bad = Buffer.from(original);
-      bad[Math.floor(bad.length / 2)] ^= 0xff;
-      fs.writeFileSync(state, bad);
+      for (const [t, original] of originals) {
+        const bad = Buffer.from(original);
+        bad[Math.floor(bad.length / 2)] ^= 0xff;
+        fs.writeFileSync(path.join(t, 'vmstate'), bad);
+      }
       const wsC = workspace('warm-c');
       ok(await cove(['up', wsC, '--name', 'wc'], 20 * 60_000), 'cove up C');
       const c = await inspect('wc');
-      assert.equal(c.bootKind, 'cold');
+      assert.equal(c.bootKind, 'cold', `C booted cold (${c.warmNote ?? 'no note'})`);
       assert.match(c.warmNote ?? '', /damaged/);
-      assert.ok(fs.existsSync(path.join(tpl, 'bad')), 'the template is marked bad');
+      assert.ok(fs.existsSync(path.join(templateDirOf(c), 'bad')), 'the template is marked bad');
       ok(await docker('cove-wc', ['version'], 120_000), 'docker version through C');
     } finally {
-      // The rest of the run (e2e) keeps using the template.
-      fs.writeFileSync(state, original);
-      fs.rmSync(path.join(tpl, 'bad'), { force: true });
+      // The rest of the run (e2e) keeps using the templates.
+      for (const [t, original] of originals) {
+        fs.writeFileSync(path.join(t, 'vmstate'), original);
+        fs.rmSync(path.join(t, 'bad'), { force: true });
+      }
       await cove(['rm', '--force', 'wc'], 180_000).catch(() => undefined);
     }
   });

@@ -3,6 +3,8 @@
 import { parseArgs } from 'node:util';
 import type { MessageConnection } from 'vscode-jsonrpc/node';
 import { connect } from '../../contract/client';
+import { CoveError } from '../../contract/errors';
+import { ErrorCodes } from '../../contract/protocol';
 import { UsageError } from './output';
 
 /** A flag as parseArgs takes it, plus the line `cove CMD --help` shows for it. */
@@ -80,9 +82,19 @@ function flagProblem(c: Command, e: Error & { code?: string }): string {
 /** Runs `fn` with a connection to coved (started on demand), closed afterwards. */
 export async function withCoved<T>(fn: (conn: MessageConnection) => Promise<T>): Promise<T> {
   const conn = await connect();
+  // A coved that dies mid-request closes the socket and answers nothing: without this the request
+  // would never settle, node would run out of work and the command would exit 0 having said nothing.
+  let onLost: () => void = () => undefined;
+  const lost = new Promise<never>((_, reject) => {
+    onLost = () =>
+      reject(new CoveError(ErrorCodes.internal, 'coved exited before it answered', 'run the command again: coved restarts on demand and recovers its sandboxes (see coved.log in $COVE_HOME)'));
+  });
+  lost.catch(() => undefined);
+  const sub = conn.onClose(() => onLost());
   try {
-    return await fn(conn);
+    return await Promise.race([fn(conn), lost]);
   } finally {
+    sub.dispose();
     conn.dispose();
   }
 }

@@ -780,9 +780,9 @@ export class Sandbox extends EventEmitter {
       await this.ensureContext().catch((e) => this.log(`context: ${messageOf(e)}`));
       return;
     }
-    if (this.alive() && this.runtime.pending) {
-      // coved died between a restore and the guest becoming this sandbox: that VM cannot be
-      // trusted (a template identity, or a clock and mounts not set), so it goes.
+    if (this.runtime.pending) {
+      // coved died between a restore and the guest becoming this sandbox: that VM (if qemu got
+      // that far) cannot be trusted (a template identity, or a clock and mounts not set), so it goes.
       const pending = this.runtime.pending;
       this.log(`a ${pending === 'rebirth' ? 'warm start' : 'wake'} was interrupted by a coved restart; stopping that VM`);
       await this.driver().stop(this.dir, { timeoutMs: 0 });
