@@ -32,6 +32,16 @@ run_e2e() {
   echo "=== e2e tests ==="
   { bash scripts/setup-e2e.sh && npm run --silent package && node out/test/e2e/run.js; } 2>&1 | tee -a "$log" || status=1
 }
+run_lint() {
+  # The lint tier, first (`npm run lint`: both type-checks, eslint with zero warnings, no import
+  # cycles). It counts as one test in the closing line, written in the e2e runner's format.
+  echo "=== lint ==="
+  if npm run --silent lint 2>&1 | tee -a "$log"; then
+    echo "1 passed, 0 failed (lint)" | tee -a "$log"
+  else
+    echo "0 passed, 1 failed (lint)" | tee -a "$log"; status=1
+  fi
+}
 summary() {
   # node's spec reporter ends with "ℹ pass N" / "ℹ fail N" / "ℹ skipped N"; the e2e runner with
   # "N passed, N failed[, N skipped]". All three counts reach the closing line.
@@ -48,12 +58,13 @@ summary() {
   echo "tests: $passed passed, $failed failed, $skipped skipped"
 }
 case "$tier" in
+  lint) run_lint ;;
   unit) run_tier unit "${unit[@]}" ;;
   integration) run_tier integration "${integration[@]}" ;;
   e2e) run_e2e ;;
   summary) ;;
-  all) run_tier "unit and integration" "${unit[@]}" "${integration[@]}"; run_e2e ;;
-  *) echo "usage: scripts/test.sh [unit|integration|e2e|all|summary LOG]" >&2; exit 2 ;;
+  all) run_lint; run_tier "unit and integration" "${unit[@]}" "${integration[@]}"; run_e2e ;;
+  *) echo "usage: scripts/test.sh [lint|unit|integration|e2e|all|summary LOG]" >&2; exit 2 ;;
 esac
 summary
 exit $status
