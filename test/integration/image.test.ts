@@ -4,6 +4,7 @@
 // `docker run --rm`. Every wait has a deadline; the VM is stopped even when a test fails.
 import assert from 'node:assert/strict';
 import { DEFAULT_NETWORK, writeConfigDisk } from '../../contract/config-disk';
+import { waitFor } from '../../contract/wait';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -19,7 +20,6 @@ import {
   detectAccel,
   findVirtiofsd,
   readPid,
-  waitFor,
   type AccelResult,
   QemuDriver,
   processAlive,
@@ -138,7 +138,7 @@ test('boots and runs Docker over the agent channel', { timeout: 15 * 60_000 }, a
     await waitFor('the guest console line "cove: ready" (dockerd answered /_ping)', BOOT_DEADLINE_MS, () => {
       if (!processAlive(readPid(path.join(vmDir, VM.qemuPid)))) throw new Error(`qemu exited during boot; console:\n${readConsole()}`);
       return readConsole().includes('cove: ready');
-    }, { intervalMs: 200 });
+    }, { intervalMs: 200, onError: 'throw' });
   } catch (e) {
     log(`console.log:\n${readConsole()}`);
     throw e;

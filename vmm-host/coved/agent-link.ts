@@ -3,10 +3,12 @@
 // hands out channels: streamlocal to guest unix sockets, direct-tcpip to guest ports, exec.
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
+import * as readline from 'node:readline';
 import { Client, utils, type ClientChannel } from 'ssh2';
 import { skipToBanner } from '../../contract/banner-sync';
 import { EVENTS_SUBSYSTEM, type AgentEvent } from '../../contract/events';
 import { CONTROL_MAX_REQUEST_BYTES, CONTROL_SUBSYSTEM, type ControlAnswer, type ControlRequest } from '../../agent/api/control';
+import { agentEventProblems } from '../../contract/events-check';
 import { pipeBothWays } from './relay';
 
 export interface AgentLinkOptions {
@@ -229,20 +231,25 @@ export class AgentLink extends EventEmitter {
         this.opts.log(`cannot open the event stream: ${err.message}`);
         return;
       }
-      let buf = '';
-      stream.on('data', (d: Buffer) => {
-        buf += d.toString('utf8');
-        let nl: number;
-        while ((nl = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, nl).trim();
-          buf = buf.slice(nl + 1);
-          if (line === '') continue;
-          try {
-            this.emit('event', JSON.parse(line) as AgentEvent);
-          } catch {
-            this.opts.log(`agent sent a line that is not JSON: ${line.slice(0, 200)}`);
-          }
+      // One JSON event per line; anything the schema does not accept is logged and dropped, so a
+      // hostile or broken guest cannot hand coved an event of a shape it does not expect.
+      const lines = readline.createInterface({ input: stream, crlfDelay: Infinity });
+      lines.on('line', (raw: string) => {
+        const line = raw.trim();
+        if (line === '') return;
+        let value: unknown;
+        try {
+          value = JSON.parse(line);
+        } catch {
+          this.opts.log(`agent sent a line that is not JSON: ${JSON.stringify(line.slice(0, 200))}`);
+          return;
         }
+        const problems = agentEventProblems(value);
+        if (problems.length > 0) {
+          this.opts.log(`agent sent an event the schema refuses (${problems.slice(0, 3).join('; ')}): ${JSON.stringify(line.slice(0, 200))}`);
+          return;
+        }
+        this.emit('event', value as AgentEvent);
       });
       stream.stderr.resume();
     });

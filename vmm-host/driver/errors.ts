@@ -27,19 +27,3 @@ export function isDriverError(e: unknown): e is DriverError {
 export function isDeadlineError(e: unknown): e is DeadlineError {
   return e instanceof Error && e.name === 'DeadlineError';
 }
-
-/** Polls `check` every `intervalMs` until it returns a value; throws a DeadlineError after `timeoutMs`. */
-export async function waitFor<T>(
-  awaited: string,
-  timeoutMs: number,
-  check: () => T | null | undefined | false | Promise<T | null | undefined | false>,
-  opts: { intervalMs?: number; hint?: string } = {},
-): Promise<T> {
-  const start = Date.now();
-  for (;;) {
-    const v = await check();
-    if (v) return v;
-    if (Date.now() - start > timeoutMs) throw new DeadlineError(awaited, timeoutMs, opts.hint ?? 'see the VM folder\'s console.log and qemu.log');
-    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 100));
-  }
-}

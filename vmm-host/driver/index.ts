@@ -9,6 +9,6 @@ export { findQemu, findQemuImg, findVirtiofsd, requireVirtiofsd, findQemuTools, 
 export type { QemuTools } from './tools';
 export { createOverlay } from './overlay';
 export { processAlive, readPid, signal, waitGone } from './proc';
-export { DriverError, DeadlineError, isDriverError, isDeadlineError, waitFor } from './errors';
+export { DriverError, DeadlineError, isDriverError, isDeadlineError } from './errors';
 export { specFromLayout } from './spec';
 export type { LayoutSpec } from './spec';

@@ -9,7 +9,8 @@ import { GUEST } from '../../contract/guest';
 import { VM } from '../../contract/layout';
 import type { Accel } from './accel';
 import type { Driver, DriverFeatures, RestoreOptions, SaveOptions, SaveResult, StopOptions, VmPids, VmSpec } from './driver';
-import { DriverError, waitFor } from './errors';
+import { waitFor } from '../../contract/wait';
+import { DriverError } from './errors';
 import { MissingToolError } from '../image/errors';
 import { createOverlay } from './overlay';
 import { processAlive, readPid, signal, waitGone } from './proc';
@@ -155,7 +156,7 @@ async function startHelper(name: string, bin: string, args: string[], sock: stri
   await waitFor(`${name}'s socket ${sock}`, 10_000, () => {
     if (exitCode !== null) throw new DriverError(`${name} exited (${exitCode}) before listening: ${tail(logFile)}`, `see ${logFile}; ${hint}`);
     return fs.existsSync(sock);
-  });
+  }, { intervalMs: 50, onError: 'throw', hint: `see ${logFile}` });
   fs.chmodSync(sock, 0o600);
   return pid;
 }
@@ -206,7 +207,7 @@ async function runQemu(spec: VmSpec, argv: string[], env: NodeJS.ProcessEnv, tim
   } finally {
     fs.closeSync(log);
   }
-  const pid = await waitFor(`qemu's pid file ${VM.qemuPid}`, 5000, () => readPid(path.join(spec.dir, VM.qemuPid)));
+  const pid = await waitFor(`qemu's pid file ${VM.qemuPid}`, 5000, () => readPid(path.join(spec.dir, VM.qemuPid)), 50);
   // qemu's -daemonize sets its own umask (027): make its sockets the user's alone again.
   for (const f of [VM.agentSock, VM.qmpSock]) {
     try {

@@ -3,7 +3,8 @@
 // and restores paused; guest RAM that is a shared memory file is left out with the
 // `x-ignore-shared` capability, which the restoring side must set as well.
 import * as fs from 'node:fs';
-import { DriverError, waitFor } from './errors';
+import { waitFor } from '../../contract/wait';
+import { DriverError } from './errors';
 import { qmpCommand } from './qmp';
 
 interface MigrateInfo {
@@ -34,7 +35,7 @@ async function waitMigration(qmp: string, what: string, timeoutMs: number): Prom
       }
       return false;
     },
-    { intervalMs: 20, hint: 'qemu may be stuck; it is stopped and the VM booted instead' },
+    { intervalMs: 20, onError: 'throw', hint: 'qemu may be stuck; it is stopped and the VM booted instead' },
   );
 }
 
