@@ -1,4 +1,4 @@
-// The `cove-control` subsystem (agent/api/control.ts has the types, PROTOCOL.md the prose): one
+// The `cove-control` subsystem (contract/control.ts has the types, PROTOCOL.md the prose): one
 // JSON request line in, one JSON answer line out, per channel. It turns a restored clone of a
 // template into its own sandbox (rebirth) and prepares a sandbox for saving and resumes it
 // afterwards (suspend, resume), all inside the running agent: a new node process costs seconds
@@ -17,7 +17,7 @@ import {
   type ResumeAnswer,
   type StepTimes,
   type SuspendAnswer,
-} from './api/control';
+} from '../contract/control';
 import { loadConfig, parseConfig, readConfigDisk, type AgentConfig } from './config';
 import { errorText, log } from './log';
 import { mountShare, readMountList, unmountPath, writeMountFailures, writeMountList, type MountOutcome } from './mounts';

@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import type { PseudoTtyInfo, RejectConnection, ServerChannel, Session, SetEnvInfo, SignalInfo, WindowChangeInfo } from 'ssh2';
 import { EVENTS_SUBSYSTEM, type AgentEvent } from '../contract/events';
 import { CWD_ENV } from '../contract/guest';
-import { CONTROL_SUBSYSTEM } from './api/control';
+import { CONTROL_SUBSYSTEM } from '../contract/control';
 import { errorText, log } from './log';
 import { findPtyChild, foregroundGroup, resizePts, spawnPty, type PtyRequest } from './pty';
 import type { ConnectionContext } from './server';

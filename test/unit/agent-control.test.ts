@@ -16,7 +16,7 @@ import type { Client, ClientChannel } from 'ssh2';
 import { agentEventProblems } from '../../contract/events-check';
 import { EVENTS_SUBSYSTEM } from '../../contract/events';
 import { encodeConfigDisk, type GuestConfig, type GuestMount } from '../../contract/config-disk';
-import { CONTROL_MAX_REQUEST_BYTES, CONTROL_SUBSYSTEM, type ControlAnswer, type RebirthAnswer, type ResumeAnswer, type SuspendAnswer } from '../../agent/api/control';
+import { CONTROL_MAX_REQUEST_BYTES, CONTROL_SUBSYSTEM, type ControlAnswer, type RebirthAnswer, type ResumeAnswer, type SuspendAnswer } from '../../contract/control';
 import { SYSCALL_HELPER, syscallNumbers } from '../../agent/system';
 import { parseRequest, RequestError } from '../../agent/control';
 import { skipToBanner } from '../../contract/banner-sync';

@@ -7,7 +7,7 @@ import * as readline from 'node:readline';
 import { Client, utils, type ClientChannel } from 'ssh2';
 import { skipToBanner } from '../../contract/banner-sync';
 import { EVENTS_SUBSYSTEM, type AgentEvent } from '../../contract/events';
-import { CONTROL_MAX_REQUEST_BYTES, CONTROL_SUBSYSTEM, type ControlAnswer, type ControlRequest } from '../../agent/api/control';
+import { CONTROL_MAX_REQUEST_BYTES, CONTROL_SUBSYSTEM, type ControlAnswer, type ControlRequest } from '../../contract/control';
 import { agentEventProblems } from '../../contract/events-check';
 import { pipeBothWays } from './relay';
 

@@ -13,7 +13,7 @@ import { CoveError, conflict, messageOf } from '../../contract/errors';
 import { GUEST } from '../../contract/guest';
 import { IMAGE, VM, vmDir } from '../../contract/layout';
 import { ErrorCodes, type Accel, type MountType, type PortForward, type SandboxInfo, type SandboxState } from '../../contract/protocol';
-import { CONTROL_ENTROPY_BYTES } from '../../agent/api/control';
+import { CONTROL_ENTROPY_BYTES } from '../../contract/control';
 import { processAlive, type AccelResult, type Driver, type VmSpec } from '../driver';
 import { AgentLink } from './agent-link';
 import { watchConsole } from './boot-progress';
