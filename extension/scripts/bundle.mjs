@@ -1,6 +1,8 @@
 // Builds what the extension ships, into extension/dist/:
 //   extension.js — the extension (esbuild, `vscode` left external);
 //   coved.js     — coved itself, so the VSIX starts its own when none is running;
+//   media/       — the repository's media/ (icons, walkthrough images), which package.json names as
+//     dist/media/…;
 //   tier-docker/, kernel/features.json, out/bundle/agent.js — the image recipe coved's image build
 //     reads. vmm-host/image finds the recipe by walking up from coved's own folder, so with these
 //     beside dist/coved.js the bundled coved builds the same image (same hash) as the repository's.
@@ -74,6 +76,7 @@ copy('tier-docker/rootfs', 'tier-docker/rootfs');
 copy('tier-docker/initramfs', 'tier-docker/initramfs');
 copy('kernel/features.json', 'kernel/features.json');
 copy('out/bundle/agent.js', 'out/bundle/agent.js');
+copy('media', 'media');
 
 const size = (f) => `${(fs.statSync(path.join(dist, f)).size / 1024).toFixed(0)} KiB`;
 console.log(`extension bundle: dist/extension.js ${size('extension.js')}, dist/coved.js ${size('coved.js')}, recipe and agent copied`);
