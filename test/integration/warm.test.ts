@@ -240,8 +240,8 @@ describe('warm start and sleep', { timeout: 60 * 60_000 }, () => {
     process.kill(pid, 'SIGKILL');
     const r = await up;
     assert.notEqual(r.code, 0, 'the interrupted cove up reports a failure');
-    const d = (await list()).find((s) => s.name === 'wd');
-    assert.ok(d, 'the sandbox is still there');
+    // The restarted coved answers at once and recovers in the background: wait for wd's recovery.
+    const d = await waitUntil('wd to be recovered', 120_000, async () => (await list()).find((s) => s.name === 'wd' && s.state !== 'starting') ?? null, 500);
     assert.ok(d.state === 'stopped', `the half-restored VM was stopped, not kept (state ${d.state})`);
     assert.deepEqual(processesOf(d.dir), [], 'no VM process of the interrupted restore is left');
     ok(await cove(['start', 'wd'], 20 * 60_000), 'cove start wd');
