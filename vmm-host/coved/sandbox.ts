@@ -107,6 +107,8 @@ export class Sandbox extends EventEmitter {
   private waking: Promise<void> | null = null;
   /** Set while a sleep ends the VM on purpose, so the crash monitor does not take it for a crash. */
   private ending = false;
+  /** When a sleep was last refused (a busy share): the idle policy tries again a sleep period later. */
+  private sleepRefusedAt = 0;
 
   constructor(
     private readonly deps: SandboxDeps,
@@ -561,7 +563,7 @@ export class Sandbox extends EventEmitter {
     if (st === 'running' && pauseAfterMs > 0 && idleMs >= pauseAfterMs) {
       this.lastCpu = null;
       void this.serialize(async () => (this.runtime.state === 'running' && this.openConns === 0 ? this.pause() : undefined)).catch((e) => this.log(`pause failed: ${messageOf(e)}`));
-    } else if ((st === 'paused' || (st === 'running' && pauseAfterMs <= 0)) && sleepAfterMs > 0 && idleMs >= pauseAfterMs + sleepAfterMs && !this.runtime.warmNote) {
+    } else if ((st === 'paused' || (st === 'running' && pauseAfterMs <= 0)) && sleepAfterMs > 0 && idleMs >= pauseAfterMs + sleepAfterMs && now - this.sleepRefusedAt >= sleepAfterMs) {
       void this.serialize(async () => (this.openConns === 0 && (this.runtime.state === 'paused' || this.runtime.state === 'running') ? this.sleep() : undefined)).catch((e) => this.log(`sleep failed: ${messageOf(e)}`));
     }
   }
@@ -606,6 +608,7 @@ export class Sandbox extends EventEmitter {
     const mount = this.runtime.mount ?? this.config.mount;
     const canSave = driver.features.saveWithShare[mount];
     const stayPaused = async (why: string): Promise<never> => {
+      this.sleepRefusedAt = Date.now();
       if (this.runtime.state === 'running') await this.pause();
       this.setState('paused', { warmNote: `cannot sleep: ${why}` });
       throw conflict(`sandbox ${this.name} cannot be saved to disk now: ${why}`, 'it stays paused (no CPU) and wakes on the next connection');
