@@ -70,12 +70,15 @@ test('a pid file naming a dead process is taken over; one naming a live one is n
   }
 });
 
-test('two processes racing for the pid file: exactly one wins', async () => {
+test('eight processes racing for a stale pid file: exactly one wins', async () => {
   const { dir, file } = tmpFile();
   const lockModule = path.join(__dirname, '..', '..', 'vmm-host', 'image', 'lock.js');
   // Each contender takes the lock, holds it a moment, and prints "won" or the holder's pid.
+  // All start at the same instant (a shared start time), so their attempts really overlap.
+  const startAt = Date.now() + 1500;
   const script = `
     const { takeLockOrHolder } = require(${JSON.stringify(lockModule)});
+    while (Date.now() < ${startAt});
     takeLockOrHolder(${JSON.stringify(file)}).then((got) => {
       process.stdout.write(typeof got === 'number' ? 'lost ' + got : 'won');
       setTimeout(() => process.exit(0), 1500);
@@ -83,7 +86,7 @@ test('two processes racing for the pid file: exactly one wins', async () => {
   try {
     // A stale file, so that both contenders also race to take it over.
     fs.writeFileSync(file, '2147483646');
-    const runs = Array.from({ length: 4 }, () =>
+    const runs = Array.from({ length: 8 }, () =>
       new Promise<string>((resolve) => {
         const c = child_process.spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
         let out = '';

@@ -51,34 +51,45 @@ function safeStat(file: string): fs.Stats | null {
   }
 }
 
+/** How long a take-over guard may stand before it counts as left by a process that died. */
+const GUARD_STALE_MS = 10_000;
+
 /**
- * Removes the lock file only if it is still the one judged stale (same inode): two processes that
- * both judged it stale must not remove the lock the faster one has just created. The file is
- * renamed aside first, so the check and the removal are one step for everyone else.
+ * Removes a stale lock file. Only one process at a time may do it: it holds `<file>.takeover`
+ * (O_EXCL) while it judges the file again and removes it. Without that, two processes that both
+ * judged the same file stale could remove each other's fresh locks, and two would win. Returns
+ * false when another process is doing the removal (try again shortly).
  */
-function removeStale(file: string, staleIno: number): void {
-  const aside = `${file}.stale-${process.pid}-${Date.now()}`;
+function removeStale(file: string, isStale: (st: fs.Stats) => boolean): boolean {
+  const guard = `${file}.takeover`;
   try {
-    fs.renameSync(file, aside);
-  } catch {
-    return;
+    fs.closeSync(fs.openSync(guard, 'wx', 0o600));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    const st = safeStat(guard);
+    if (st && Date.now() - st.mtimeMs > GUARD_STALE_MS) fs.rmSync(guard, { force: true });
+    return false;
   }
-  const st = safeStat(aside);
-  if (st && st.ino !== staleIno) {
-    // Not the stale file: a new owner's lock. Put it back unless yet another owner took the name.
-    try {
-      fs.linkSync(aside, file);
-    } catch {
-      /* Taken meanwhile: that owner's lock stands. */
-    }
+  try {
+    // Judged again under the guard: the file may have been replaced by a live owner meanwhile.
+    const st = safeStat(file);
+    if (st && isStale(st)) fs.rmSync(file, { force: true });
+    return true;
+  } finally {
+    fs.rmSync(guard, { force: true });
   }
-  fs.rmSync(aside, { force: true });
 }
 
 /** One non-blocking attempt: creates the lock, takes over a stale one, or says who holds it. */
 export function tryLock(file: string, opts: LockOptions = {}): LockAttempt {
   const alive = opts.isAlive ?? pidAlive;
   const grace = opts.emptyGraceMs ?? 5000;
+  // A file without a pid is being written for its first `grace` ms; one with a dead pid is stale.
+  const isStale = (st: fs.Stats): boolean => {
+    const holder = readHolder(file);
+    if (holder === null) return Date.now() - st.mtimeMs > grace;
+    return holder === process.pid || !alive(holder);
+  };
   fs.mkdirSync(path.dirname(file), { recursive: true });
   for (let attempt = 0; attempt < 5; attempt++) {
     try {
@@ -103,17 +114,14 @@ export function tryLock(file: string, opts: LockOptions = {}): LockAttempt {
     }
     const st = safeStat(file);
     if (!st) continue;
-    const holder = readHolder(file);
-    if (holder === null) {
-      // Just created and not written yet, or left empty by an owner that died right then.
-      if (Date.now() - st.mtimeMs <= grace) return { holder: null };
-      removeStale(file, st.ino);
-      continue;
+    if (!isStale(st)) {
+      const holder = readHolder(file);
+      // No pid yet: a new owner is writing it.
+      return { holder: holder !== null && holder !== process.pid && alive(holder) ? holder : null };
     }
-    if (holder !== process.pid && alive(holder)) return { holder };
-    removeStale(file, st.ino);
+    if (!removeStale(file, isStale)) return { holder: null };
   }
-  return { holder: readHolder(file) };
+  return { holder: null };
 }
 
 /** Takes the lock, waiting (bounded) while another live process holds it. */
