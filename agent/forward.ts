@@ -7,7 +7,7 @@
 import * as net from 'node:net';
 import type { AcceptConnection, Connection, RejectConnection, ServerChannel } from 'ssh2';
 import { errorText, log } from './log';
-import type { ConnectionContext } from './server';
+import type { ConnectionContext } from './context';
 
 let channelCount = 0;
 

@@ -3,24 +3,15 @@
 // guest unix sockets and direct-tcpip to guest ports. PROTOCOL.md describes it for clients.
 import { timingSafeEqual } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import { Server, type Connection, type ParsedKey, type ServerChannel } from 'ssh2';
+import { Server, type Connection, type ParsedKey } from 'ssh2';
 import type { AgentConfig } from './config';
+import type { ConnectionContext, ControlHandler } from './context';
 import { RemoteForwards, openStreamlocal, openTcpip } from './forward';
 import type { EventHub } from './hub';
 import { errorText, log } from './log';
 import { handleSession } from './session';
 import { AGENT_BANNER_PREFIX } from '../contract/banner-sync';
 import { AGENT_VERSION } from './version';
-
-/** Serves one `cove-control` channel (control.ts). */
-export type ControlHandler = (channel: ServerChannel, id: string) => void;
-
-export interface ConnectionContext {
-  label: string;
-  hub: EventHub;
-  /** The control channel's handler; without one, `subsystem cove-control` is refused. */
-  control?: ControlHandler;
-}
 
 export class AgentServer {
   private server: Server;

@@ -9,7 +9,7 @@ import { CWD_ENV } from '../contract/guest';
 import { CONTROL_SUBSYSTEM } from '../contract/control';
 import { errorText, log } from './log';
 import { findPtyChild, foregroundGroup, resizePts, spawnPty, type PtyRequest } from './pty';
-import type { ConnectionContext } from './server';
+import type { ConnectionContext } from './context';
 import { serveSftp } from './sftp';
 
 type Accept = (() => void) | undefined;
