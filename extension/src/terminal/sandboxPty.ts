@@ -4,6 +4,7 @@
 import * as vscode from 'vscode';
 import type { Client, ClientChannel } from 'ssh2';
 import { messageOf } from '../../../contract/errors';
+import { CWD_ENV } from '../../../contract/guest';
 import { connectSandbox } from '../../../contract/ssh';
 
 /** How much of a terminal's output is kept for `output()` (the tests read it back). */
@@ -50,7 +51,7 @@ export class SandboxPty implements vscode.Pseudoterminal {
       const rows = this.dims?.rows ?? 24;
       const cols = this.dims?.columns ?? 80;
       const ch = await new Promise<ClientChannel>((resolve, reject) =>
-        client.shell({ term: 'xterm-256color', rows, cols }, { env: { COVE_CWD: this.cwd } }, (err, c) => (err ? reject(err) : resolve(c))),
+        client.shell({ term: 'xterm-256color', rows, cols }, { env: { [CWD_ENV]: this.cwd } }, (err, c) => (err ? reject(err) : resolve(c))),
       );
       this.channel = ch;
       if (this.dims && (this.dims.rows !== rows || this.dims.columns !== cols)) ch.setWindow(this.dims.rows, this.dims.columns, 0, 0);
