@@ -5,6 +5,7 @@
 import * as vscode from 'vscode';
 import { messageOf } from '../../contract/errors';
 import type { SandboxInfo } from '../../contract/protocol';
+import { isUp } from './states';
 
 /** The Docker extension's settings Cove writes: Container Tools and the Docker extension before it. */
 export const DOCKER_SETTING_KEYS = ['containers.environment', 'docker.environment', 'docker.context'] as const;
@@ -34,7 +35,8 @@ export class DockerIntegration implements vscode.Disposable {
 
   /** Applies or restores for this window's sandbox; returns when the settings are written. */
   sync(sb: SandboxInfo | undefined): Promise<void> {
-    const want = this.enabled() && sb && sb.state === 'running' ? sb : undefined;
+    // Paused and sleeping sandboxes keep the settings: their Docker socket wakes them.
+    const want = this.enabled() && isUp(sb) ? sb : undefined;
     const next = this.queue.then(() => (want ? this.apply(want) : this.restore()));
     this.queue = next.catch((e: unknown) => this.log.error(`updating the Docker settings failed: ${messageOf(e)}`));
     return this.queue;
