@@ -9,7 +9,7 @@ function run(bin: string, args: string[], timeoutMs = 15_000): Promise<{ code: n
   return new Promise((resolve) => {
     child_process.execFile(bin, args, { timeout: timeoutMs, env: process.env }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
-      resolve({ code, stdout: String(stdout), stderr: String(stderr) || (err && code !== 0 ? err.message : '') });
+      resolve({ code, stdout, stderr: stderr || (err && code !== 0 ? err.message : '') });
     });
   });
 }

@@ -132,7 +132,7 @@ export class Coved {
       if (!this.dockerBin) this.log('the docker CLI was not found: Docker contexts will not be created');
       await Promise.all(
         loaded.map((sb) =>
-          sb.serialize(() => sb.recover()).catch((e) => this.log(`[${sb.name}] recover failed: ${messageOf(e)}`)),
+          sb.serialize(() => sb.recover()).catch((e: unknown) => this.log(`[${sb.name}] recover failed: ${messageOf(e)}`)),
         ),
       );
     })();

@@ -8,6 +8,8 @@ export function writeJsonAtomic(file: string, value: unknown, mode = 0o600): voi
   fs.renameSync(tmp, file);
 }
 
+// The caller names the type of its own file (config.json, state.json…); it is not checked here.
+// eslint-disable-next-line @typescript-eslint/no-unnecessary-type-parameters
 export function readJson<T>(file: string): T | null {
   try {
     return JSON.parse(fs.readFileSync(file, 'utf8')) as T;

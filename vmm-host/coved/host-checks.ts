@@ -65,7 +65,7 @@ export async function hostChecks(home: string): Promise<DoctorCheck[]> {
 export async function pluginChecks(dockerBin: string): Promise<DoctorCheck[]> {
   const has = (args: string[]) =>
     new Promise<string | null>((resolve) =>
-      child_process.execFile(dockerBin, args, { timeout: 10_000 }, (err, stdout) => resolve(err ? null : String(stdout).trim().split('\n')[0])),
+      child_process.execFile(dockerBin, args, { timeout: 10_000 }, (err, stdout) => resolve(err ? null : stdout.trim().split('\n')[0])),
     );
   const out: DoctorCheck[] = [];
   for (const [plugin, args] of [

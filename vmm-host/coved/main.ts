@@ -10,7 +10,7 @@ import { exitOnUncaught, serve } from './server';
 import { takeLockOrHolder, type Lock } from '../image/lock';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const VERSION: string = require('../../../package.json').version;
+const VERSION = (require('../../../package.json') as { version: string }).version;
 
 function log(msg: string): void {
   process.stderr.write(`${new Date().toISOString()} ${msg}\n`);
@@ -72,7 +72,7 @@ if (process.argv[2] === 'ssh-proxy') {
   // `coved ssh-proxy NAME`: OpenSSH's ProxyCommand (ssh_config), from the same file coved runs.
   void sshProxy(checkName(process.argv[3]), coveHome()).then((code) => process.exit(code));
 } else {
-  main().catch((e) => {
+  main().catch((e: unknown) => {
     log(`coved failed: ${e instanceof Error ? e.stack : String(e)}`);
     process.exit(1);
   });

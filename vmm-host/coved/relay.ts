@@ -64,7 +64,7 @@ export async function startRelay(opts: RelayOptions): Promise<net.Server> {
         }
         pipeBothWays(conn, ch);
       },
-      (err: Error) => opts.unavailable(conn, err),
+      (err: unknown) => opts.unavailable(conn, err instanceof Error ? err : new Error(String(err))),
     );
   }));
   await new Promise<void>((resolve, reject) => {

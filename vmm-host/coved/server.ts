@@ -47,7 +47,7 @@ export function exitOnUncaught(log: (msg: string) => void, cleanup: () => void):
 function handle<T>(fn: () => Promise<T> | T): Promise<T> {
   return Promise.resolve()
     .then(fn)
-    .catch((e) => {
+    .catch((e: unknown) => {
       throw toResponseError(e);
     });
 }
@@ -67,7 +67,9 @@ function register(conn: MessageConnection, coved: Coved, version: string, onShut
   conn.onRequest(Requests.unpublish, (p) => handle(() => sandboxes.unpublish(coved, p)));
   conn.onRequest(Requests.imageBuild, (p) =>
     handle(() => {
-      const { force, progressToken } = (p ?? {}) as { force?: unknown; progressToken?: unknown };
+      // JSON-RPC params may be absent whatever the declared type says.
+      const params: { force?: unknown; progressToken?: unknown } | undefined = p;
+      const { force, progressToken } = params ?? {};
       if (force !== undefined && typeof force !== 'boolean') throw new ResponseError(-32602, '"force" must be true or false');
       if (progressToken !== undefined && typeof progressToken !== 'string') throw new ResponseError(-32602, '"progressToken" must be a string');
       // The token is echoed in this build's progress events, as `up` does (defect #8: it was dropped).
@@ -79,7 +81,7 @@ function register(conn: MessageConnection, coved: Coved, version: string, onShut
   conn.onRequest(Requests.shutdown, () => {
     setImmediate(onShutdown);
   });
-  const send = <P>(type: { method: string }, params: P) => {
+  const send = (type: { method: string }, params: unknown) => {
     conn.sendNotification(type.method, params).catch(() => undefined);
   };
   return {

@@ -104,7 +104,7 @@ export class Templates {
   /** A complete, usable template for this binding, or null. */
   find(imageDir: string, binding: Record<string, unknown>): Template | null {
     const key = templateKey(binding);
-    let names: string[] = [];
+    let names: string[];
     try {
       names = fs.readdirSync(this.root(imageDir)).filter((n) => n.startsWith(`${key}-`) && !n.endsWith('.tmp')).sort();
     } catch {
@@ -261,7 +261,7 @@ export class Templates {
   /** Removes every template of an image that no sandbox uses and that is not the newest for its key. */
   prune(imageDir: string, used: Set<string>): string[] {
     const removed: string[] = [];
-    let names: string[] = [];
+    let names: string[];
     try {
       names = fs.readdirSync(this.root(imageDir)).sort();
     } catch {

@@ -54,7 +54,7 @@ interface CacheFile {
 
 function kernelSha(imageDir: string): string {
   try {
-    const m = JSON.parse(fs.readFileSync(path.join(imageDir, IMAGE.manifest), 'utf8'));
+    const m = JSON.parse(fs.readFileSync(path.join(imageDir, IMAGE.manifest), 'utf8')) as { files?: Record<string, { sha256?: unknown } | undefined> } | null;
     const sha = m?.files?.[IMAGE.kernel]?.sha256;
     if (typeof sha === 'string') return sha;
   } catch {
@@ -94,7 +94,7 @@ export async function detectAccel(opts: DetectAccelOptions): Promise<AccelResult
   } catch {
     // First probe on this host.
   }
-  const hit = cache[key];
+  const hit = cache[key] as CacheFile[string] | undefined;
   if (hit && !opts.reprobe) {
     return { accel: hit.kvm ? 'kvm' : 'tcg', reason: `${hit.reason} (cached ${hit.probedAt})`, probeSeconds: hit.seconds, cached: true, tscKhz };
   }
@@ -125,10 +125,11 @@ export async function probeKvm(imageDir: string, opts: { timeoutMs: number; env?
   const start = Date.now();
   const child = spawn(findQemu(opts.env), args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
-  let exited = false;
-  child.on('exit', () => (exited = true));
-  child.on('error', () => (exited = true));
+  child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
+  // An object, not a boolean: the handlers set it while the loop below awaits.
+  const proc = { exited: false };
+  child.on('exit', () => (proc.exited = true));
+  child.on('error', () => (proc.exited = true));
   try {
     for (;;) {
       const seconds = (Date.now() - start) / 1000;
@@ -139,7 +140,7 @@ export async function probeKvm(imageDir: string, opts: { timeoutMs: number; env?
         // Not created yet.
       }
       if (text.includes(PROBE_MARKER)) return { ok: true, reason: `KVM probe booted in ${seconds.toFixed(1)} s`, seconds };
-      if (exited) {
+      if (proc.exited) {
         return { ok: false, reason: `KVM probe: qemu exited before the marker: ${stderr.trim().split('\n').pop() ?? ''}`, seconds };
       }
       if (Date.now() - start > opts.timeoutMs) {
@@ -148,8 +149,8 @@ export async function probeKvm(imageDir: string, opts: { timeoutMs: number; env?
       await new Promise((r) => setTimeout(r, 100));
     }
   } finally {
-    if (!exited) child.kill('SIGKILL');
-    await new Promise((r) => (exited ? r(null) : child.once('exit', r)));
+    if (!proc.exited) child.kill('SIGKILL');
+    await new Promise((r) => (proc.exited ? r(null) : child.once('exit', r)));
     fs.rmSync(work, { recursive: true, force: true });
   }
 }

@@ -22,7 +22,7 @@ export class DeadlineError extends DriverError {
 }
 
 export function isDriverError(e: unknown): e is DriverError {
-  return e instanceof Error && typeof (e as DriverError).hint === 'string' && (e.name === 'DriverError' || e.name === 'DeadlineError');
+  return e instanceof Error && 'hint' in e && typeof e.hint === 'string' && (e.name === 'DriverError' || e.name === 'DeadlineError');
 }
 export function isDeadlineError(e: unknown): e is DeadlineError {
   return e instanceof Error && e.name === 'DeadlineError';

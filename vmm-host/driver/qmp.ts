@@ -32,7 +32,7 @@ export async function qmpCommand(sock: string, command: string, args?: Record<st
         if (!line) continue;
         let msg: { QMP?: unknown; return?: unknown; error?: { desc?: string }; event?: string };
         try {
-          msg = JSON.parse(line);
+          msg = JSON.parse(line) as typeof msg;
         } catch {
           continue;
         }

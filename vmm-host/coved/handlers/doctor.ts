@@ -15,7 +15,7 @@ export async function doctor(coved: Coved): Promise<DoctorResult> {
     hint: coved.dockerBin ? undefined : 'install the docker CLI (Debian: docker.io or docker-cli) to get Docker contexts; DOCKER_HOST=unix://…/docker.sock works without it',
   });
   if (coved.dockerBin) checks.push(...(await pluginChecks(coved.dockerBin)));
-  const image = images.listImages(coved.home)[0];
+  const image = images.listImages(coved.home).at(0);
   let accel: DoctorResult['accel'] = null;
   let accelDetail = 'no image built yet: the KVM probe runs at the first boot';
   if (image) {

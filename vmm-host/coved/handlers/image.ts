@@ -29,7 +29,7 @@ export function prune(coved: Coved): string[] {
   }
   // Kept images: templates no sandbox is made over, other than the newest of each shape.
   for (const img of all.filter((i) => !removed.includes(i.dir))) {
-    const usedTemplates = new Set(sandboxes.filter((s) => s.config.image === path.basename(img.dir) && s.config.template).map((s) => s.config.template!));
+    const usedTemplates = new Set(sandboxes.flatMap((s) => (s.config.image === path.basename(img.dir) && s.config.template ? [s.config.template] : [])));
     for (const t of coved.templates.prune(img.dir, usedTemplates)) removed.push(path.join(img.dir, 'templates', t));
   }
   return removed;
