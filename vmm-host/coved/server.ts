@@ -68,7 +68,7 @@ function register(conn: MessageConnection, coved: Coved, version: string, onShut
   conn.onRequest(Requests.imageBuild, (p) =>
     handle(() => {
       // JSON-RPC params may be absent whatever the declared type says.
-      const params: { force?: unknown; progressToken?: unknown } | undefined = p;
+      const params = p as { force?: unknown; progressToken?: unknown } | null | undefined;
       const { force, progressToken } = params ?? {};
       if (force !== undefined && typeof force !== 'boolean') throw new ResponseError(-32602, '"force" must be true or false');
       if (progressToken !== undefined && typeof progressToken !== 'string') throw new ResponseError(-32602, '"progressToken" must be a string');
