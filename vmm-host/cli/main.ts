@@ -33,11 +33,11 @@ function help(topic: string | undefined): number {
 }
 
 async function run(argv: string[]): Promise<number> {
-  const [name, ...args] = argv;
-  if (name === undefined) {
+  if (argv.length === 0) {
     process.stdout.write(overview() + '\n');
     return 2;
   }
+  const [name, ...args] = argv;
   if (name === 'help' || name === '--help' || name === '-h') return help(args[0]);
   const c: Command | undefined = findCommand(name);
   if (!c) throw new UsageError(`unknown command ${JSON.stringify(name)}`);
@@ -53,7 +53,7 @@ run(process.argv.slice(2)).then(
     // Stdin may hold the loop open after a command that piped it.
     setImmediate(() => process.exit(code));
   },
-  (e) => {
+  (e: unknown) => {
     process.exit(reportError(e));
   },
 );

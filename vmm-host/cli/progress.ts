@@ -6,7 +6,7 @@ import { Notifications, type ProgressEvent } from '../../contract/protocol';
 
 /** Shows the progress of `subjects` (sandbox names, `image`) or of events carrying `token`. */
 export function showProgress(conn: MessageConnection, subjects: string[], quiet: boolean, token?: string): () => void {
-  const tty = process.stderr.isTTY === true && !quiet;
+  const tty = process.stderr.isTTY && !quiet;
   let bar: SingleBar | null = null;
   let last = '';
   const sub = conn.onNotification(Notifications.progress, (e: ProgressEvent) => {
@@ -25,6 +25,6 @@ export function showProgress(conn: MessageConnection, subjects: string[], quiet:
   });
   return () => {
     sub.dispose();
-    (bar as SingleBar | null)?.stop();
+    bar?.stop();
   };
 }

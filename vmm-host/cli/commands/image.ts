@@ -5,6 +5,9 @@ import { withCoved, type Command } from '../command';
 import { UsageError, printJson, printTable } from '../output';
 import { showProgress } from '../progress';
 
+/** A version from an image's manifest, or `-` where it names none. */
+const versionOf = (versions: Record<string, string>, what: string): string => (what in versions ? versions[what] : '-');
+
 const SUBCOMMANDS = 'cove image build [--force] | cove image ls [--json] | cove image prune';
 
 export const image: Command = {
@@ -34,7 +37,7 @@ export const image: Command = {
     if (sub === 'ls') {
       const list = await withCoved((c) => c.sendRequest(Requests.imageList));
       if (o.json) printJson(list);
-      else printTable([['IMAGE', 'BUILT', 'DOCKER', 'KERNEL', 'DIR'], ...list.map((i) => [`${i.tier}-${i.hash}`, i.builtAt, i.versions.docker ?? '-', i.versions.kernel ?? '-', i.dir])]);
+      else printTable([['IMAGE', 'BUILT', 'DOCKER', 'KERNEL', 'DIR'], ...list.map((i) => [`${i.tier}-${i.hash}`, i.builtAt, versionOf(i.versions, 'docker'), versionOf(i.versions, 'kernel'), i.dir])]);
       return 0;
     }
     if (sub === 'prune') {

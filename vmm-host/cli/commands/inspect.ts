@@ -31,7 +31,7 @@ export function sandboxRows(s: SandboxInfo): Array<[string, string]> {
     ['cpus / memory / disk', `${s.cpus} / ${s.memoryMiB} MiB / ${s.diskGiB} GiB`],
     ['image', s.image],
     ['ports', s.ports.map((p) => `127.0.0.1:${p.hostPort}->${p.guestPort}${p.error ? ` (${p.error})` : ''}`).join(', ') || '-'],
-    ['boot', s.bootKind ? `${boot} (${BOOT_KINDS[s.bootKind] ?? s.bootKind})` : boot],
+    ['boot', s.bootKind ? `${boot} (${BOOT_KINDS[s.bootKind]})` : boot],
     ['keep awake', s.keepAwake ? 'yes' : 'no'],
     ['folder', s.dir],
   ];

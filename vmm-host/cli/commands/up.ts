@@ -36,7 +36,7 @@ export const up: Command = {
       cpus: parseIntArg(o.cpus as string | undefined, '--cpus'),
       memoryMiB: typeof o.memory === 'string' ? parseSizeMiB(o.memory, 'M') : undefined,
       diskGiB: typeof o.disk === 'string' ? Math.ceil(parseSizeMiB(o.disk, 'G') / 1024) : undefined,
-      mount: o.mount as 'virtiofs' | '9p' | undefined,
+      mount: o.mount,
       readonly: o.readonly === true ? true : undefined,
       allowHostPorts: (o['allow-host-port'] as string[] | undefined)?.map((p) => {
         const n = parseIntArg(p, '--allow-host-port');
