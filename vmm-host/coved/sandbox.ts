@@ -109,6 +109,7 @@ export class Sandbox extends EventEmitter {
   private ending = false;
   /** When a sleep was last refused (a busy share): the idle policy tries again a sleep period later. */
   private sleepRefusedAt = 0;
+  private clockStep: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly deps: SandboxDeps,
@@ -194,13 +195,20 @@ export class Sandbox extends EventEmitter {
       if (!('problem' in extra)) delete this.runtime.problem;
       if (!('consoleTail' in extra)) delete this.runtime.consoleTail;
     }
-    for (const k of ['pending', 'warmNote'] as const) if (k in extra && extra[k] === undefined) delete this.runtime[k];
+    if ('pending' in extra && extra.pending === undefined) delete this.runtime.pending;
+    if ('warmNote' in extra && extra.warmNote === undefined) delete this.runtime.warmNote;
     try {
       writeJsonAtomic(this.file('state'), this.runtime);
     } catch (e) {
       this.log(`cannot save state: ${messageOf(e)}`);
     }
     this.changed();
+  }
+
+  /** The agent link of a VM that is up (attach() made it). */
+  private requireLink(): AgentLink {
+    if (!this.link) throw new Error(`sandbox ${this.name} has no agent link`);
+    return this.link;
   }
 
   private driver(): Driver {
@@ -265,7 +273,7 @@ export class Sandbox extends EventEmitter {
     try {
       return this.track(await link.streamLocal(socketPath));
     } catch (e) {
-      throw new Error(`${what} in sandbox ${this.name} is not answering (${messageOf(e)}); it may still be starting`);
+      throw new Error(`${what} in sandbox ${this.name} is not answering (${messageOf(e)}); it may still be starting`, { cause: e });
     }
   }
 
@@ -407,11 +415,11 @@ export class Sandbox extends EventEmitter {
     // The first connection pins the template's host key and logs in with its client key: only
     // the template's guest has them, and nothing else has reached this VM yet.
     await this.attach(tpl.keys);
-    await this.link!.waitUp(this.deps.timeouts.handshakeMs, 'the restored guest agent');
+    await this.requireLink().waitUp(this.deps.timeouts.handshakeMs, 'the restored guest agent');
     const tUp = Date.now();
-    const answer = await this.link!.control({ op: 'rebirth', epochMs: Date.now(), entropy: randomBytes(CONTROL_ENTROPY_BYTES).toString('base64') }, 60_000);
+    const answer = await this.requireLink().control({ op: 'rebirth', epochMs: Date.now(), entropy: randomBytes(CONTROL_ENTROPY_BYTES).toString('base64') }, 60_000);
     if (!answer.ok) throw new Error(`rebirth failed${answer.step ? ` at ${answer.step}` : ''}: ${answer.error}`);
-    this.link!.rekey(keys.hostPublic, keys.clientPrivate);
+    this.requireLink().rekey(keys.hostPublic, keys.clientPrivate);
     this.log(`restored from template ${tpl.id}: restore ${ms(started)} ms, agent ${tUp - tRestored} ms, rebirth ${ms(tUp)} ms (${JSON.stringify((answer as { ms?: unknown }).ms)})`);
     await this.waitDockerReady(60_000, Date.now());
     this.setState('running', { bootSeconds: Math.round(ms(started) / 100) / 10, bootKind: 'template', pending: undefined, warmNote: undefined });
@@ -421,7 +429,7 @@ export class Sandbox extends EventEmitter {
 
   private async waitDockerReady(timeoutMs: number, since: number): Promise<void> {
     const left = () => timeoutMs - (Date.now() - since);
-    await this.link!.waitUp(Math.max(left(), 1000), 'the guest agent');
+    await this.requireLink().waitUp(Math.max(left(), 1000), 'the guest agent');
     if (this.dockerReady) return;
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`dockerd did not answer /_ping within ${Math.round(timeoutMs / 1000)} s of boot`)), Math.max(left(), 1000));
@@ -562,9 +570,9 @@ export class Sandbox extends EventEmitter {
     const idleMs = now - this.lastActive;
     if (st === 'running' && pauseAfterMs > 0 && idleMs >= pauseAfterMs) {
       this.lastCpu = null;
-      void this.serialize(async () => (this.runtime.state === 'running' && this.openConns === 0 ? this.pause() : undefined)).catch((e) => this.log(`pause failed: ${messageOf(e)}`));
+      void this.serialize(async () => (this.runtime.state === 'running' && this.openConns === 0 ? this.pause() : undefined)).catch((e: unknown) => this.log(`pause failed: ${messageOf(e)}`));
     } else if ((st === 'paused' || (st === 'running' && pauseAfterMs <= 0)) && sleepAfterMs > 0 && idleMs >= pauseAfterMs + sleepAfterMs && now - this.sleepRefusedAt >= sleepAfterMs) {
-      void this.serialize(async () => (this.openConns === 0 && (this.runtime.state === 'paused' || this.runtime.state === 'running') ? this.sleep() : undefined)).catch((e) => this.log(`sleep failed: ${messageOf(e)}`));
+      void this.serialize(async () => (this.openConns === 0 && (this.runtime.state === 'paused' || this.runtime.state === 'running') ? this.sleep() : undefined)).catch((e: unknown) => this.log(`sleep failed: ${messageOf(e)}`));
     }
   }
 
@@ -583,8 +591,13 @@ export class Sandbox extends EventEmitter {
     this.link?.release();
     this.lastActive = Date.now();
     this.setState('running');
-    // The guest clock stood still while paused; set it, without holding up the waiting client.
-    void this.guestResume(false).catch((e) => this.log(`clock step after resume: ${messageOf(e)}`));
+    // The guest clock stood still while paused. Set it a moment later, so the guest's CPU serves
+    // the client that woke it first (the step runs a helper process in the guest).
+    if (this.clockStep) clearTimeout(this.clockStep);
+    this.clockStep = setTimeout(() => {
+      this.clockStep = null;
+      if (this.runtime.state === 'running') void this.guestResume(false).catch((e: unknown) => this.log(`clock step after resume: ${messageOf(e)}`));
+    }, 1000);
   }
 
   private async guestResume(remount: boolean): Promise<void> {
@@ -615,6 +628,8 @@ export class Sandbox extends EventEmitter {
     };
     if (!driver.features.snapshots) return stayPaused(`${driver.features.name} cannot save VMs on this host`);
     if (canSave === 'never') return stayPaused(`${driver.features.version} cannot save a VM with a ${mount} share (${driver.features.upgradeNote})`);
+    const spec = this.runtime.spec;
+    if (!spec) return stayPaused('coved does not know the spec this VM runs from (it was started by an older coved)');
     if (st === 'paused') await this.resume();
     const link = this.link;
     if (link) await link.waitUp(this.deps.timeouts.handshakeMs, 'the guest agent').catch(() => undefined);
@@ -626,12 +641,12 @@ export class Sandbox extends EventEmitter {
     const blockers = await driver.saveBlockers(this.dir);
     if (blockers.length > 0) {
       await driver.resume(this.dir);
-      await this.guestResume(true).catch((e) => this.log(`remount after a refused save: ${messageOf(e)}`));
+      await this.guestResume(true).catch((e: unknown) => this.log(`remount after a refused save: ${messageOf(e)}`));
       return stayPaused(blockers.join('; '));
     }
     const tmp = this.file('sleepState');
     const saved = await driver.save(this.dir, tmp, { skipSharedMemory: false });
-    const manifest: SleepManifest = { version: 1, savedAt: new Date().toISOString(), sha256: await sha256File(tmp), bytes: saved.bytes, hypervisor: driver.features.version, spec: this.runtime.spec! };
+    const manifest: SleepManifest = { version: 1, savedAt: new Date().toISOString(), sha256: await sha256File(tmp), bytes: saved.bytes, hypervisor: driver.features.version, spec };
     writeJsonAtomic(this.file('sleepManifest'), manifest);
     this.ending = true;
     try {
@@ -680,7 +695,7 @@ export class Sandbox extends EventEmitter {
     const tRestored = Date.now();
     this.setState('starting', { pids });
     await this.attach();
-    await this.link!.waitUp(this.deps.timeouts.handshakeMs, 'the woken guest agent');
+    await this.requireLink().waitUp(this.deps.timeouts.handshakeMs, 'the woken guest agent');
     const tUp = Date.now();
     await this.guestResume(driver.features.saveWithShare[this.runtime.mount ?? '9p'] === 'unmounted');
     const tResumed = Date.now();
@@ -780,7 +795,7 @@ export class Sandbox extends EventEmitter {
     if (st === 'stopped' || st === 'crashed' || st === 'asleep') {
       await this.openSockets();
       if (st === 'asleep') await this.attachPortsOnly();
-      await this.ensureContext().catch((e) => this.log(`context: ${messageOf(e)}`));
+      await this.ensureContext().catch((e: unknown) => this.log(`context: ${messageOf(e)}`));
       return;
     }
     if (this.runtime.pending) {
@@ -796,7 +811,7 @@ export class Sandbox extends EventEmitter {
       } else {
         this.setState('stopped', { pids: { qemu: null, virtiofsd: null, passt: null }, pending: undefined, bootKind: pending === 'rebirth' ? null : this.runtime.bootKind });
       }
-      await this.ensureContext().catch((e) => this.log(`context: ${messageOf(e)}`));
+      await this.ensureContext().catch((e: unknown) => this.log(`context: ${messageOf(e)}`));
       return;
     }
     if (this.alive()) {
