@@ -32,6 +32,23 @@ export class Config {
     return this.cfg.get<boolean>('dockerSettings', true);
   }
 
+  /** Sandboxes opened from this window are never paused or put to sleep when idle. */
+  get keepAwake(): boolean {
+    return this.cfg.get<boolean>('keepAwake', false);
+  }
+
+  /**
+   * The idle policy of a coved this extension starts (coved is per user: one that already runs
+   * keeps its own until it restarts): pause after, then sleep after, in seconds; 0 = never.
+   */
+  get idleEnv(): NodeJS.ProcessEnv {
+    const secs = (key: string, fallback: number) => {
+      const v = this.cfg.get<number>(key, fallback);
+      return String(Number.isFinite(v) && v >= 0 ? Math.floor(v) : fallback);
+    };
+    return { COVE_PAUSE_AFTER: secs('pauseAfterSeconds', 300), COVE_SLEEP_AFTER: secs('sleepAfterSeconds', 1800) };
+  }
+
   get openTerminalOnStart(): boolean {
     return this.cfg.get<boolean>('openTerminalOnStart', true);
   }

@@ -16,6 +16,8 @@ export interface CovedTarget {
   home: string;
   /** The coved entry to start when none is running. */
   entry: string;
+  /** Extra environment for a coved started from here (its idle policy). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export class CovedConnection implements vscode.Disposable {
@@ -62,11 +64,12 @@ export class CovedConnection implements vscode.Disposable {
   }
 
   private async connectNow(): Promise<MessageConnection> {
-    const { home, entry } = this.target();
+    const { home, entry, env } = this.target();
     // The CLI's starter: connects, or starts `entry` and waits for it to answer.
     const conn = await connect({
       home,
       covedEntry: entry,
+      env,
       startTimeoutMs: START_TIMEOUT_MS,
       onStart: (pid) => this.log.info(`coved was not running for ${home}: started ${entry} (pid ${pid}); its log: ${homeFile('covedLog', home)}`),
       onError: (e) => this.log.error(`coved could not be started: ${e.message}`),

@@ -31,7 +31,7 @@ export class Ctx {
 
   constructor(readonly extension: vscode.ExtensionContext) {
     this.log = this.own(vscode.window.createOutputChannel('Cove', { log: true }));
-    this.coved = this.own(new CovedConnection(() => ({ home: this.home, entry: this.config.covedPath(extension.extensionPath) }), this.log));
+    this.coved = this.own(new CovedConnection(() => ({ home: this.home, entry: this.config.covedPath(extension.extensionPath), env: this.config.idleEnv }), this.log));
     this.store = this.own(new SandboxStore(this.coved, extension.workspaceState, this.log));
     this.docker = this.own(new DockerIntegration(extension.environmentVariableCollection, extension.workspaceState, this.log, () => this.config.dockerSettings));
     this.terminals = new SandboxTerminals(() => this.home, this.log);

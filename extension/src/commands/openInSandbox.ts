@@ -38,7 +38,7 @@ export function openInSandbox(ctx: Ctx) {
             done = Math.max(done, pct);
           });
           try {
-            return await conn.sendRequest(Requests.up, { dir });
+            return await conn.sendRequest(Requests.up, { dir, ...(ctx.config.keepAwake ? { keepAwake: true } : {}) });
           } finally {
             sub.dispose();
           }
