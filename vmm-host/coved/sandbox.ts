@@ -466,18 +466,7 @@ export class Sandbox extends EventEmitter {
       firstHandshakeTimeoutMs: this.runtime.state === 'starting' ? this.deps.timeouts.bootTcgMs : this.deps.timeouts.handshakeMs,
     });
     this.link = link;
-    if (!this.ports) {
-      // A forwarded port wakes a paused or asleep sandbox before it opens its channel.
-      const opener = {
-        forwardTcp: async (host: string, port: number) => {
-          await this.ensureAwake();
-          if (!this.link) throw new Error(`sandbox ${this.name} is ${this.runtime.state}`);
-          return this.track(await this.link.forwardTcp(host, port));
-        },
-      };
-      this.ports = new PortForwarder(opener, (port, action) => this.emit('port', port, action), (m) => this.log(m));
-      for (const p of this.config.published) void this.ports.add(p.hostPort, p.guestPort, 'manual');
-    }
+    this.ensurePorts();
     link.on('event', (ev: AgentEvent) => this.onAgentEvent(ev));
     link.on('down', () => {
       this.dockerReady = false;
@@ -794,7 +783,7 @@ export class Sandbox extends EventEmitter {
     const st = this.runtime.state;
     if (st === 'stopped' || st === 'crashed' || st === 'asleep') {
       await this.openSockets();
-      if (st === 'asleep') await this.attachPortsOnly();
+      if (st === 'asleep') this.ensurePorts();
       await this.ensureContext().catch((e: unknown) => this.log(`context: ${messageOf(e)}`));
       return;
     }
@@ -807,7 +796,7 @@ export class Sandbox extends EventEmitter {
       await this.openSockets();
       if (pending === 'wake' && fs.existsSync(this.file('sleepManifest'))) {
         this.setState('asleep', { pids: { qemu: null, virtiofsd: null, passt: null }, pending: undefined });
-        await this.attachPortsOnly();
+        this.ensurePorts();
       } else {
         this.setState('stopped', { pids: { qemu: null, virtiofsd: null, passt: null }, pending: undefined, bootKind: pending === 'rebirth' ? null : this.runtime.bootKind });
       }
@@ -831,8 +820,11 @@ export class Sandbox extends EventEmitter {
     });
   }
 
-  /** An asleep sandbox's forwarded ports keep listening, so a connection to one wakes it. */
-  private async attachPortsOnly(): Promise<void> {
+  /**
+   * The port forwards, made once and kept while the sandbox is paused or asleep: a connection to a
+   * forwarded port wakes the sandbox before its channel opens.
+   */
+  private ensurePorts(): void {
     if (this.ports) return;
     const opener = {
       forwardTcp: async (host: string, port: number) => {
