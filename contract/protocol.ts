@@ -113,6 +113,8 @@ export interface ImageInfo {
 }
 export interface ImageBuildParams {
   force?: boolean;
+  /** Echoed in this build's progress events, as `up` does. */
+  progressToken?: string;
 }
 export interface ImageBuildResult {
   image: ImageInfo;

@@ -11,6 +11,7 @@ import { VM, imagesDir, vmDir, vmsDir } from '../../contract/layout';
 import { QemuDriver, type Accel, type Driver } from '../driver';
 import { ensureContext, findDocker } from './context';
 import { readJson } from './files';
+import { ImageBuilds } from '../image/builds';
 import * as images from './images';
 import { Sandbox, type IdlePolicy, type SandboxConfig, type SandboxDeps, type Timeouts } from './sandbox';
 import { Templates } from './templates';
@@ -64,7 +65,8 @@ export class Coved {
   readonly listeners = new Set<Listener>();
   dockerBin: string | null = null;
   private accelResult: Promise<images.AccelResult> | null = null;
-  private imageBuild: Promise<ImageBuildResult> | null = null;
+  /** One image build at a time: callers join it; a --force during a build runs right after it. */
+  private readonly imageBuilds = new ImageBuilds<ImageBuildResult>((force, fullVerify, onProgress) => images.buildImage(this.home, force, fullVerify, onProgress));
 
   constructor(
     readonly home: string,
@@ -208,16 +210,11 @@ export class Coved {
 
   /** Builds the image when there is none (or `force`); concurrent callers share one build. */
   buildImage(force: boolean, subject = 'image', fullVerify = subject === 'image', token?: string): Promise<ImageBuildResult> {
-    if (!this.imageBuild) {
-      this.imageBuild = images
-        .buildImage(this.home, force, fullVerify, (step, message, fraction) => this.progress({ subject, operation: 'build', step, message, fraction, token }))
-        .finally(() => (this.imageBuild = null));
-    }
-    return this.imageBuild;
+    return this.imageBuilds.run({ force, fullVerify, onProgress: (step, message, fraction) => this.progress({ subject, operation: 'build', step, message, fraction, token }) });
   }
 
   get imageBuilding(): boolean {
-    return this.imageBuild !== null;
+    return this.imageBuilds.busy;
   }
 
 

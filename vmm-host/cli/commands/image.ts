@@ -23,9 +23,10 @@ export const image: Command = {
     if (extra.length > 0) throw new UsageError(SUBCOMMANDS);
     if (sub === 'build') {
       const r = await withCoved(async (c) => {
-        const stop = showProgress(c, ['image'], o.json === true);
+        const progressToken = `cli-${process.pid}-${Date.now()}`;
+        const stop = showProgress(c, ['image'], o.json === true, progressToken);
         try {
-          return await c.sendRequest(Requests.imageBuild, { force: o.force === true });
+          return await c.sendRequest(Requests.imageBuild, { force: o.force === true, progressToken });
         } finally {
           stop();
         }
