@@ -13,6 +13,7 @@ import { CoveError, conflict, messageOf } from '../../contract/errors';
 import { GUEST } from '../../contract/guest';
 import { IMAGE, VM, vmDir } from '../../contract/layout';
 import { ErrorCodes, type Accel, type MountType, type PortForward, type SandboxInfo, type SandboxState } from '../../contract/protocol';
+import { waitFor } from '../../contract/wait';
 import { CONTROL_ENTROPY_BYTES } from '../../contract/control';
 import { processAlive, type AccelResult, type Driver, type VmSpec } from '../driver';
 import { AgentLink } from './agent-link';
@@ -748,9 +749,8 @@ export class Sandbox extends EventEmitter {
       link.exec(GUEST.poweroff, 5000).catch(() => undefined);
       const vfsDead = this.runtime.pids.virtiofsd !== null && !processAlive(this.runtime.pids.virtiofsd, this.dir);
       const wait = vfsDead ? Math.min(20_000, this.deps.timeouts.stopMs) : this.deps.timeouts.stopMs;
-      const end = Date.now() + wait;
-      while (this.alive() && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
-      if (this.alive()) this.log('the guest did not power off in time; quitting qemu');
+      const off = await waitFor('the guest to power off', wait, () => !this.alive(), 100).catch(() => false);
+      if (!off) this.log('the guest did not power off in time; quitting qemu');
     }
     await this.detach();
     await this.driver().stop(this.dir, { timeoutMs: 10_000 });

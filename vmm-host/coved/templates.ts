@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DEFAULT_NETWORK, writeConfigDisk } from '../../contract/config-disk';
 import { HOME, IMAGE, TEMPLATE, VM } from '../../contract/layout';
+import { waitFor } from '../../contract/wait';
 import { buildQemuArgv, specFromLayout, type AccelResult, type Driver, type VmSpec } from '../driver';
 import { watchConsole } from './boot-progress';
 import { readJson, tailFile, writeJsonAtomic } from './files';
@@ -281,17 +282,22 @@ export class Templates {
 
 /** Waits for a console line; fails early when the VM is gone. */
 export async function waitForConsole(file: string, marker: RegExp, timeoutMs: number, alive: () => boolean): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    let text = '';
+  const read = () => {
     try {
-      text = fs.readFileSync(file, 'utf8');
+      return fs.readFileSync(file, 'utf8');
     } catch {
-      // Not written yet.
+      return ''; // Not written yet.
     }
-    if (marker.test(text)) return;
-    if (!alive()) throw new Error(`the VM exited before "${marker.source}" (console: ${text.trim().split('\n').slice(-2).join(' | ')})`);
-    if (Date.now() > end) throw new Error(`the VM did not print "${marker.source}" within ${Math.round(timeoutMs / 1000)} s`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
+  };
+  await waitFor(
+    `the console line "${marker.source}"`,
+    timeoutMs,
+    () => {
+      const text = read();
+      if (marker.test(text)) return true;
+      if (!alive()) throw new Error(`the VM exited before "${marker.source}" (console: ${text.trim().split('\n').slice(-2).join(' | ')})`);
+      return false;
+    },
+    { intervalMs: 250, onError: 'throw' },
+  );
 }

@@ -1,6 +1,7 @@
 // Host process checks that survive pid reuse: a pid only counts as ours when its command line
 // names what we expect (a sandbox's own folder, say), and a zombie counts as gone.
 import * as fs from 'node:fs';
+import { waitFor } from '../../contract/wait';
 
 export function processAlive(pid: number | null | undefined, mustContain?: string): boolean {
   if (!pid || pid <= 0) return false;
@@ -33,12 +34,7 @@ export function signal(pid: number | null | undefined, sig: NodeJS.Signals, must
 
 /** Waits until the process is gone or the deadline passes; true when it is gone. */
 export async function waitGone(pid: number | null | undefined, timeoutMs: number, mustContain?: string): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (processAlive(pid, mustContain)) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return true;
+  return waitFor(`process ${pid ?? '-'} to exit`, timeoutMs, () => !processAlive(pid, mustContain), 100).catch(() => false);
 }
 
 /** The pid in a pid file, or null when there is none or it is not a positive integer. */
