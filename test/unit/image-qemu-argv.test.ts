@@ -34,7 +34,7 @@ test('tcg + 9p', () => {
   assert.ok(after(argv, '-device').includes('virtio-9p-device,fsdev=ws,mount_tag=cove-ws'));
   assert.ok(after(argv, '-device').includes('virtserialport,chardev=agent,name=cove.agent'));
   assert.ok(after(argv, '-chardev').includes('socket,id=agent,path=/h/vms/t1/agent.sock,server=on,wait=off'));
-  assert.ok(after(argv, '-chardev').includes('file,id=con,path=/h/vms/t1/console.log'));
+  assert.ok(after(argv, '-chardev').includes('file,id=con,path=/h/vms/t1/console.log,append=on'));
   assert.deepEqual(after(argv, '-qmp'), ['unix:/h/vms/t1/qmp.sock,server=on,wait=off']);
   assert.deepEqual(after(argv, '-pidfile'), ['/h/vms/t1/qemu.pid']);
   assert.ok(argv.includes('-daemonize') && argv.includes('-nodefaults') && argv.includes('-no-reboot'));

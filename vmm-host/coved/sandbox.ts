@@ -90,6 +90,15 @@ interface SleepManifest {
 
 const ms = (t0: number) => Date.now() - t0;
 
+/** A text file's content, or empty when it cannot be read. */
+function readText(file: string): string {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
 export class Sandbox extends EventEmitter {
   readonly dir: string;
   runtime: SandboxRuntime;
@@ -407,6 +416,8 @@ export class Sandbox extends EventEmitter {
     const sha = await sha256File(tpl.file('state'));
     if (sha !== tpl.manifest.stateSha256) throw new Error(`the template's saved state ${tpl.file('state')} is damaged (checksum mismatch)`);
     writeSandboxConfigDisk(this.file('configDisk'), this.config, keys, '9p');
+    // `cove logs` shows the boot this sandbox comes from (the template's), then what follows.
+    fs.writeFileSync(this.file('consoleLog'), `${readText(path.join(tpl.dir, VM.consoleLog))}cove: restored from the warm-start template ${tpl.id} as ${this.name} at ${new Date().toISOString()}\n`, { mode: 0o600 });
     this.dockerReady = false;
     this.setState('starting', { accel: accel.accel, startedAt: new Date().toISOString(), bootSeconds: null, mount: '9p', network: spec.network, spec, pending: 'rebirth' });
     const pids = await driver.restore(spec, { stateFile: tpl.file('state'), skipSharedMemory: true, timeoutMs: 60_000 });
@@ -661,6 +672,7 @@ export class Sandbox extends EventEmitter {
     if (m.spec.memoryFile && !fs.existsSync(m.spec.memoryFile.path)) throw new Error('the template it was made from is gone');
     if (!fs.existsSync(path.join(this.imageDir, IMAGE.baseDisk))) throw new Error('its image is gone');
     onStep('wake', 'restoring the VM from disk', 0.3);
+    fs.appendFileSync(this.file('consoleLog'), `cove: waking from disk (saved ${m.savedAt}) at ${new Date().toISOString()}\n`, { mode: 0o600 });
     this.dockerReady = false;
     this.setState('starting', { accel: accel.accel, startedAt: new Date().toISOString(), spec: m.spec, pending: 'wake' });
     // The checksum is read while qemu loads the same file; the VM only runs once both agree.

@@ -71,7 +71,9 @@ export function buildQemuArgv(spec: VmSpec, opts: { incoming?: boolean } = {}): 
   }
   a.push('-global', 'virtio-mmio.force-legacy=false');
   a.push('-kernel', path.resolve(spec.kernel), '-initrd', path.resolve(spec.initrd), '-append', kernelCmdline(spec));
-  a.push('-chardev', `file,id=con,path=${vm('consoleLog')}`, '-serial', 'chardev:con');
+  // append=on: a restored VM's console continues the log it had (or its template's), instead of
+  // starting an empty one.
+  a.push('-chardev', `file,id=con,path=${vm('consoleLog')},append=on`, '-serial', 'chardev:con');
   a.push('-drive', `id=root,file=${optPath(spec.disk)},format=qcow2,if=none,cache=writeback,discard=unmap`);
   a.push('-device', 'virtio-blk-device,drive=root');
   a.push('-drive', `id=cfg,file=${optPath(spec.configDisk)},format=raw,if=none,readonly=on`);
@@ -251,13 +253,14 @@ export class QemuDriver implements Driver {
   async start(spec: VmSpec): Promise<VmPids> {
     const running = this.pids(spec.dir);
     if (running.qemu) return { qemu: running.qemu, virtiofsd: running.virtiofsd, passt: running.passt };
-    return this.launch(spec, buildQemuArgv(spec));
+    return this.launch(spec, buildQemuArgv(spec), false);
   }
 
-  private async launch(spec: VmSpec, argv: string[]): Promise<VmPids> {
-    // Leftovers of an earlier run; the helpers of a dead VM are ended first.
+  private async launch(spec: VmSpec, argv: string[], restoring: boolean): Promise<VmPids> {
+    // Leftovers of an earlier run; the helpers of a dead VM are ended first. A boot starts a new
+    // console log; a restore appends to the one there is.
     await this.stopHelpers(spec.dir);
-    for (const f of [VM.qemuPid, VM.qmpSock, VM.agentSock, VM.consoleLog]) fs.rmSync(path.join(spec.dir, f), { force: true });
+    for (const f of [VM.qemuPid, VM.qmpSock, VM.agentSock, ...(restoring ? [] : [VM.consoleLog])]) fs.rmSync(path.join(spec.dir, f), { force: true });
     const helpers = await startHelpers(spec, this.env);
     try {
       const qemu = await runQemu(spec, argv, this.env, this.daemonizeTimeoutMs);
@@ -271,7 +274,7 @@ export class QemuDriver implements Driver {
   async restore(spec: VmSpec, opts: RestoreOptions): Promise<VmPids> {
     if (this.pids(spec.dir).qemu) throw new DriverError(`a VM is already running in ${spec.dir}`, 'stop it before restoring a saved state into it');
     if (!fs.existsSync(opts.stateFile)) throw new DriverError(`the saved state ${opts.stateFile} is missing`, 'boot the VM instead');
-    const pids = await this.launch(spec, buildQemuArgv(spec, { incoming: true }));
+    const pids = await this.launch(spec, buildQemuArgv(spec, { incoming: true }), true);
     try {
       await loadState(path.join(spec.dir, VM.qmpSock), opts.stateFile, opts.skipSharedMemory, opts.timeoutMs ?? 60_000);
       await opts.beforeRun?.();
