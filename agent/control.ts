@@ -20,7 +20,7 @@ import {
 } from '../contract/control';
 import { loadConfig, parseConfig, readConfigDisk, type AgentConfig } from './config';
 import { errorText, log } from './log';
-import { mountShare, readMountList, unmountPath, writeMountFailures, writeMountList, type MountOutcome } from './mounts';
+import { mountShare, readMountList, shareHeldElsewhere, unmountPath, writeMountFailures, writeMountList, type MountOutcome } from './mounts';
 import { round, runCommand, SystemError, syscalls } from './system';
 
 /** How long a client gets to send its request line after opening the channel. */
@@ -246,6 +246,13 @@ export class Control {
     const busy: string[] = [];
     const failed: string[] = [];
     for (const where of [...listed].reverse()) {
+      // A container's bind mount keeps the share in use in its own mount namespace: unmounting it
+      // here would succeed, and it could not be mounted here again until that container ends.
+      const holders = shareHeldElsewhere(where);
+      if (holders.length > 0) {
+        busy.push(`${where} (bind-mounted by ${holders.slice(0, 3).join(', ')})`);
+        continue;
+      }
       const outcome = await unmountPath(this.opts.systemPath, where);
       if (outcome === 'unmounted' || outcome === 'not-mounted') unmounted.push(where);
       else if (outcome === 'busy') busy.push(where);

@@ -79,3 +79,48 @@ export function writeMountFailures(runDir: string, failures: MountOutcome[]): vo
 function oneLine(text: string): string {
   return text.replace(/\s*\n\s*/g, ' ').trim();
 }
+
+/** One mountinfo line's device (major:minor) and mount point, the fields a share is known by. */
+function mountsIn(mountinfo: string): Array<{ dev: string; point: string }> {
+  return mountinfo
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => {
+      const f = l.split(' ');
+      return { dev: f[2] ?? '', point: (f[4] ?? '').replace(/\\040/g, ' ') };
+    });
+}
+
+/**
+ * Other mount namespaces (containers' bind mounts) that hold the share mounted at `where`: the
+ * guest's own unmount would succeed, yet the share would stay in use (QEMU 7.2 still refuses to
+ * save 9p) and could not be mounted at `where` again until they let go. Returns "pid N (comm)" for
+ * one process of each such namespace; empty when the share is ours alone or not mounted.
+ */
+export function shareHeldElsewhere(where: string, procRoot = '/proc'): string[] {
+  let own: string;
+  let dev: string | undefined;
+  try {
+    own = fs.readlinkSync(path.join(procRoot, 'self', 'ns', 'mnt'));
+    dev = mountsIn(fs.readFileSync(path.join(procRoot, 'self', 'mountinfo'), 'utf8')).find((m) => m.point === where)?.dev;
+  } catch {
+    return [];
+  }
+  if (!dev) return [];
+  const seen = new Set<string>([own]);
+  const holders: string[] = [];
+  for (const pid of fs.readdirSync(procRoot)) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const ns = fs.readlinkSync(path.join(procRoot, pid, 'ns', 'mnt'));
+      if (seen.has(ns)) continue;
+      seen.add(ns);
+      if (mountsIn(fs.readFileSync(path.join(procRoot, pid, 'mountinfo'), 'utf8')).some((m) => m.dev === dev)) {
+        holders.push(`pid ${pid} (${fs.readFileSync(path.join(procRoot, pid, 'comm'), 'utf8').trim()})`);
+      }
+    } catch {
+      // The process went away meanwhile.
+    }
+  }
+  return holders;
+}

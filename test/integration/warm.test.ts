@@ -139,6 +139,23 @@ describe('warm start and sleep', { timeout: 60 * 60_000 }, () => {
     assert.equal((await inspect(nameA)).state, 'running');
   });
 
+  test('a share that is busy in the guest cannot be saved: the sandbox stays paused and says why', { timeout: 10 * 60_000 }, async () => {
+    const ctx = `cove-${nameA}`;
+    ok(await docker(ctx, ['run', '-d', '--name', 'holder', '-v', `${wsA}:${wsA}`, image, 'sleep', '600'], 180_000), 'a container bind-mounts the folder');
+    try {
+      const r = await cove(['sleep', nameA], 300_000);
+      assert.notEqual(r.code, 0, 'cove sleep refuses');
+      assert.match(r.stderr, /cannot be saved to disk now: the shared folder is in use/);
+      const info = await inspect(nameA);
+      assert.equal(info.state, 'paused', 'it stays paused instead');
+      assert.match(info.warmNote ?? '', /in use/);
+      assert.match(await exec(nameA, `cat ${wsA}/only-a.txt`), /^a$/m, 'the folder is still mounted');
+      assert.equal((await inspect(nameA)).state, 'running', 'the connection resumed it');
+    } finally {
+      await docker(ctx, ['rm', '-f', 'holder'], 180_000);
+    }
+  });
+
   test('an idle sandbox is paused, and the next connection resumes it', { timeout: 10 * 60_000 }, async () => {
     // A coved whose idle policy is seconds, not minutes: the CLI starts it with this environment.
     const pid = covedPid();

@@ -637,7 +637,7 @@ export class Sandbox extends EventEmitter {
     if (!link?.isUp) return stayPaused('the agent link is down');
     const t0 = Date.now();
     const prep = await link.control({ op: 'suspend', unmount: canSave === 'unmounted' }, 60_000);
-    if (!prep.ok) return stayPaused(prep.busy?.length ? `the shared folder is in use in the guest (${prep.busy.join(', ')}), e.g. a container bind-mounts it` : prep.error);
+    if (!prep.ok) return stayPaused(prep.busy?.length ? `the shared folder is in use in the guest: ${prep.busy.join('; ')}` : prep.error);
     await driver.pause(this.dir);
     const blockers = await driver.saveBlockers(this.dir);
     if (blockers.length > 0) {
