@@ -272,6 +272,11 @@ export class Sandbox extends EventEmitter {
 
   private async openGuest(socketPath: string, what: string): Promise<Duplex> {
     await this.ensureAwake();
+    // A VM restored from the template is not this sandbox until its rebirth is done (keys, RNG,
+    // clock, folder): no client reaches it before that.
+    if (this.runtime.pending) {
+      await waitFor(`sandbox ${this.name} to finish its warm start`, this.deps.timeouts.socketWaitMs, () => !this.runtime.pending, 50);
+    }
     const state = this.runtime.state;
     if (state !== 'running' && state !== 'starting') {
       const how = state === 'crashed' ? `crashed (${this.runtime.problem ?? 'see cove logs'}); start it again with \`cove start ${this.name}\`` : `${state}; start it with \`cove start ${this.name}\``;
@@ -332,7 +337,19 @@ export class Sandbox extends EventEmitter {
       const tpl = this.deps.templates.open(this.imageDir, this.config.template);
       const note = tpl ? await this.tryWarm('template', () => this.restoreTemplate(tpl, accel, onStep)) : `its template ${this.config.template} is gone`;
       if (note === null) return;
-      if (tpl && !note.includes('rebirth')) this.deps.templates.markBad(tpl, note);
+      if (tpl) {
+        // A template whose state is damaged or does not load is not used again; a restore that
+        // failed later (a slow handshake under load, say) says nothing against the template.
+        if (/damaged|restoring .* failed/.test(note)) this.deps.templates.markBad(tpl, note);
+        // The restored guest may have written to the new disk: boot from a fresh one (the sandbox
+        // holds no data of its own yet).
+        fs.rmSync(this.file('disk'), { force: true });
+        await this.deps.driver(accel.accel).create(
+          sandboxSpec({ config: this.config, imageDir: this.imageDir, vmDir: this.dir, accel, mount: '9p', network: networkFor() }),
+          { file: tpl.file('disk'), format: 'qcow2' },
+          this.config.diskGiB * 1024 ** 3,
+        );
+      }
       onStep('boot', `the warm start did not work (${note}); booting`, 0.1);
     }
     await this.bootCold(accel, onStep);
