@@ -1,10 +1,13 @@
 // Commands that reach into a guest over SSH: exec, shell, cp, logs and the OpenSSH proxy.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import type { Client, ClientChannel, SFTPWrapper } from 'ssh2';
 import { checkName } from '../../contract/names';
 import { vmFile } from '../../contract/layout';
 import { UsageError } from './output';
+import { copyLimitsFromEnv, getTree, putTree } from './copy-tree';
+import { escapeGuestLines } from '../../contract/escape';
 import { connectSandbox, shellJoin, sshProxy } from '../../contract/ssh';
 
 function workspaceOf(name: string): string | undefined {
@@ -14,6 +17,10 @@ function workspaceOf(name: string): string | undefined {
     return undefined;
   }
 }
+
+// node types the size as always set, but it is undefined when stdout is not a terminal.
+const termRows = (): number => (process.stdout.isTTY ? process.stdout.rows : 24);
+const termCols = (): number => (process.stdout.isTTY ? process.stdout.columns : 80);
 
 /** Streams stdin/stdout/stderr; resolves with the exit code to use (128+n for a signal). */
 function runChannel(ch: ClientChannel, forwardStdin: boolean): Promise<number> {
@@ -46,7 +53,7 @@ export async function execCommand(name: string, argv: string[], opts: { tty: boo
     const ch = await new Promise<ClientChannel>((resolve, reject) =>
       client.exec(
         shellJoin(argv),
-        { env: cwd ? { COVE_CWD: cwd } : {}, pty: opts.tty ? { term: process.env.TERM ?? 'xterm-256color', rows: process.stdout.rows ?? 24, cols: process.stdout.columns ?? 80 } : undefined },
+        { env: cwd ? { COVE_CWD: cwd } : {}, pty: opts.tty ? { term: process.env.TERM ?? 'xterm-256color', rows: termRows(), cols: termCols() } : undefined },
         (err, c) => (err ? reject(err) : resolve(c)),
       ),
     );
@@ -66,12 +73,12 @@ export async function shellCommand(name: string): Promise<number> {
   try {
     const ch = await new Promise<ClientChannel>((resolve, reject) =>
       client.shell(
-        { term: process.env.TERM ?? 'xterm-256color', rows: process.stdout.rows ?? 24, cols: process.stdout.columns ?? 80 },
+        { term: process.env.TERM ?? 'xterm-256color', rows: termRows(), cols: termCols() },
         { env: cwd ? { COVE_CWD: cwd } : {} },
         (err, c) => (err ? reject(err) : resolve(c)),
       ),
     );
-    const onResize = () => ch.setWindow(process.stdout.rows ?? 24, process.stdout.columns ?? 80, 0, 0);
+    const onResize = () => ch.setWindow(termRows(), termCols(), 0, 0);
     process.stdout.on('resize', onResize);
     if (process.stdin.isTTY) process.stdin.setRawMode(true);
     try {
@@ -93,49 +100,46 @@ function splitRemote(spec: string): { name: string; path: string } | null {
 }
 
 const sftpOf = (client: Client) => new Promise<SFTPWrapper>((resolve, reject) => client.sftp((err, s) => (err ? reject(err) : resolve(s))));
-const call = <T>(fn: (cb: (err: Error | null | undefined, v: T) => void) => void) =>
-  new Promise<T>((resolve, reject) => fn((err, v) => (err ? reject(err) : resolve(v))));
 
-async function putTree(sftp: SFTPWrapper, local: string, remote: string): Promise<void> {
-  const st = fs.statSync(local);
-  if (st.isDirectory()) {
-    await call<void>((cb) => sftp.mkdir(remote, { mode: st.mode & 0o7777 }, (e) => cb(e && (e as { code?: number }).code !== 4 ? e : null, undefined)));
-    for (const entry of fs.readdirSync(local)) await putTree(sftp, path.join(local, entry), path.posix.join(remote, entry));
-  } else {
-    await call<void>((cb) => sftp.fastPut(local, remote, { mode: st.mode & 0o7777 }, (e) => cb(e, undefined)));
-  }
-}
+const statGuest = (sftp: SFTPWrapper, p: string) =>
+  new Promise<{ isDirectory(): boolean } | null>((resolve) => sftp.stat(p, (err, s) => resolve(err ? null : s)));
 
-async function getTree(sftp: SFTPWrapper, remote: string, local: string): Promise<void> {
-  const st = await call<{ isDirectory(): boolean; mode: number }>((cb) => sftp.stat(remote, cb));
-  if (st.isDirectory()) {
-    fs.mkdirSync(local, { recursive: true });
-    const entries = await call<Array<{ filename: string }>>((cb) => sftp.readdir(remote, cb));
-    for (const e of entries) await getTree(sftp, path.posix.join(remote, e.filename), path.join(local, e.filename));
-  } else {
-    await call<void>((cb) => sftp.fastGet(remote, local, (e) => cb(e, undefined)));
-  }
-}
-
-/** `cove cp SRC DST`: exactly one of them is `NAME:/abs/path`; folders are copied whole. */
+/**
+ * `cove cp SRC DST`: exactly one of them is `NAME:/abs/path`. As with `docker cp`, folders are copied
+ * whole, links are copied as links, and a DST that is an existing folder receives SRC inside it.
+ * The rules against a hostile guest are in copy-tree.ts.
+ */
 export async function cpCommand(src: string, dst: string): Promise<void> {
   const rs = splitRemote(src);
   const rd = splitRemote(dst);
   if ((rs === null) === (rd === null)) throw new UsageError('cove cp copies between the host and a sandbox: one of SRC and DST must be NAME:/absolute/path');
-  const remote = (rs ?? rd)!;
+  const limits = copyLimitsFromEnv();
+  const note = (msg: string) => process.stderr.write(`cove: ${msg}\n`);
+  if (rd) {
+    let exists = true;
+    try {
+      fs.lstatSync(src);
+    } catch {
+      exists = false;
+    }
+    if (!exists) throw new UsageError(`${src} does not exist on the host`);
+  }
+  const remote = rs ?? rd;
+  if (!remote) return;
   const client = await connectSandbox(remote.name);
   try {
     const sftp = await sftpOf(client);
     if (rd) {
-      if (!fs.existsSync(src)) throw new UsageError(`${src} does not exist on the host`);
       let target = rd.path;
-      const isDir = await call<{ isDirectory(): boolean }>((cb) => sftp.stat(target, cb)).then((s) => s.isDirectory(), () => false);
-      if (isDir) target = path.posix.join(target, path.basename(path.resolve(src)));
-      await putTree(sftp, src, target);
-    } else {
+      // The destination folder is the user's choice, so it is followed as the guest resolves it.
+      if ((await statGuest(sftp, target))?.isDirectory()) target = path.posix.join(target, path.basename(path.resolve(src)));
+      await putTree(sftp, src, target, limits, note);
+    } else if (rs) {
       let target = dst;
-      if (fs.existsSync(target) && fs.statSync(target).isDirectory()) target = path.join(target, path.posix.basename(rs!.path));
-      await getTree(sftp, rs!.path, target);
+      if (fs.existsSync(target) && fs.statSync(target).isDirectory()) target = path.join(target, path.posix.basename(rs.path));
+      const parent = path.dirname(path.resolve(target));
+      if (!fs.existsSync(parent)) throw new UsageError(`the host folder ${parent} does not exist: create it first`);
+      await getTree(sftp, rs.path, target, limits, note);
     }
   } finally {
     client.end();
@@ -148,8 +152,12 @@ export async function logsCommand(name: string, follow: boolean): Promise<void> 
   const file = vmFile(name, 'consoleLog');
   if (!fs.existsSync(vmFile(name, 'config'))) throw new UsageError(`there is no sandbox named ${name}`);
   let pos = 0;
+  // On a terminal the guest's bytes are shown with control characters escaped, so a guest cannot
+  // drive the terminal; into a pipe or a file they go as they are.
+  const escape = process.stdout.isTTY;
+  const decoder = new StringDecoder('utf8');
   const pump = () => {
-    let size = 0;
+    let size: number;
     try {
       size = fs.statSync(file).size;
     } catch {
@@ -158,11 +166,19 @@ export async function logsCommand(name: string, follow: boolean): Promise<void> 
     if (size < pos) pos = 0; // A new boot started a new log.
     if (size === pos) return;
     const fd = fs.openSync(file, 'r');
-    const buf = Buffer.alloc(size - pos);
-    fs.readSync(fd, buf, 0, buf.length, pos);
-    fs.closeSync(fd);
-    pos = size;
-    process.stdout.write(buf);
+    try {
+      // In pieces: a guest can make its console log as large as the host disk allows.
+      const buf = Buffer.allocUnsafe(64 * 1024);
+      while (pos < size) {
+        const n = fs.readSync(fd, buf, 0, Math.min(buf.length, size - pos), pos);
+        if (n === 0) break;
+        pos += n;
+        if (escape) process.stdout.write(escapeGuestLines(decoder.write(buf.subarray(0, n)).replace(/\r\n/g, '\n')));
+        else process.stdout.write(Buffer.from(buf.subarray(0, n)));
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
   };
   pump();
   if (!follow) return;
