@@ -131,11 +131,23 @@ describe('warm start and sleep', { timeout: 60 * 60_000 }, () => {
     assert.match(await exec(nameA, `cat ${wsA}/only-a.txt`), /^a$/m, 'the folder is mounted again after the wake');
   });
 
-  test('a forwarded port wakes an asleep sandbox and answers', { timeout: 15 * 60_000 }, async () => {
+  test('a forwarded port wakes an asleep sandbox and answers, also after coved restarted', { timeout: 15 * 60_000 }, async () => {
     ok(await cove(['sleep', nameA], 300_000), 'cove sleep');
     assert.equal((await inspect(nameA)).state, 'asleep');
     const r = await run('curl', ['-s', '-m', '120', 'http://127.0.0.1:18099/'], { timeoutMs: 150_000 });
     assert.equal(r.stdout.trim(), 'served', `curl got ${JSON.stringify(r.stdout)} (${r.stderr})`);
+    // Asleep across a coved restart: the restarted coved listens on the forwarded port again.
+    ok(await cove(['sleep', nameA], 300_000), 'cove sleep again');
+    const pid = covedPid();
+    assert.ok(pid, 'coved is running');
+    process.kill(pid, 'SIGTERM');
+    await waitUntil('coved to exit', 30_000, async () => !fs.existsSync(`/proc/${pid}`), 200);
+    assert.equal((await inspect(nameA)).state, 'asleep', 'still asleep after coved restarted');
+    const again = await waitUntil('the forwarded port to answer after the restart', 150_000, async () => {
+      const c = await run('curl', ['-s', '-m', '120', 'http://127.0.0.1:18099/'], { timeoutMs: 150_000 });
+      return c.stdout.trim() === 'served' ? c : null;
+    }, 1000);
+    assert.ok(again);
     assert.equal((await inspect(nameA)).state, 'running');
   });
 

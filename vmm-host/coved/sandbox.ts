@@ -72,6 +72,8 @@ export interface SandboxRuntime {
   bootKind?: 'cold' | 'template' | 'wake' | null;
   /** The spec the VM runs from: a sleep restores into exactly this. */
   spec?: VmSpec;
+  /** An asleep sandbox's automatic port forwards, listened on again by a restarted coved. */
+  asleepPorts?: number[];
   /** A restore whose rebirth or resume had not finished (coved died): the VM cannot be trusted. */
   pending?: 'rebirth' | 'wake';
   warmNote?: string;
@@ -671,7 +673,8 @@ export class Sandbox extends EventEmitter {
       this.link?.close();
       await driver.stop(this.dir, { timeoutMs: 0 });
       this.dockerReady = false;
-      this.setState('asleep', { pids: { qemu: null, virtiofsd: null, passt: null }, warmNote: undefined });
+      const asleepPorts = (this.ports?.list() ?? []).filter((p) => p.origin === 'auto' && p.error === undefined).map((p) => p.hostPort);
+      this.setState('asleep', { pids: { qemu: null, virtiofsd: null, passt: null }, warmNote: undefined, asleepPorts });
     } finally {
       this.ending = false;
     }
@@ -722,7 +725,7 @@ export class Sandbox extends EventEmitter {
     this.log(`woke from disk: restore ${tRestored - started} ms, agent ${tUp - tRestored} ms, resume ${tResumed - tUp} ms, dockerd ${ms(tResumed)} ms`);
     this.dropSleepState();
     this.lastActive = Date.now();
-    this.setState('running', { bootSeconds: Math.round(ms(started) / 100) / 10, bootKind: 'wake', pending: undefined, warmNote: undefined });
+    this.setState('running', { bootSeconds: Math.round(ms(started) / 100) / 10, bootKind: 'wake', pending: undefined, warmNote: undefined, asleepPorts: undefined });
     onStep('ready', 'dockerd is ready', 1);
   }
 
@@ -812,7 +815,11 @@ export class Sandbox extends EventEmitter {
     const st = this.runtime.state;
     if (st === 'stopped' || st === 'crashed' || st === 'asleep') {
       await this.openSockets();
-      if (st === 'asleep') this.ensurePorts();
+      if (st === 'asleep') {
+        // Its ports keep listening across a coved restart, so a connection to one still wakes it.
+        this.ensurePorts();
+        for (const port of this.runtime.asleepPorts ?? []) this.ports?.addAuto({ proto: 'tcp', address: '0.0.0.0', port });
+      }
       await this.ensureContext().catch((e: unknown) => this.log(`context: ${messageOf(e)}`));
       return;
     }
