@@ -51,6 +51,11 @@ export async function up(coved: Coved, raw: unknown): Promise<SandboxInfo> {
   }
   const token = typeof p.progressToken === 'string' ? p.progressToken.slice(0, 200) : undefined;
   if (!sb) sb = await create(coved, name, workspace, opts, token);
+  else if (opts.keepAwake !== undefined && opts.keepAwake !== (sb.config.keepAwake ?? false)) {
+    // `cove up --keep-awake` on a sandbox that exists: from now on it is never paused or put to sleep.
+    sb.config.keepAwake = opts.keepAwake;
+    sb.saveConfig();
+  }
   const target = sb;
   await target.serialize(async () => {
     if (target.runtime.state === 'running') return;
