@@ -3,13 +3,18 @@
 // hands out channels: streamlocal to guest unix sockets, direct-tcpip to guest ports, exec.
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
-import * as readline from 'node:readline';
 import { Client, utils, type ClientChannel } from 'ssh2';
 import { skipToBanner } from '../../contract/banner-sync';
 import { EVENTS_SUBSYSTEM, type AgentEvent } from '../../contract/events';
 import { CONTROL_MAX_REQUEST_BYTES, CONTROL_SUBSYSTEM, type ControlAnswer, type ControlRequest } from '../../contract/control';
 import { agentEventProblems } from '../../contract/events-check';
+import { EVENT_LINE_BOUNDS, limitedLog, readBoundedLines } from './bounded-lines';
 import { pipeBothWays } from './relay';
+
+/** Most bytes kept of an exec's stdout and of its stderr; the rest is dropped. */
+export const EXEC_MAX_OUTPUT_BYTES = 1024 * 1024;
+/** Most connections the agent may have open at once from guest ports to allowed host ports. */
+export const MAX_HOST_PORT_CONNECTIONS = 128;
 
 export interface AgentLinkOptions {
   /** qemu's end of the agent channel. */
@@ -155,6 +160,8 @@ export class AgentLink extends EventEmitter {
         await this.connectOnce(gen);
         backoff = minBackoff;
       } catch (e) {
+        // close() may have run while this attempt was awaited.
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition
         if (!this.running) return;
         this.opts.log(`agent link: ${(e as Error).message}; retrying in ${backoff} ms`);
         this.socket?.destroy();
@@ -182,7 +189,7 @@ export class AgentLink extends EventEmitter {
       sock.once('connect', () => {
         client.connect({
           // Bytes the agent wrote for an earlier host may precede its banner: skip them.
-          sock: skipToBanner(sock) as unknown as net.Socket,
+          sock: skipToBanner(sock),
           username: 'root',
           privateKey: this.opts.clientKey,
           readyTimeout: this.everUp ? this.opts.handshakeTimeoutMs : this.opts.firstHandshakeTimeoutMs,
@@ -232,25 +239,32 @@ export class AgentLink extends EventEmitter {
         return;
       }
       // One JSON event per line; anything the schema does not accept is logged and dropped, so a
-      // hostile or broken guest cannot hand coved an event of a shape it does not expect.
-      const lines = readline.createInterface({ input: stream, crlfDelay: Infinity });
-      lines.on('line', (raw: string) => {
-        const line = raw.trim();
-        if (line === '') return;
-        let value: unknown;
-        try {
-          value = JSON.parse(line);
-        } catch {
-          this.opts.log(`agent sent a line that is not JSON: ${JSON.stringify(line.slice(0, 200))}`);
-          return;
-        }
-        const problems = agentEventProblems(value);
-        if (problems.length > 0) {
-          this.opts.log(`agent sent an event the schema refuses (${problems.slice(0, 3).join('; ')}): ${JSON.stringify(line.slice(0, 200))}`);
-          return;
-        }
-        this.emit('event', value as AgentEvent);
-      });
+      // hostile or broken guest cannot hand coved an event of a shape it does not expect. Lines are
+      // bounded in size and rate (bounded-lines.ts), and so are the log lines they cause.
+      const problem = limitedLog((m) => this.opts.log(m), 20);
+      readBoundedLines(
+        stream,
+        EVENT_LINE_BOUNDS,
+        (raw) => {
+          const line = raw.trim();
+          if (line === '') return;
+          let value: unknown;
+          try {
+            value = JSON.parse(line);
+          } catch {
+            problem(`agent sent a line that is not JSON: ${JSON.stringify(line.slice(0, 200))}`);
+            return;
+          }
+          const problems = agentEventProblems(value);
+          if (problems.length === 0) {
+            const event: AgentEvent = value as AgentEvent;
+            this.emit('event', event);
+          } else {
+            problem(`agent sent an event the schema refuses (${problems.slice(0, 3).join('; ')}): ${JSON.stringify(line.slice(0, 200))}`);
+          }
+        },
+        (m) => problem(`agent event stream: ${m}`),
+      );
       stream.stderr.resume();
     });
   }
@@ -258,12 +272,27 @@ export class AgentLink extends EventEmitter {
   private openHostPorts(client: Client): void {
     const allowed = new Set(this.opts.allowHostPorts ?? []);
     if (allowed.size === 0) return;
+    let open = 0;
+    const refused = limitedLog((m) => this.opts.log(m), 10);
     client.on('tcp connection', (info, accept, reject) => {
       // Only the ports asked for: the agent cannot widen the list by asking for others.
       if (!allowed.has(info.destPort)) return reject();
+      // And only so many at once, so a flood of channel opens cannot exhaust coved's descriptors.
+      if (open >= MAX_HOST_PORT_CONNECTIONS) {
+        refused(`the guest has ${open} connections open to allowed host ports; refusing more`);
+        return reject();
+      }
+      open++;
+      let counted = true;
+      const done = () => {
+        if (counted) open--;
+        counted = false;
+      };
       const host = net.connect({ host: '127.0.0.1', port: info.destPort, allowHalfOpen: true });
+      host.once('close', done);
       host.once('error', (err) => {
-        this.opts.log(`host port ${info.destPort} for the guest: ${err.message}`);
+        refused(`host port ${info.destPort} for the guest: ${err.message}`);
+        done();
         reject();
       });
       host.once('connect', () => pipeBothWays(accept(), host));
@@ -337,8 +366,13 @@ export class AgentLink extends EventEmitter {
         let stderr = '';
         let code: number | null = null;
         let signal: string | null = null;
-        ch.on('data', (d: Buffer) => (stdout += d.toString()));
-        ch.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+        // Bounded: the guest decides how much a command prints.
+        ch.on('data', (d: Buffer) => {
+          if (stdout.length < EXEC_MAX_OUTPUT_BYTES) stdout += d.toString().slice(0, EXEC_MAX_OUTPUT_BYTES - stdout.length);
+        });
+        ch.stderr.on('data', (d: Buffer) => {
+          if (stderr.length < EXEC_MAX_OUTPUT_BYTES) stderr += d.toString().slice(0, EXEC_MAX_OUTPUT_BYTES - stderr.length);
+        });
         ch.on('exit', (c: number | null, s?: string) => {
           code = c;
           signal = s ?? null;
