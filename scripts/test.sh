@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test pass: `npm test` (everything), `npm run test:unit`, `npm run test:integration`,
-# `npm run test:e2e` (the VS Code extension end to end).
+# `bash scripts/test.sh security` (the hostile-guest tier), `npm run test:e2e` (the VS Code
+# extension end to end).
 # It sets the machine up first (scripts/setup.sh installs what is missing), so it runs on a fresh
 # machine. Integration tests boot real VMs; they share state under .cove-test/ (COVE_TEST_HOME).
 # `scripts/test.sh summary LOG` prints only the closing line for a saved test log (the unit tests
@@ -13,6 +14,8 @@ tier="${1:-all}"
 
 unit=(out/test/unit/*.test.js)
 integration=(out/test/integration/*.test.js)
+# The hostile-guest tier (docs/security.md): attacks from a guest on the host, partly on real VMs.
+security=(out/test/security/*.test.js)
 status=0
 # Every runner's output is kept, so the last line can count all tiers together.
 if [ "$tier" = summary ]; then
@@ -61,10 +64,11 @@ case "$tier" in
   lint) run_lint ;;
   unit) run_tier unit "${unit[@]}" ;;
   integration) run_tier integration "${integration[@]}" ;;
+  security) run_tier security "${security[@]}" ;;
   e2e) run_e2e ;;
   summary) ;;
-  all) run_lint; run_tier "unit and integration" "${unit[@]}" "${integration[@]}"; run_e2e ;;
-  *) echo "usage: scripts/test.sh [lint|unit|integration|e2e|all|summary LOG]" >&2; exit 2 ;;
+  all) run_lint; run_tier "unit and integration" "${unit[@]}" "${integration[@]}"; run_tier security "${security[@]}"; run_e2e ;;
+  *) echo "usage: scripts/test.sh [lint|unit|integration|security|e2e|all|summary LOG]" >&2; exit 2 ;;
 esac
 summary
 exit $status

@@ -77,10 +77,10 @@ function attrsOf(node: HostileNode): Attributes {
   }
 }
 
-/** Finds the node at an absolute path under `root`, which is served at `/src`. */
-function lookup(root: HostileNode, p: string): HostileNode | null {
+/** Finds the node at an absolute path under `root`, which is served at `mount` (one component). */
+function lookup(root: HostileNode, p: string, mount: string): HostileNode | null {
   const parts = path.posix.normalize(p).split('/').filter((s) => s !== '');
-  if (parts[0] !== 'src') return null;
+  if (parts[0] !== mount) return null;
   let node: HostileNode = root;
   for (const part of parts.slice(1)) {
     if (node.type === 'deep-dir') continue;
@@ -99,7 +99,7 @@ export interface HostileLog {
 }
 
 /** Serves SFTP from `root` (at `/src`) on one SSH connection; records requests in `log`. */
-function serveSftp(sftp: SFTPWrapper, root: HostileNode, log: HostileLog): void {
+function serveSftp(sftp: SFTPWrapper, root: HostileNode, log: HostileLog, mount: string): void {
   const handles = new Map<number, { path: string; node: HostileNode | null; listed: number; served: number }>();
   let nextHandle = 1;
   const handleOf = (buf: Buffer) => handles.get(buf.readUInt32BE(0));
@@ -112,7 +112,7 @@ function serveSftp(sftp: SFTPWrapper, root: HostileNode, log: HostileLog): void 
   };
   const stat = (reqid: number, p: string, op: string) => {
     log.requests.push(`${op} ${p}`);
-    const node = lookup(root, p);
+    const node = lookup(root, p, mount);
     if (!node) return sftp.status(reqid, STATUS_CODE.NO_SUCH_FILE);
     sftp.attrs(reqid, attrsOf(node));
   };
@@ -125,7 +125,7 @@ function serveSftp(sftp: SFTPWrapper, root: HostileNode, log: HostileLog): void 
   });
   sftp.on('OPENDIR', (reqid: number, p: string) => {
     log.requests.push(`OPENDIR ${p}`);
-    const node = lookup(root, p);
+    const node = lookup(root, p, mount);
     if (!node || !(node.type === 'dir' || node.type === 'endless-dir' || node.type === 'deep-dir')) return sftp.status(reqid, STATUS_CODE.NO_SUCH_FILE);
     sftp.handle(reqid, newHandle(p, node));
   });
@@ -153,13 +153,13 @@ function serveSftp(sftp: SFTPWrapper, root: HostileNode, log: HostileLog): void 
   });
   sftp.on('READLINK', (reqid: number, p: string) => {
     log.requests.push(`READLINK ${p}`);
-    const node = lookup(root, p);
+    const node = lookup(root, p, mount);
     if (node?.type !== 'link') return sftp.status(reqid, STATUS_CODE.NO_SUCH_FILE);
     sftp.name(reqid, [{ filename: node.target, longname: node.target, attrs: {} as Attributes }]);
   });
   sftp.on('OPEN', (reqid: number, p: string) => {
     log.requests.push(`OPEN ${p}`);
-    const node = lookup(root, p);
+    const node = lookup(root, p, mount);
     // Writes from the host land nowhere: the server only records them.
     sftp.handle(reqid, newHandle(p, node));
   });
@@ -210,15 +210,15 @@ function serveSftp(sftp: SFTPWrapper, root: HostileNode, log: HostileLog): void 
   sftp.on('REALPATH', (reqid: number, p: string) => sftp.name(reqid, [{ filename: path.posix.resolve('/', p), longname: p, attrs: {} as Attributes }]));
 }
 
-/** An SSH server with `hostKey` that accepts any public key and serves the hostile SFTP tree. */
-export function hostileServer(hostKey: string | Buffer, root: HostileNode, log: HostileLog): Server {
+/** An SSH server with `hostKey` that accepts any public key and serves the hostile tree at `/<mount>`. */
+export function hostileServer(hostKey: string | Buffer, root: HostileNode, log: HostileLog, mount = 'src'): Server {
   return new Server({ hostKeys: [hostKey], ident: 'cove-agent_hostile' }, (conn: Connection) => {
     conn.on('authentication', (ctx) => (ctx.method === 'publickey' ? ctx.accept() : ctx.reject(['publickey'])));
     conn.on('error', () => undefined);
     conn.on('ready', () => {
       conn.on('session', (accept) => {
         const session = accept();
-        session.on('sftp', (acceptSftp) => serveSftp(acceptSftp(), root, log));
+        session.on('sftp', (acceptSftp) => serveSftp(acceptSftp(), root, log, mount));
       });
     });
   });
