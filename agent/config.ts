@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import { utils, type ParsedKey } from 'ssh2';
 import { CONFIG_DISK_MAGIC, CONFIG_DISK_SIZE, type GuestMount } from '../contract/config-disk';
+import { GUEST } from '../contract/guest';
 
 export interface AgentConfig {
   /** The OpenSSH private host key (ed25519), as text. */
@@ -81,7 +82,7 @@ function parseMounts(value: unknown, source: string): GuestMount[] {
   return value.map((m: unknown, i): GuestMount => {
     const where = `mounts[${i}] in ${source}`;
     if (typeof m !== 'object' || m === null) throw new ConfigError(`${where} is not an object`);
-    const { tag = 'cove-ws', type = 'virtiofs', path, readonly = false } = m as Record<string, unknown>;
+    const { tag = GUEST.workspaceTag, type = 'virtiofs', path, readonly = false } = m as Record<string, unknown>;
     if (typeof path !== 'string' || !path.startsWith('/') || /[\0\n\r]/.test(path)) {
       throw new ConfigError(`${where} has no usable path (an absolute path on one line)`);
     }
