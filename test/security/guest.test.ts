@@ -11,6 +11,7 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { buildSync } from 'esbuild';
 import { makeBusyboxImage } from '../helpers/busybox-image';
+import { VM } from '../../contract/layout';
 import { COVE_BIN, HOME, REPO, SCRATCH, cove, covedPid, docker, ok, resetTestHome, run, testEnv, waitUntil, workspace } from '../helpers/harness';
 import { treeOf } from './helpers';
 
@@ -25,6 +26,8 @@ const IN_USE_V4 = 41_002;
 /** On coved's never-forward list. */
 const NEVER = 41_003;
 const CAP = 64;
+/** What coved is told to keep of a console log (COVE_CONSOLE_MAX_BYTES). */
+const CONSOLE_KEEP = 256 * 1024;
 
 let wsA = '';
 let image = '';
@@ -63,7 +66,7 @@ describe('a hostile guest against the host, on real VMs', { timeout: 40 * 60_000
     wsA = workspace('sec-a');
     const wsB = workspace('sec-b');
     // coved starts with this call, so its environment holds the never-forward list.
-    ok(await coveEnv(['up', wsA, '--name', A, '--keep-awake'], { COVE_NEVER_FORWARD: String(NEVER) }, 20 * 60_000), `cove up ${A}`);
+    ok(await coveEnv(['up', wsA, '--name', A, '--keep-awake'], { COVE_NEVER_FORWARD: String(NEVER), COVE_CONSOLE_MAX_BYTES: String(CONSOLE_KEEP) }, 20 * 60_000), `cove up ${A}`);
     ok(await cove(['up', wsB, '--name', B, '--keep-awake'], 20 * 60_000), `cove up ${B}`);
     const tar = path.join(SCRATCH, 'busybox.tar');
     image = makeBusyboxImage(tar);
@@ -165,6 +168,23 @@ describe('a hostile guest against the host, on real VMs', { timeout: 40 * 60_000
     }
     // The real agent's socket is back: cove exec works again.
     await waitUntil('cove exec to reach the real agent again', 120_000, async () => (await cove(['exec', A, '--', 'true'], 60_000)).code === 0, 2000);
+  });
+
+  test('a guest writing its console without end takes no more host disk than the bound', { timeout: 15 * 60_000 }, async () => {
+    const file = path.join(HOME, 'vms', A, VM.consoleLog);
+    const t0 = Date.now();
+    // 4 MiB through the serial port, as guest root, then a marker line.
+    await exec(A, "head -c 4194304 /dev/zero | tr '\\0' x > /dev/ttyS0; echo; echo cove-console-flood-end > /dev/ttyS0", 600_000);
+    const seconds = (Date.now() - t0) / 1000;
+    await new Promise((r) => setTimeout(r, 3000));
+    const st = fs.statSync(file);
+    process.stdout.write(`console: ${st.size} bytes written in ${seconds.toFixed(1)} s, ${st.blocks * 512} bytes on disk\n`);
+    assert.ok(st.size > 4 * 1024 * 1024, 'the flood reached the console log');
+    assert.ok(st.blocks * 512 <= 2 * CONSOLE_KEEP + 256 * 1024, `the console log takes ${st.blocks * 512} bytes of disk`);
+    const logs = await cove(['logs', A], 120_000);
+    assert.equal(logs.code, 0);
+    assert.match(logs.stdout, /cove-console-flood-end/);
+    assert.ok(!logs.stdout.includes('\0'), 'cove logs leaves out the punched part');
   });
 
   test('10,000 listening ports: at most 64 forwards; a port in use on the host and a never-forward port are not taken; the other sandbox and coved answer', { timeout: 20 * 60_000 }, async () => {

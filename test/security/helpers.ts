@@ -8,8 +8,15 @@ import { Client, utils, type SFTPWrapper, type Server } from 'ssh2';
 
 export const tmpDir = (prefix: string) => fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 
+/**
+ * A new ed25519 key in OpenSSH form. Now and then ssh2 makes one it cannot parse back ("Malformed
+ * OpenSSH private key"), so a key is only handed out once it parses.
+ */
 export function newHostKey(): string {
-  return utils.generateKeyPairSync('ed25519').private;
+  for (;;) {
+    const key = utils.generateKeyPairSync('ed25519').private;
+    if (!(utils.parseKey(key) instanceof Error)) return key;
+  }
 }
 
 /** Listens `server` on a unix socket in `dir`; resolves with its path. */

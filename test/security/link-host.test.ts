@@ -92,7 +92,14 @@ async function connect(h: Hostile, allowHostPorts: number[] = []): Promise<Runni
   });
   link.on('event', (ev: AgentEvent) => events.push(ev));
   link.start();
-  await link.waitUp(15_000, 'the hostile agent');
+  try {
+    await link.waitUp(15_000, 'the hostile agent');
+  } catch (e) {
+    // A link left running would keep reconnecting, and this process alive, after the tests end.
+    link.close();
+    server.close();
+    throw e;
+  }
   return { server, link, logs, events, dir };
 }
 

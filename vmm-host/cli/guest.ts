@@ -173,8 +173,11 @@ export async function logsCommand(name: string, follow: boolean): Promise<void> 
         const n = fs.readSync(fd, buf, 0, Math.min(buf.length, size - pos), pos);
         if (n === 0) break;
         pos += n;
-        if (escape) process.stdout.write(escapeGuestLines(decoder.write(buf.subarray(0, n)).replace(/\r\n/g, '\n')));
-        else process.stdout.write(Buffer.from(buf.subarray(0, n)));
+        // The start of a long log may be a punched hole (console-bound.ts), which reads as NULs.
+        const bytes = Buffer.from(buf.subarray(0, n).filter((b) => b !== 0));
+        if (bytes.length === 0) continue;
+        if (escape) process.stdout.write(escapeGuestLines(decoder.write(bytes).replace(/\r\n/g, '\n')));
+        else process.stdout.write(bytes);
       }
     } finally {
       fs.closeSync(fd);

@@ -21,6 +21,7 @@ import { watchConsole } from './boot-progress';
 import { readJson, tailFile, writeJsonAtomic } from './files';
 import { sandboxSpec, writeSandboxConfigDisk, type SandboxConfig } from './guest-config';
 import { readKeys, type SandboxKeys } from './keys';
+import { boundConsoleLog } from './console-bound';
 import { PortForwarder } from './ports';
 import { dockerUnavailable, startRelay } from './relay';
 import { sha256File, type Template, type Templates } from './templates';
@@ -543,6 +544,7 @@ export class Sandbox extends EventEmitter {
     if (st !== 'running' && st !== 'starting' && st !== 'paused') return;
     if (this.ending) return;
     if (this.alive()) {
+      boundConsoleLog(this.file('consoleLog'), (m) => this.log(m));
       if (this.runtime.mount === 'virtiofs' && this.runtime.pids.virtiofsd && !processAlive(this.runtime.pids.virtiofsd, this.dir)) {
         if (!this.runtime.problem) {
           this.log('virtiofsd exited: the workspace mount in the guest no longer works');
