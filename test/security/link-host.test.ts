@@ -223,6 +223,12 @@ describe('a hostile agent against coved', { timeout: 180_000 }, () => {
       fwd.syncAuto(ports.map((port) => ({ proto: 'tcp', address: '0.0.0.0', port })));
       await new Promise((res) => setTimeout(res, 500));
       assert.deepEqual(changes.slice(before), [], 'no new attempt, no new report');
+      // Closing every forward (a sandbox that stops) leaves nothing bound: no waiting port takes a freed place.
+      await fwd.closeAll();
+      await new Promise((res) => setTimeout(res, 500));
+      assert.deepEqual(fwd.list(), []);
+      const left = listeningPorts();
+      assert.deepEqual(ports.filter((p) => p !== P && p !== Q && left.has(p)), [], 'no listener left after closeAll');
     } finally {
       await fwd.closeAll();
       v6.close();

@@ -252,6 +252,10 @@ export class PortForwarder {
   }
 
   async closeAll(): Promise<void> {
+    // Nothing waiting may take a freed place while everything closes, or it would stay bound.
+    this.waiting.clear();
+    this.refused.clear();
+    this.overCap = false;
     await Promise.all([...this.forwards.keys()].map((p) => this.remove(p)));
   }
 }
