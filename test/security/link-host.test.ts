@@ -18,7 +18,7 @@ interface Hostile {
   /** What the event stream sends, once, when coved opens it. */
   events: (ch: ServerChannel) => void;
   /** Host ports to open forwarded-tcpip channels to, and how many, once coved asks for them. */
-  channelFlood?: { port: number; count: number };
+  channelFlood?: { port: number; count: number; otherPort?: number };
 }
 
 /** A hostile agent: any client key is accepted; exec floods its output; the rest is `h`. */
@@ -29,10 +29,16 @@ function hostileAgent(hostKey: string, h: Hostile): Server {
     conn.on('request', (accept, _reject, name, info) => {
       accept?.();
       if (name !== 'tcpip-forward' || !h.channelFlood) return;
-      const { count } = h.channelFlood;
+      const { count, otherPort } = h.channelFlood;
       const port = (info as { bindPort: number }).bindPort;
       for (let i = 0; i < count; i++) {
         conn.forwardOut('127.0.0.1', port, '127.0.0.1', 10_000 + i, (err, ch) => {
+          if (!err) ch.on('error', () => undefined);
+        });
+      }
+      // And channels that claim a host port coved never asked for.
+      for (let i = 0; i < 50 && otherPort !== undefined; i++) {
+        conn.forwardOut('127.0.0.1', otherPort, '127.0.0.1', 20_000 + i, (err, ch) => {
           if (!err) ch.on('error', () => undefined);
         });
       }
@@ -247,7 +253,7 @@ describe('a hostile agent against coved', { timeout: 180_000 }, () => {
     running.pop();
   });
 
-  test('a flood of channel opens toward an allowed host port is held to the connection cap', async () => {
+  test('a flood of channel opens toward an allowed host port is held to the connection cap; other host ports are never reached', async () => {
     let open = 0;
     let most = 0;
     const held: net.Socket[] = [];
@@ -259,16 +265,26 @@ describe('a hostile agent against coved', { timeout: 180_000 }, () => {
     });
     await new Promise<void>((res) => hostService.listen({ host: '127.0.0.1', port: 0 }, res));
     const port = (hostService.address() as net.AddressInfo).port;
-    const r = await connect({ events: () => undefined, channelFlood: { port, count: 1000 } }, [port]);
+    // A host service outside the allow list, which the guest must never reach.
+    let otherConnections = 0;
+    const other = net.createServer((c) => {
+      otherConnections++;
+      c.destroy();
+    });
+    await new Promise<void>((res) => other.listen({ host: '127.0.0.1', port: 0 }, res));
+    const otherPort = (other.address() as net.AddressInfo).port;
+    const r = await connect({ events: () => undefined, channelFlood: { port, count: 1000, otherPort } }, [port]);
     running.push(r);
     try {
       await waitUntil('the host service to fill up to the cap', 30_000, async () => most >= MAX_HOST_PORT_CONNECTIONS, 100);
       await new Promise((res) => setTimeout(res, 1000));
       assert.equal(most, MAX_HOST_PORT_CONNECTIONS, `${most} host connections at once`);
       assert.ok(r.logs.some((l) => l.includes('refusing more')));
+      assert.equal(otherConnections, 0, 'no connection to a host port outside the allow list');
     } finally {
       held.forEach((c) => c.destroy());
       hostService.close();
+      other.close();
       stop(r);
       running.pop();
     }
