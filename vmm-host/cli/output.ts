@@ -1,6 +1,7 @@
 // How the CLI speaks: errors with their hint on stderr, tables and JSON on stdout.
 import { isCoveError, messageOf } from '../../contract/errors';
 import { asCoveError } from '../../contract/client';
+import { escapeGuestLines } from '../../contract/escape';
 
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -14,13 +15,15 @@ export function reportError(e: unknown): number {
     process.stderr.write(`cove: ${err.message}\n${/--help`/.test(err.message) ? '' : 'Run `cove help` for usage.\n'}`);
     return 2;
   }
+  // coved's messages can carry what a guest said (its console, the agent's answers): escaped, so a
+  // hostile guest cannot drive the user's terminal.
   if (isCoveError(err)) {
-    process.stderr.write(`cove: ${err.message}\n`);
-    if (err.hint) process.stderr.write(`hint: ${err.hint}\n`);
-    if (err.consoleTail) process.stderr.write(`--- console (last lines) ---\n${err.consoleTail}\n---\n`);
+    process.stderr.write(`cove: ${escapeGuestLines(err.message)}\n`);
+    if (err.hint) process.stderr.write(`hint: ${escapeGuestLines(err.hint)}\n`);
+    if (err.consoleTail) process.stderr.write(`--- console (last lines) ---\n${escapeGuestLines(err.consoleTail)}\n---\n`);
     return 1;
   }
-  process.stderr.write(`cove: ${messageOf(err)}\n`);
+  process.stderr.write(`cove: ${escapeGuestLines(messageOf(err))}\n`);
   return 1;
 }
 

@@ -12,9 +12,23 @@ export interface SandboxKeys {
   hostPublic: string;
 }
 
+/**
+ * An ed25519 key pair that ssh2 can read back. ssh2's generator now and then writes an OpenSSH
+ * private key its own parser rejects ("Malformed OpenSSH private key": about 1 in 250 here), and a
+ * sandbox with such a key could never be reached: make another.
+ */
+function keyPair(comment: string): { private: string; public: string } {
+  for (let i = 0; i < 20; i++) {
+    const k = utils.generateKeyPairSync('ed25519', { comment });
+    const parsed = utils.parseKey(k.private);
+    if (!(parsed instanceof Error) && !(Array.isArray(parsed) && parsed.length === 0)) return k;
+  }
+  throw new Error('cannot make an ed25519 key pair that reads back; is the host out of entropy?');
+}
+
 export function generateKeys(dir: string, vmName: string): SandboxKeys {
-  const client = utils.generateKeyPairSync('ed25519', { comment: `cove-client@${vmName}` });
-  const host = utils.generateKeyPairSync('ed25519', { comment: `cove-host@${vmName}` });
+  const client = keyPair(`cove-client@${vmName}`);
+  const host = keyPair(`cove-host@${vmName}`);
   const write = (file: string, text: string) => fs.writeFileSync(path.join(dir, file), text.endsWith('\n') ? text : text + '\n', { mode: 0o600 });
   write(VM.clientKey, client.private);
   write(VM.clientPubKey, client.public);

@@ -1,4 +1,5 @@
 // `cove inspect NAME`: everything coved knows about one sandbox.
+import { escapeGuestLines, escapeGuestText } from '../../../contract/escape';
 import { checkName } from '../../../contract/names';
 import { Requests, type SandboxInfo } from '../../../contract/protocol';
 import { one, withCoved, type Command } from '../command';
@@ -35,8 +36,9 @@ export function sandboxRows(s: SandboxInfo): Array<[string, string]> {
     ['keep awake', s.keepAwake ? 'yes' : 'no'],
     ['folder', s.dir],
   ];
-  if (s.warmNote) rows.push(['warm start', s.warmNote]);
-  if (s.problem) rows.push(['problem', s.problem]);
+  // Notes and problems can quote the guest: escaped like every guest text on a terminal.
+  if (s.warmNote) rows.push(['warm start', escapeGuestText(s.warmNote)]);
+  if (s.problem) rows.push(['problem', escapeGuestText(s.problem)]);
   return rows;
 }
 
@@ -44,7 +46,7 @@ function printSandbox(s: SandboxInfo): void {
   const rows = sandboxRows(s);
   const w = Math.max(...rows.map((r) => r[0].length));
   for (const [k, v] of rows) process.stdout.write(`${k.padEnd(w)}  ${v}\n`);
-  if (s.consoleTail) process.stdout.write(`--- console (last lines) ---\n${s.consoleTail}\n`);
+  if (s.consoleTail) process.stdout.write(`--- console (last lines) ---\n${escapeGuestLines(s.consoleTail)}\n`);
 }
 
 export const inspect: Command = {
