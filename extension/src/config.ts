@@ -38,15 +38,22 @@ export class Config {
   }
 
   /**
-   * The idle policy of a coved this extension starts (coved is per user: one that already runs
-   * keeps its own until it restarts): pause after, then sleep after, in seconds; 0 = never.
+   * The settings of a coved this extension starts (coved is per user: one that already runs keeps
+   * its own until it restarts): the idle policy (pause after, then sleep after, in seconds; 0 =
+   * never), the cap on automatic port forwards per sandbox, and the host ports never forwarded.
    */
   get idleEnv(): NodeJS.ProcessEnv {
     const secs = (key: string, fallback: number) => {
       const v = this.cfg.get<number>(key, fallback);
       return String(Number.isFinite(v) && v >= 0 ? Math.floor(v) : fallback);
     };
-    return { COVE_PAUSE_AFTER: secs('pauseAfterSeconds', 300), COVE_SLEEP_AFTER: secs('sleepAfterSeconds', 1800) };
+    const never = this.cfg.get<Array<number | string>>('neverForward', []).map(String).join(',');
+    return {
+      COVE_PAUSE_AFTER: secs('pauseAfterSeconds', 300),
+      COVE_SLEEP_AFTER: secs('sleepAfterSeconds', 1800),
+      COVE_MAX_AUTO_PORTS: secs('maxAutoPorts', 64),
+      ...(never !== '' ? { COVE_NEVER_FORWARD: never } : {}),
+    };
   }
 
   get openTerminalOnStart(): boolean {

@@ -1,5 +1,6 @@
 // Errors shown to the user: what went wrong and what to do next, with buttons that do it. coved's
 // errors carry their hint and, for a failed boot, the console tail.
+import { escapeGuestLines } from '../../contract/escape';
 import * as fs from 'node:fs';
 import * as vscode from 'vscode';
 import { asCoveError } from '../../contract/client';
@@ -17,7 +18,8 @@ export async function showError(ctx: ErrorContext, what: string, raw: unknown): 
   const e = asCoveError(raw);
   const message = messageOf(e).replace(/\.$/, '');
   let hint = isCoveError(e) ? e.hint : undefined;
-  const consoleTail = isCoveError(e) ? e.consoleTail : undefined;
+  // The console tail is the guest's own text: control characters escaped before it is shown.
+  const consoleTail = isCoveError(e) && e.consoleTail ? escapeGuestLines(e.consoleTail) : undefined;
   const actions: Array<{ title: string; run: () => unknown }> = [];
 
   if (isCoveError(e)) {

@@ -1,4 +1,5 @@
 // The status bar item: this window's sandbox and its state; a click opens a terminal or the sandbox.
+import { escapeGuestText } from '../../contract/escape';
 import * as vscode from 'vscode';
 import type { SandboxInfo } from '../../contract/protocol';
 import type { SandboxStore } from './sandboxes';
@@ -48,7 +49,7 @@ export class StatusBar implements vscode.Disposable {
     const icons: Partial<Record<SandboxInfo['state'], string>> = { running: '$(vm-running)', paused: '$(debug-pause)', asleep: '$(vm-outline)', crashed: '$(error)', stopped: '$(vm-outline)' };
     const icon = icons[sb.state] ?? '$(sync~spin)';
     this.item.text = `${icon} Cove: ${sb.name} ${sb.state}${sb.state === 'running' ? accel : ''}`;
-    this.item.tooltip = `Sandbox ${sb.name}: ${sb.state}${accel}, ${sb.mount}; Docker context ${sb.context ?? sb.dockerHost}${sb.problem ? `\n${sb.problem}` : ''}`;
+    this.item.tooltip = `Sandbox ${sb.name}: ${sb.state}${accel}, ${sb.mount}; Docker context ${sb.context ?? sb.dockerHost}${sb.problem ? `\n${escapeGuestText(sb.problem)}` : ''}`;
     // A paused or sleeping sandbox wakes when its terminal connects.
     this.item.command = isUp(sb) ? 'cove.openTerminal' : 'cove.openInSandbox';
     if (sb.state === 'crashed') this.item.backgroundColor = new vscode.ThemeColor('statusBarItem.errorBackground');

@@ -1,6 +1,7 @@
 // The Cove view: one item per sandbox (state, accel, mount type) with its forwarded ports below.
 import * as vscode from 'vscode';
 import type { PortForward, SandboxInfo } from '../../../contract/protocol';
+import { escapeGuestText } from '../../../contract/escape';
 import type { SandboxStore } from '../sandboxes';
 
 export class SandboxNode extends vscode.TreeItem {
@@ -17,8 +18,19 @@ export class SandboxNode extends vscode.TreeItem {
     md.appendMarkdown(`- workspace: \`${sandbox.workspace}\`\n- accel: ${accel}, mount: ${sandbox.mount}${sandbox.readonly ? ' (read-only)' : ''}\n`);
     md.appendMarkdown(`- ${sandbox.cpus} CPU, ${sandbox.memoryMiB} MiB, disk ${sandbox.diskGiB} GiB\n`);
     md.appendMarkdown(`- Docker context: \`${sandbox.context ?? '(no docker CLI)'}\`, \`${sandbox.dockerHost}\`\n`);
-    if (sandbox.bootSeconds !== null) md.appendMarkdown(`- last boot: ${sandbox.bootSeconds.toFixed(1)} s\n`);
-    if (sandbox.problem) md.appendMarkdown(`\n$(warning) ${sandbox.problem}\n`);
+    if (sandbox.bootSeconds !== null) md.appendMarkdown(`- last start: ${sandbox.bootSeconds.toFixed(1)} s (${sandbox.bootKind ?? 'cold'})\n`);
+    if (sandbox.keepAwake) md.appendMarkdown('- kept awake: never paused or put to sleep when idle\n');
+    // Notes and problems can quote the guest: plain text (no Markdown links), control characters escaped.
+    if (sandbox.warmNote) {
+      md.appendMarkdown('\n$(info) ');
+      md.appendText(escapeGuestText(sandbox.warmNote));
+      md.appendMarkdown('\n');
+    }
+    if (sandbox.problem) {
+      md.appendMarkdown('\n$(warning) ');
+      md.appendText(escapeGuestText(sandbox.problem));
+      md.appendMarkdown('\n');
+    }
     this.tooltip = md;
   }
 }
