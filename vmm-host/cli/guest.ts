@@ -1,4 +1,5 @@
 // Commands that reach into a guest over SSH: exec, shell, cp, logs and the OpenSSH proxy.
+import { CWD_ENV } from '../../contract/guest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
@@ -53,7 +54,7 @@ export async function execCommand(name: string, argv: string[], opts: { tty: boo
     const ch = await new Promise<ClientChannel>((resolve, reject) =>
       client.exec(
         shellJoin(argv),
-        { env: cwd ? { COVE_CWD: cwd } : {}, pty: opts.tty ? { term: process.env.TERM ?? 'xterm-256color', rows: termRows(), cols: termCols() } : undefined },
+        { env: cwd ? { [CWD_ENV]: cwd } : {}, pty: opts.tty ? { term: process.env.TERM ?? 'xterm-256color', rows: termRows(), cols: termCols() } : undefined },
         (err, c) => (err ? reject(err) : resolve(c)),
       ),
     );
@@ -74,7 +75,7 @@ export async function shellCommand(name: string): Promise<number> {
     const ch = await new Promise<ClientChannel>((resolve, reject) =>
       client.shell(
         { term: process.env.TERM ?? 'xterm-256color', rows: termRows(), cols: termCols() },
-        { env: cwd ? { COVE_CWD: cwd } : {} },
+        { env: cwd ? { [CWD_ENV]: cwd } : {} },
         (err, c) => (err ? reject(err) : resolve(c)),
       ),
     );

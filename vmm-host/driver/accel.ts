@@ -8,10 +8,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { IMAGE, homeFile } from '../../contract/layout';
+import type { Accel } from '../../contract/protocol';
 import { machineArgs } from './qemu';
 import { findQemu } from './tools';
 
-export type Accel = 'kvm' | 'tcg';
+export type { Accel };
 
 export interface AccelResult {
   accel: Accel;

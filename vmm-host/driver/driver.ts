@@ -2,7 +2,7 @@
 // Cloud Hypervisor driver is one more folder that implements `Driver` from a `VmSpec`. A driver
 // starts a VM from a spec and hands back pids; the processes outlive the caller, so a restarted
 // coved re-attaches by the pid files in the VM's folder.
-import type { Accel } from './accel';
+import type { Accel } from '../../contract/protocol';
 
 /** A shared host folder, as the hypervisor sees it. */
 export interface ShareSpec {

@@ -3,7 +3,7 @@
 // virtiofsd >= 1.11; QEMU 7.2 refuses any vhost-user-fs device, and saves 9p only while unmounted.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import type { Accel } from './accel';
+import type { Accel } from '../../contract/protocol';
 import type { DriverFeatures } from './driver';
 import { findQemu, findVirtiofsd } from './tools';
 

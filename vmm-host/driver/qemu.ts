@@ -5,9 +5,9 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { GUEST } from '../../contract/guest';
+import { GUEST, GUEST_NETWORK } from '../../contract/guest';
 import { VM } from '../../contract/layout';
-import type { Accel } from './accel';
+import type { Accel } from '../../contract/protocol';
 import type { Driver, DriverFeatures, RestoreOptions, SaveOptions, SaveResult, StopOptions, VmPids, VmSpec } from './driver';
 import { waitFor } from '../../contract/wait';
 import { DriverError } from './errors';
@@ -114,9 +114,9 @@ export function buildPasstArgv(spec: VmSpec): string[] {
     // Stay this user: as root passt would switch to nobody before binding in a 0700 folder.
     '--runas', `${uid}:${gid}`,
     '--socket', path.join(path.resolve(spec.dir), VM.netSock),
-    '--address', '10.0.2.15', '--netmask', '24', '--gateway', '10.0.2.2',
-    // Queries to 10.0.2.3 go to the host's own resolver (passt reads /etc/resolv.conf).
-    '--dns-forward', '10.0.2.3',
+    '--address', GUEST_NETWORK.address, '--netmask', String(GUEST_NETWORK.prefixLength), '--gateway', GUEST_NETWORK.gateway,
+    // Queries to the guest's DNS address go to the host's own resolver (passt reads /etc/resolv.conf).
+    '--dns-forward', GUEST_NETWORK.dns,
     '--no-map-gw', '--tcp-ports', 'none', '--udp-ports', 'none',
   ];
 }
