@@ -2,6 +2,7 @@
 // a PTY resize, SFTP, concurrent streamlocal to dockerd, port events, and the port's reconnect
 // semantics — a host that vanishes mid-stream, and an agent restarted by the init. Boots the
 // Docker tier image (rebuilt if the agent bundle changed); the VM is stopped even when a test fails.
+import { keyPair } from '../../vmm-host/coved/keys';
 import assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -9,7 +10,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { DEFAULT_NETWORK, writeConfigDisk } from '../../contract/config-disk';
 import { after, before, test } from 'node:test';
-import { Client, utils, type ClientChannel, type SFTPWrapper } from 'ssh2';
+import { Client, type ClientChannel, type SFTPWrapper } from 'ssh2';
 import { skipToBanner } from '../../contract/banner-sync';
 import { EVENTS_SUBSYSTEM } from '../../contract/events';
 import { IMAGE, VM, vmDir as layoutVmDir } from '../../contract/layout';
@@ -25,7 +26,7 @@ const home = process.env.COVE_TEST_HOME ? path.resolve(process.env.COVE_TEST_HOM
 const vmName = `agent-it-${process.pid}`;
 const vmDir = layoutVmDir(vmName, home);
 const BOOT_DEADLINE_MS = Number(process.env.COVE_TEST_BOOT_DEADLINE_MS ?? 300_000);
-const clientKey = utils.generateKeyPairSync('ed25519');
+const clientKey = keyPair();
 let agentSock = '';
 let ssh: Client | null = null;
 
@@ -77,7 +78,7 @@ before(async () => {
   fs.rmSync(vmDir, { recursive: true, force: true });
   fs.mkdirSync(vmDir, { recursive: true });
   await createOverlay(path.join(built.dir, IMAGE.baseDisk), path.join(vmDir, VM.disk), 8 * 1024 ** 3);
-  const hostKey = utils.generateKeyPairSync('ed25519');
+  const hostKey = keyPair();
   writeConfigDisk(path.join(vmDir, VM.configDisk), {
     version: 1,
     name: vmName,

@@ -1,6 +1,7 @@
 // Runs the real guest agent (the esbuild bundle, as in the image) on this host with a temporary
 // config, a unix socket, a FIFO pair standing in for the virtio-serial port and a fake dockerd,
 // and gives the tests SSH clients to it.
+import { keyPair } from '../../vmm-host/coved/keys';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -79,8 +80,8 @@ export interface Keys {
 }
 
 export function makeKeys(): Keys {
-  const host = utils.generateKeyPairSync('ed25519');
-  const client = utils.generateKeyPairSync('ed25519', { comment: 'cove-test' });
+  const host = keyPair();
+  const client = keyPair('cove-test');
   return { hostPrivate: host.private, clientPrivate: client.private, clientPublic: client.public };
 }
 

@@ -17,7 +17,7 @@ export interface SandboxKeys {
  * private key its own parser rejects ("Malformed OpenSSH private key": about 1 in 250 here), and a
  * sandbox with such a key could never be reached: make another.
  */
-function keyPair(comment: string): { private: string; public: string } {
+export function keyPair(comment = ''): { private: string; public: string } {
   for (let i = 0; i < 20; i++) {
     const k = utils.generateKeyPairSync('ed25519', { comment });
     const parsed = utils.parseKey(k.private);
