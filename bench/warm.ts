@@ -1,10 +1,10 @@
 // Warm start and sleep (docs/warm-start.md), measured side by side with the cold boot of the same
 // run: a new sandbox restored from the template, a paused one answering /_ping, an asleep one
 // answering `docker ps`, and what an idle sandbox costs as it really sits (paused, then asleep).
-import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import { HOME, VM_MEMORY_MIB, cove, docker, log, makeRow, nowMs, ok, readPid, sleep, treePss, waitUntil } from './lib';
+import { processesOf } from '../test/helpers/harness';
 import type { Suite } from './suite';
 
 const WARM_ROWS = ['boot.warm', 'wake.paused', 'wake.disk', 'mem.asleep', 'mem.fit16g'];
@@ -20,20 +20,6 @@ function ping(sock: string, timeoutMs = 120_000): Promise<number> {
     req.on('timeout', () => req.destroy(new Error(`/_ping did not answer within ${timeoutMs / 1000} s`)));
     req.on('error', reject);
   });
-}
-
-/** Live processes whose command line names `dir` (a VM's qemu and helpers). */
-function processesOf(dir: string): number[] {
-  const out: number[] = [];
-  for (const p of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      if (fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(dir)) out.push(Number(p));
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return out;
 }
 
 const state = async (name: string) => (JSON.parse(ok(await cove(['inspect', name, '--json'], 60_000), 'cove inspect').stdout) as { state: string; bootKind: string | null; warmNote?: string }).state;

@@ -1,5 +1,6 @@
 // What integration tests share: an isolated $COVE_HOME and Docker config under .cove-test/, the
 // real `cove` CLI and docker CLI run as child processes with deadlines, and clean-up of VMs.
+import { processAlive } from '../../vmm-host/driver/proc';
 import * as child_process from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -131,4 +132,16 @@ export function workspace(name: string): string {
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { recursive: true });
   return dir;
+}
+
+/**
+ * Every live process whose command line names `dir`: a VM's qemu and its helpers (virtiofsd, passt),
+ * found by their folder, as the driver finds them (a zombie counts as gone).
+ */
+export function processesOf(dir: string): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .map(Number)
+    .filter((pid) => processAlive(pid, dir));
 }

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { makeBusyboxImage } from '../helpers/busybox-image';
-import { HOME, SCRATCH, cove, covedPid, docker, ok, resetTestHome, run, waitUntil, workspace } from '../helpers/harness';
+import { HOME, SCRATCH, cove, covedPid, docker, ok, processesOf, resetTestHome, run, waitUntil, workspace } from '../helpers/harness';
 
 interface Info {
   name: string;
@@ -25,22 +25,6 @@ const inspect = async (name: string): Promise<Info> => JSON.parse(ok(await cove(
 const list = async (): Promise<Info[]> => JSON.parse(ok(await cove(['ls', '--json']), 'cove ls').stdout) as Info[];
 const exec = async (name: string, script: string) => ok(await cove(['exec', name, '--', 'sh', '-c', script], 180_000), `cove exec ${name}`).stdout;
 const fingerprint = (knownHosts: string) => createHash('sha256').update(fs.readFileSync(knownHosts, 'utf8').trim().split(/\s+/)[2]).digest('hex');
-
-/** Every live process whose command line names `dir` (qemu, passt, virtiofsd of that VM). */
-function processesOf(dir: string): number[] {
-  const out: number[] = [];
-  for (const p of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8');
-      const stat = fs.readFileSync(`/proc/${p}/stat`, 'utf8');
-      if (cmd.includes(dir) && stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z') out.push(Number(p));
-    } catch {
-      // Gone meanwhile.
-    }
-  }
-  return out;
-}
 
 /** The template folder a sandbox was made from. */
 function templateDirOf(info: Info): string {

@@ -19,8 +19,7 @@ import { encodeConfigDisk, type GuestConfig, type GuestMount } from '../../contr
 import { CONTROL_MAX_REQUEST_BYTES, CONTROL_SUBSYSTEM, type ControlAnswer, type RebirthAnswer, type ResumeAnswer, type SuspendAnswer } from '../../contract/control';
 import { SYSCALL_HELPER, syscallNumbers } from '../../agent/system';
 import { parseRequest, RequestError } from '../../agent/control';
-import { skipToBanner } from '../../contract/banner-sync';
-import { collect, connect, exec, LineReader, makeKeys, openPortPair, publicBlob, startAgent, waitFor, within, type Keys, type RunningAgent } from './agent-harness';
+import { collect, connect, exec, LineReader, makeKeys, openAgentPort, publicBlob, startAgent, waitFor, within, type Keys, type RunningAgent } from './agent-harness';
 
 /** A folder with stub system commands that append one line per call to `calls`. */
 function makeFixture(): { dir: string; bin: string; calls: string; run: string; etc: string; disk: string } {
@@ -360,19 +359,7 @@ describe('agent control channel over the agent port', () => {
     if (fx) fs.rmSync(fx.dir, { recursive: true, force: true });
   });
 
-  const openHost = () =>
-    waitFor(
-      () => {
-        try {
-          return skipToBanner(openPortPair(agent.portIn, agent.portOut));
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'ENXIO') return null; // The agent has not opened the port yet.
-          throw err;
-        }
-      },
-      10_000,
-      'the agent to open the port',
-    );
+  const openHost = () => openAgentPort(agent);
 
   test('the next host on the port meets the clone', async () => {
     const clone = makeKeys();

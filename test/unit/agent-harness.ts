@@ -1,6 +1,7 @@
 // Runs the real guest agent (the esbuild bundle, as in the image) on this host with a temporary
 // config, a unix socket, a FIFO pair standing in for the virtio-serial port and a fake dockerd,
 // and gives the tests SSH clients to it.
+import { skipToBanner } from '../../contract/banner-sync';
 import { keyPair } from '../../vmm-host/coved/keys';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -315,4 +316,23 @@ export function openPortPair(portIn: string, portOut: string): Duplex {
   reader.on('error', (err) => duplex.destroy(err));
   writer.on('error', (err) => duplex.destroy(err));
   return duplex;
+}
+
+/**
+ * The host's end of a running agent's port (a FIFO pair), opened once the agent has opened its
+ * end, with any stale bytes ahead of the agent's banner skipped.
+ */
+export function openAgentPort(agent: Pick<RunningAgent, 'portIn' | 'portOut'>): Promise<Duplex> {
+  return waitFor(
+    () => {
+      try {
+        return skipToBanner(openPortPair(agent.portIn, agent.portOut));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENXIO') return null; // The agent has not opened the port yet.
+        throw err;
+      }
+    },
+    10_000,
+    'the agent to open the port',
+  );
 }

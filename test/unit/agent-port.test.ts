@@ -6,9 +6,7 @@ import * as assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import { after, before, describe, test } from 'node:test';
-import type { Duplex } from 'node:stream';
-import { skipToBanner } from '../../contract/banner-sync';
-import { connect, exec, openPortPair, startAgent, waitFor, type RunningAgent } from './agent-harness';
+import { connect, exec, openAgentPort, startAgent, waitFor, type RunningAgent } from './agent-harness';
 
 describe('agent port transport', () => {
   let agent: RunningAgent;
@@ -20,19 +18,7 @@ describe('agent port transport', () => {
     await agent?.stop();
   });
 
-  const openHost = async (): Promise<Duplex> =>
-    waitFor(
-      () => {
-        try {
-          return skipToBanner(openPortPair(agent.portIn, agent.portOut));
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'ENXIO') return null; // The agent has not opened the port yet.
-          throw err;
-        }
-      },
-      10_000,
-      'the agent to open the port',
-    );
+  const openHost = () => openAgentPort(agent);
 
   /** Reads and drops whatever waits in the out FIFO (what qemu discards while no host is there). */
   const drainOut = (): number => {
