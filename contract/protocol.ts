@@ -15,6 +15,47 @@ export const MAX_FRAME_BYTES = 1024 * 1024;
  */
 export type SandboxState = 'creating' | 'starting' | 'running' | 'paused' | 'asleep' | 'stopping' | 'stopped' | 'crashed';
 export type MountType = 'virtiofs' | '9p';
+
+/**
+ * One more host folder or file shared into the guest besides the workspace (`cove up --mount
+ * HOST[:GUEST][:ro]`). A file is shared as itself (a hard link of it in the sandbox's folder), not
+ * its whole folder.
+ */
+export interface ExtraMount {
+  /** Absolute host path. */
+  host: string;
+  /** Absolute guest path: the host path unless one was given. */
+  guest: string;
+  readonly: boolean;
+  kind: 'dir' | 'file';
+}
+/** What a client asks for; coved resolves and checks it into an `ExtraMount`. */
+export interface MountRequest {
+  host: string;
+  guest?: string;
+  readonly?: boolean;
+}
+
+/** Where a Docker CLI plugin the host uses comes from: the user's own, Cove's copy, or none. */
+export interface CliPluginInfo {
+  name: 'compose' | 'buildx';
+  source: 'user' | 'cove' | 'missing';
+  /** The plugin binary the docker CLI finds, when there is one. */
+  path: string | null;
+  /** The plugin's version where Cove installed it (the image's). */
+  version?: string;
+}
+export interface PluginsParams {
+  /** Only report, install nothing. */
+  check?: boolean;
+}
+export interface PluginsResult {
+  plugins: CliPluginInfo[];
+  /** The plugins installed by this call (empty when the host had them all). */
+  installed: string[];
+  /** The folder Cove installs into: `$DOCKER_CONFIG/cli-plugins`, default `~/.docker/cli-plugins`. */
+  dir: string;
+}
 export type Accel = 'kvm' | 'tcg';
 
 export interface PortForward {
@@ -32,6 +73,15 @@ export interface SandboxInfo {
   /** The shared folder: the same absolute path on the host and in the guest. */
   workspace: string;
   mount: MountType;
+  /** More shared folders and files (9p), as the sandbox's next start mounts them. */
+  mounts: ExtraMount[];
+  /** Set while the running VM has other mounts than `mounts` (they change on its next start). */
+  mountsNote?: string;
+  /**
+   * Whether the sandbox's Docker socket refuses containers that bind-mount a host path that is not
+   * shared (`cove up --bind-guard=off` turns it off).
+   */
+  bindGuard: boolean;
   /** `passt` keeps the host's loopback out of the guest's reach; `user` is qemu's slirp, which does not. */
   network: 'passt' | 'user' | null;
   readonly: boolean;
@@ -76,6 +126,13 @@ export interface UpParams {
   diskGiB?: number;
   mount?: MountType;
   readonly?: boolean;
+  /**
+   * More folders or files to share. Given for an existing sandbox, they replace its list and take
+   * effect on its next start.
+   */
+  mounts?: MountRequest[];
+  /** false: containers may bind-mount any path (the guest's own). Default true. */
+  bindGuard?: boolean;
   /** Host 127.0.0.1 ports the guest may reach (at guest 127.0.0.1, same port); none by default. */
   allowHostPorts?: number[];
   /** Never pause or sleep this sandbox when it is idle. */
@@ -184,6 +241,11 @@ export const Requests = {
   unpublish: new RequestType<UnpublishParams, void, void>('sandbox/unpublish'),
   imageBuild: new RequestType<ImageBuildParams, ImageBuildResult, void>('image/build'),
   imageList: new RequestType0<ImageInfo[], void>('image/list'),
+  /**
+   * Installs the image's compose and buildx plugins into the Docker CLI plugin folder where the
+   * host's docker CLI has none (never replacing one), or with `check` only reports.
+   */
+  plugins: new RequestType<PluginsParams, PluginsResult, void>('host/plugins'),
   /** Removes images no sandbox is made over, except the newest; returns the removed folders. */
   imagePrune: new RequestType0<string[], void>('image/prune'),
   shutdown: new RequestType0<void, void>('cove/shutdown'),
