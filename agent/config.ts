@@ -82,14 +82,17 @@ function parseMounts(value: unknown, source: string): GuestMount[] {
   return value.map((m: unknown, i): GuestMount => {
     const where = `mounts[${i}] in ${source}`;
     if (typeof m !== 'object' || m === null) throw new ConfigError(`${where} is not an object`);
-    const { tag = GUEST.workspaceTag, type = 'virtiofs', path, readonly = false } = m as Record<string, unknown>;
+    const { tag = GUEST.workspaceTag, type = 'virtiofs', path, readonly = false, file } = m as Record<string, unknown>;
     if (typeof path !== 'string' || !path.startsWith('/') || /[\0\n\r]/.test(path)) {
       throw new ConfigError(`${where} has no usable path (an absolute path on one line)`);
     }
     if (typeof tag !== 'string' || !TAG.test(tag)) throw new ConfigError(`${where} has a bad tag ${JSON.stringify(tag)} (letters, digits, _ . -)`);
     if (type !== 'virtiofs' && type !== '9p') throw new ConfigError(`${where} has type ${JSON.stringify(type)}; it must be virtiofs or 9p`);
     if (typeof readonly !== 'boolean') throw new ConfigError(`${where} has a readonly that is not true or false`);
-    return { tag, type, path, readonly };
+    if (file !== undefined && (typeof file !== 'string' || file === '' || file === '.' || file === '..' || /[/\0\n\r]/.test(file))) {
+      throw new ConfigError(`${where} has a bad file ${JSON.stringify(file)} (one plain file name)`);
+    }
+    return { tag, type, path, readonly, ...(file !== undefined ? { file } : {}) };
   });
 }
 

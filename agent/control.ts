@@ -325,7 +325,7 @@ export class Control {
     for (const m of config.mounts) {
       const listed = readMountList(this.opts.runDir);
       if (listed.includes(m.path)) continue;
-      const outcome = await mountShare(this.opts.systemPath, m);
+      const outcome = await mountShare(this.opts.systemPath, m, path.join(this.opts.runDir, 'files'));
       if (outcome.fs) {
         writeMountList(this.opts.runDir, [...listed, m.path]);
         mounted.push(m.path);
@@ -357,7 +357,7 @@ export class Control {
     for (const where of paths) {
       const m = config.mounts.find((x) => x.path === where);
       if (!m) continue;
-      const outcome = await mountShare(this.opts.systemPath, m);
+      const outcome = await mountShare(this.opts.systemPath, m, path.join(this.opts.runDir, 'files'));
       if (outcome.fs) back.push(where);
       else log(`control: cannot mount ${where} again: ${outcome.reason}`);
     }

@@ -4,6 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { GuestMount } from '../contract/config-disk';
+import { GUEST } from '../contract/guest';
 import { runCommand } from './system';
 
 /** The 9p options of cove-init, after `ro`/`rw`. */
@@ -18,7 +19,8 @@ export interface MountOutcome {
 }
 
 /** Mounts one share at its path: virtiofs when asked, else (or when that fails) 9p. */
-export async function mountShare(systemPath: string, m: GuestMount): Promise<MountOutcome> {
+export async function mountShare(systemPath: string, m: GuestMount, filesAside: string = GUEST.filesAside): Promise<MountOutcome> {
+  if (m.file !== undefined) return mountFile(systemPath, m, filesAside);
   try {
     fs.mkdirSync(m.path, { recursive: true });
   } catch (err) {
@@ -35,6 +37,34 @@ export async function mountShare(systemPath: string, m: GuestMount): Promise<Mou
   if (r.code === 0) return { path: m.path, fs: '9p' };
   reasons.push(`9p: ${oneLine(r.stderr) || `mount exited ${r.code}`}`);
   return { path: m.path, fs: null, reason: `tag ${m.tag}: ${reasons.join('; ')}` };
+}
+
+/**
+ * A file mount (cove-init's cove_mount_file does the same): the share, which holds just the one
+ * file, goes aside, the file is bind-mounted at its path (a file made there first when missing),
+ * and the aside mount goes again: the bind mount alone holds the share, so unmounting the path
+ * lets go of it (and a save can go ahead).
+ */
+async function mountFile(systemPath: string, m: GuestMount, filesAside: string): Promise<MountOutcome> {
+  const aside = path.join(filesAside, m.tag);
+  const fail = (reason: string): MountOutcome => ({ path: m.path, fs: null, reason: `tag ${m.tag}: ${reason}` });
+  try {
+    fs.mkdirSync(aside, { recursive: true });
+    fs.mkdirSync(path.dirname(m.path), { recursive: true });
+    const st = fs.statSync(m.path, { throwIfNoEntry: false });
+    if (st?.isDirectory()) return fail(`${m.path} is a folder in the guest; a file cannot be mounted there`);
+    if (!st) fs.closeSync(fs.openSync(m.path, 'a', 0o644));
+  } catch (err) {
+    return fail(`cannot create the mount point: ${(err as Error).message}`);
+  }
+  const ro = m.readonly ? 'ro' : 'rw';
+  let r = await runCommand(systemPath, 'mount', ['-t', '9p', '-o', `${ro},${NINEP_OPTIONS}`, m.tag, aside]);
+  if (r.code !== 0) return fail(`9p: ${oneLine(r.stderr) || `mount exited ${r.code}`}`);
+  r = await runCommand(systemPath, 'mount', ['--bind', path.join(aside, m.file ?? ''), m.path]);
+  const bound = r.code === 0;
+  const why = oneLine(r.stderr) || `mount --bind exited ${r.code}`;
+  await runCommand(systemPath, 'umount', [aside]);
+  return bound ? { path: m.path, fs: '9p' } : fail(`bind: ${why}`);
 }
 
 export type UnmountOutcome = 'unmounted' | 'busy' | 'not-mounted' | { error: string };

@@ -100,7 +100,7 @@ export class Suite {
   async up(name: string, ws: string, mount: 'virtiofs' | '9p'): Promise<number> {
     this.sandboxes.add(name);
     const t0 = nowMs();
-    ok(await cove(['up', ws, '--name', name, '--cpus', `${VM_CPUS}`, '--memory', `${VM_MEMORY_MIB}M`, '--mount', mount], 20 * 60_000), `cove up ${name}`);
+    ok(await cove(['up', ws, '--name', name, '--cpus', `${VM_CPUS}`, '--memory', `${VM_MEMORY_MIB}M`, '--mount-type', mount], 20 * 60_000), `cove up ${name}`);
     await waitUntil(`docker version through the context cove-${name}`, 120_000, async () => (await docker(name, ['version', '--format', '{{.Server.Version}}'], 60_000)).code === 0, 100);
     return nowMs() - t0;
   }

@@ -12,6 +12,11 @@ export interface GuestMount {
   /** Where the guest mounts it: the same absolute path as on the host. */
   path: string;
   readonly: boolean;
+  /**
+   * A file mount: the share holds this one file (by this name); the guest mounts the share aside
+   * (GUEST.filesAside), bind-mounts the file at `path`, and lets go of the aside mount.
+   */
+  file?: string;
 }
 
 export interface GuestConfig {

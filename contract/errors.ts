@@ -23,6 +23,7 @@ export function isCoveError(e: unknown): e is CoveError {
 export const invalidInput = (message: string, hint?: string) => new CoveError(ErrorCodes.invalidInput, message, hint);
 export const notFound = (message: string, hint?: string) => new CoveError(ErrorCodes.notFound, message, hint);
 export const conflict = (message: string, hint?: string) => new CoveError(ErrorCodes.conflict, message, hint);
+export const missingTool = (message: string, hint?: string) => new CoveError(ErrorCodes.missingTool, message, hint);
 
 /** A message for any thrown value, without a stack. */
 export function messageOf(e: unknown): string {

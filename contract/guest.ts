@@ -17,6 +17,15 @@ export const GUEST = {
   agentPortName: 'cove.agent',
   /** The mount tag of the workspace share (virtio-fs and 9p alike). */
   workspaceTag: 'cove-ws',
+  /**
+   * Every VM has this many 9p devices for extra mounts (`cove up --mount`), tags `cove-m0`…: a
+   * fixed number, so that a VM restored from a template or from sleep has the devices it was saved
+   * with, whatever the sandbox shares. Unused ones export an empty folder.
+   */
+  extraMountSlots: 8,
+  extraMountTagPrefix: 'cove-m',
+  /** Where the guest mounts a file mount's share for a moment, to bind-mount the one file. */
+  filesAside: '/run/cove/files',
   /** The guest script that shuts the sandbox down cleanly. */
   poweroff: '/usr/sbin/cove-poweroff',
 } as const;

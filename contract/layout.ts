@@ -45,6 +45,8 @@ export const IMAGE = {
   initrd: 'initrd.img',
   /** The read-only base disk (raw ext4) that every sandbox overlays copy-on-write. */
   baseDisk: 'base.raw',
+  /** The image's own Docker CLI plugins (docker-compose, docker-buildx), for a host that lacks them. */
+  cliPlugins: 'cli-plugins',
   /** Versions, sizes, checksums and the recipe hash. Written last: its presence marks a complete image. */
   manifest: 'manifest.json',
   /** The image build's log. */

@@ -42,8 +42,10 @@ export interface CliPluginInfo {
   source: 'user' | 'cove' | 'missing';
   /** The plugin binary the docker CLI finds, when there is one. */
   path: string | null;
-  /** The plugin's version where Cove installed it (the image's). */
+  /** The plugin's version (the image's package version for Cove's copy). */
   version?: string;
+  /** Why it is missing or was left alone, when it is. */
+  note?: string;
 }
 export interface PluginsParams {
   /** Only report, install nothing. */

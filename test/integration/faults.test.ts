@@ -85,7 +85,7 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
       [['up', ws, '--name', ''], /empty/],
       [['up', ws, '--memory', 'lots'], /size/],
       [['up', ws, '--cpus', '-1'], /cpus|option/],
-      [['up', ws, '--mount', 'nfs'], /virtiofs or 9p/],
+      [['up', ws, '--mount-type', 'nfs'], /virtiofs or 9p/],
       [['up', HOME], /Cove's own state/],
       [['inspect', 'ghost'], /no sandbox named ghost/],
       [['frobnicate'], /unknown command/],
@@ -104,7 +104,7 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
   test('two clients creating the same sandbox at once get one sandbox', { timeout: 25 * 60_000 }, async () => {
     // virtio-fs on purpose: QEMU 7.2 cannot save it, so this sandbox boots cold (the run's one cold
     // boot through coved), and the virtiofsd faults below have a virtiofsd to kill.
-    const args = ['up', ws, '--name', NAME, '--mount', 'virtiofs', '--disk', '8G', '--allow-host-port', String(ALLOWED_PORT)];
+    const args = ['up', ws, '--name', NAME, '--mount-type', 'virtiofs', '--disk', '8G', '--allow-host-port', String(ALLOWED_PORT)];
     const [a, b] = await Promise.all([cove(args, 20 * 60_000), cove(args, 20 * 60_000)]);
     ok(a, 'first cove up');
     ok(b, 'second cove up');

@@ -190,7 +190,7 @@ describe('sandbox t1 (restored from the warm-start template, 9p)', { timeout: 45
     const ws2 = workspace('t2');
     const bytes = randomBytes(100_000);
     fs.writeFileSync(path.join(ws2, 'in.bin'), bytes);
-    ok(await cove(['up', ws2, '--name', 't2', '--mount', '9p'], 15 * 60_000), 'cove up --mount 9p');
+    ok(await cove(['up', ws2, '--name', 't2', '--mount-type', '9p'], 15 * 60_000), 'cove up --mount-type 9p');
     const info = JSON.parse(ok(await cove(['inspect', 't2', '--json']), 'inspect t2').stdout) as { mount: string };
     assert.equal(info.mount, '9p');
     ok(await docker('cove-t2', ['load', '-i', imageTar], 300_000), 'docker load into t2');

@@ -82,7 +82,11 @@ describe('without coved', () => {
       [['ls', '--json=yes'], /the flag --json takes no value/],
       [['frobnicate'], /unknown command "frobnicate"/],
       [['help', 'frobnicate'], /unknown command "frobnicate"/],
-      [['up', '.', '--mount', 'nfs'], /--mount must be virtiofs or 9p/],
+      [['up', '.', '--mount-type', 'nfs'], /--mount-type must be virtiofs or 9p/],
+      [['up', '.', '--mount', '9p'], /the way the folder is shared is now --mount-type 9p/],
+      [['up', '.', '--mount', 'a:b:c'], /is not HOST\[:GUEST\]\[:ro\]/],
+      [['up', '.', '--mount', '/x:rel'], /must be absolute/],
+      [['up', '.', '--bind-guard', 'maybe'], /--bind-guard must be on or off/],
       [['up', '.', '--memory', 'lots'], /cannot read the size "lots"/],
       [['publish', 't1', '-p', '80'], /use HOST:GUEST/],
       [['inspect'], /expected exactly one sandbox name, got 0/],
@@ -149,7 +153,7 @@ test('ls and inspect show paused and asleep for what they are', () => {
 
 test('inspect shows how the VM last came up, keep-awake and the warm-start note', () => {
   const info = {
-    name: 'w1', state: 'asleep', workspace: '/w', mount: 'virtiofs', network: 'passt', readonly: false, allowHostPorts: [], cpus: 2, memoryMiB: 1024, diskGiB: 20,
+    name: 'w1', state: 'asleep', workspace: '/w', mount: 'virtiofs', mounts: [], bindGuard: true, network: 'passt', readonly: false, allowHostPorts: [], cpus: 2, memoryMiB: 1024, diskGiB: 20,
     accel: 'tcg', context: 'cove-w1', dockerHost: 'unix:///x', dir: '/h/vms/w1', image: 'docker-abc', ports: [], dockerReady: false, bootSeconds: 1.5,
     bootKind: 'wake', keepAwake: true, warmNote: 'the image has no template yet', pids: { qemu: null, virtiofsd: null, passt: null }, createdAt: '',
   } as SandboxInfo;

@@ -3,9 +3,10 @@
 import * as path from 'node:path';
 import { DEFAULT_NETWORK, writeConfigDisk } from '../../contract/config-disk';
 import { GUEST } from '../../contract/guest';
-import type { MountType } from '../../contract/protocol';
+import type { ExtraMount, MountType } from '../../contract/protocol';
 import { specFromLayout, type AccelResult, type VmSpec } from '../driver';
 import type { SandboxKeys } from './keys';
+import { EMPTY_SLOT, guestMounts, slotShares } from './mounts';
 
 /** What `vms/<name>/config.json` holds: what the user asked for. */
 export interface SandboxConfig {
@@ -33,6 +34,10 @@ export interface SandboxConfig {
   allowHostPorts?: number[];
   /** Never paused or put to sleep when idle. */
   keepAwake?: boolean;
+  /** More shared folders and files; they change on the next start. */
+  mounts?: ExtraMount[];
+  /** false: the Docker socket lets containers bind-mount any path. Absent: on. */
+  bindGuard?: boolean;
 }
 
 /** Writes the config disk a sandbox boots (or is reborn) with: its identity and its folder. */
@@ -43,7 +48,7 @@ export function writeSandboxConfigDisk(file: string, c: SandboxConfig, keys: San
     hostname: c.name,
     hostKey: keys.hostPrivate,
     authorizedKeys: [keys.clientPublic],
-    mounts: [{ tag: GUEST.workspaceTag, type: mount, path: c.workspace, readonly: c.readonly }],
+    mounts: [{ tag: GUEST.workspaceTag, type: mount, path: c.workspace, readonly: c.readonly }, ...guestMounts(c.mounts ?? [])],
     network: DEFAULT_NETWORK,
     resizeRoot: true,
     insecureRegistries: [],
@@ -70,6 +75,7 @@ export function sandboxSpec(i: SpecInput): VmSpec {
     accel: i.accel.accel,
     tscKhz: i.accel.tscKhz,
     share: { type: i.mount, hostPath: path.resolve(i.config.workspace), readonly: i.config.readonly },
+    extraShares: slotShares(i.vmDir, i.config.mounts ?? [], path.join(i.vmDir, EMPTY_SLOT)),
     network: i.network,
     memoryFile: i.memoryFile ? { path: i.memoryFile, shared: false } : null,
   });

@@ -1,6 +1,5 @@
 // What the host has, for `cove doctor` and for choosing a sandbox's network: qemu and its tools,
 // virtiofsd, passt, the docker CLI's plugins.
-import * as child_process from 'node:child_process';
 import * as fs from 'node:fs';
 import type { DoctorCheck } from '../../contract/protocol';
 import { which } from '../image/tools';
@@ -43,7 +42,7 @@ export async function hostChecks(home: string): Promise<DoctorCheck[]> {
     name: 'virtio-fs usable',
     ok: virtiofsAvailable(),
     detail: virtiofsAvailable() ? 'yes' : 'no: the C virtiofsd needs root here; shared folders use 9p',
-    hint: 'run coved as root or install the Rust virtiofsd, or use --mount 9p',
+    hint: 'run coved as root or install the Rust virtiofsd, or use --mount-type 9p',
   });
   try {
     fs.accessSync(home, fs.constants.W_OK);
@@ -59,26 +58,4 @@ export async function hostChecks(home: string): Promise<DoctorCheck[]> {
     hint: 'apt-get install openssh-client',
   });
   return checks;
-}
-
-/** Whether the host docker CLI has compose and buildx; the guest's own are offered otherwise. */
-export async function pluginChecks(dockerBin: string): Promise<DoctorCheck[]> {
-  const has = (args: string[]) =>
-    new Promise<string | null>((resolve) =>
-      child_process.execFile(dockerBin, args, { timeout: 10_000 }, (err, stdout) => resolve(err ? null : stdout.trim().split('\n')[0])),
-    );
-  const out: DoctorCheck[] = [];
-  for (const [plugin, args] of [
-    ['compose', ['compose', 'version']],
-    ['buildx', ['buildx', 'version']],
-  ] as const) {
-    const v = await has([...args]);
-    out.push({
-      name: `docker ${plugin} plugin`,
-      ok: v !== null,
-      detail: v ?? 'not installed on the host',
-      hint: `run it in the sandbox instead: \`cove exec NAME -- docker ${plugin} …\`, or copy the guest's plugin: \`cove cp NAME:/usr/libexec/docker/cli-plugins/docker-${plugin} ~/.docker/cli-plugins/\``,
-    });
-  }
-  return out;
 }

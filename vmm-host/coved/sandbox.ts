@@ -12,7 +12,7 @@ import type { AgentEvent } from '../../contract/events';
 import { CoveError, conflict, messageOf } from '../../contract/errors';
 import { GUEST } from '../../contract/guest';
 import { IMAGE, VM, vmDir } from '../../contract/layout';
-import { ErrorCodes, type Accel, type MountType, type PortForward, type SandboxInfo, type SandboxState } from '../../contract/protocol';
+import { ErrorCodes, type Accel, type ExtraMount, type MountType, type PortForward, type SandboxInfo, type SandboxState } from '../../contract/protocol';
 import { waitFor } from '../../contract/wait';
 import { CONTROL_ENTROPY_BYTES } from '../../contract/control';
 import { processAlive, type AccelResult, type Driver, type VmSpec } from '../driver';
@@ -24,6 +24,8 @@ import { readKeys, type SandboxKeys } from './keys';
 import { boundConsoleLog } from './console-bound';
 import { PortForwarder } from './ports';
 import { dockerUnavailable, startRelay } from './relay';
+import type { BindPolicy } from './bind-guard';
+import { mountSpec, prepareMounts } from './mounts';
 import { sha256File, type Template, type Templates } from './templates';
 import { networkFor } from './host-checks';
 import * as images from './images';
@@ -73,6 +75,8 @@ export interface SandboxRuntime {
   bootKind?: 'cold' | 'template' | 'wake' | null;
   /** The spec the VM runs from: a sleep restores into exactly this. */
   spec?: VmSpec;
+  /** The extra mounts the VM was started with (a wake keeps them; a start takes the config's). */
+  mounts?: ExtraMount[];
   /** An asleep sandbox's automatic port forwards, listened on again by a restarted coved. */
   asleepPorts?: number[];
   /** A restore whose rebirth or resume had not finished (coved died): the VM cannot be trusted. */
@@ -169,6 +173,9 @@ export class Sandbox extends EventEmitter {
       state: this.runtime.state,
       workspace: this.config.workspace,
       mount: this.runtime.mount ?? this.config.mount,
+      mounts: this.config.mounts ?? [],
+      ...(this.mountsNote() ? { mountsNote: this.mountsNote() } : {}),
+      bindGuard: this.config.bindGuard !== false,
       network: this.runtime.network ?? null,
       readonly: this.config.readonly,
       allowHostPorts: this.config.allowHostPorts ?? [],
@@ -190,6 +197,26 @@ export class Sandbox extends EventEmitter {
       ...(this.runtime.warmNote ? { warmNote: this.runtime.warmNote } : {}),
       ...(this.runtime.consoleTail ? { consoleTail: this.runtime.consoleTail } : {}),
       ...(this.runtime.problem ? { problem: this.runtime.problem } : {}),
+    };
+  }
+
+  /** Set while the VM runs (or sleeps) with other extra mounts than the config's. */
+  private mountsNote(): string | undefined {
+    const st = this.runtime.state;
+    if (st === 'stopped' || st === 'crashed' || st === 'creating') return undefined;
+    if (JSON.stringify(this.runtime.mounts ?? []) === JSON.stringify(this.config.mounts ?? [])) return undefined;
+    return `the shared folders change on the next start: cove stop ${this.name} && cove start ${this.name}`;
+  }
+
+  /** What the Docker socket's bind guard allows right now, or null when it is off. */
+  bindPolicy(): BindPolicy | null {
+    if (this.config.bindGuard === false) return null;
+    const mounts = this.config.mounts ?? [];
+    return {
+      sandbox: this.name,
+      workspace: this.config.workspace,
+      shared: [this.config.workspace, ...mounts.map((m) => m.guest)],
+      mountSpecs: mounts.map(mountSpec),
     };
   }
 
@@ -401,9 +428,10 @@ export class Sandbox extends EventEmitter {
     if (network === 'user') this.log('passt is not installed: using qemu user networking, which lets the guest reach the host loopback');
     const spec = sandboxSpec({ config: this.config, imageDir: this.imageDir, vmDir: this.dir, accel, mount, network });
     try {
+      prepareMounts(this.dir, this.config.mounts ?? [], this.name);
       writeSandboxConfigDisk(this.file('configDisk'), this.config, keys, mount);
       const pids = await driver.start(spec);
-      this.setState('starting', { pids, mount, network, spec, bootKind: 'cold' });
+      this.setState('starting', { pids, mount, network, spec, bootKind: 'cold', mounts: this.config.mounts ?? [] });
     } catch (e) {
       this.setState('crashed', { problem: messageOf(e), consoleTail: tailFile(this.file('consoleLog')) || tailFile(this.file('qemuLog')) });
       throw e instanceof CoveError ? e : new CoveError(ErrorCodes.boot, `sandbox ${this.name} could not start: ${messageOf(e)}`, `see ${this.file('qemuLog')}`);
@@ -435,11 +463,12 @@ export class Sandbox extends EventEmitter {
     const spec = sandboxSpec({ config: this.config, imageDir: this.imageDir, vmDir: this.dir, accel, mount: '9p', network: tpl.manifest.binding.network as 'passt' | 'user', memoryFile: tpl.file('ram') });
     const sha = await sha256File(tpl.file('state'));
     if (sha !== tpl.manifest.stateSha256) throw new Error(`the template's saved state ${tpl.file('state')} is damaged (checksum mismatch)`);
+    prepareMounts(this.dir, this.config.mounts ?? [], this.name);
     writeSandboxConfigDisk(this.file('configDisk'), this.config, keys, '9p');
     // `cove logs` shows the boot this sandbox comes from (the template's), then what follows.
     fs.writeFileSync(this.file('consoleLog'), `${readText(path.join(tpl.dir, VM.consoleLog))}cove: restored from the warm-start template ${tpl.id} as ${this.name} at ${new Date().toISOString()}\n`, { mode: 0o600 });
     this.dockerReady = false;
-    this.setState('starting', { accel: accel.accel, startedAt: new Date().toISOString(), bootSeconds: null, mount: '9p', network: spec.network, spec, pending: 'rebirth' });
+    this.setState('starting', { accel: accel.accel, startedAt: new Date().toISOString(), bootSeconds: null, mount: '9p', network: spec.network, spec, pending: 'rebirth', mounts: this.config.mounts ?? [] });
     const pids = await driver.restore(spec, { stateFile: tpl.file('state'), skipSharedMemory: true, timeoutMs: 60_000 });
     this.setState('starting', { pids });
     const tRestored = Date.now();

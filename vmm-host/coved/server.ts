@@ -8,7 +8,7 @@ import { isCoveError, messageOf } from '../../contract/errors';
 import { ErrorCodes, MAX_FRAME_BYTES, Notifications, PROTOCOL_VERSION, Requests, type ErrorData } from '../../contract/protocol';
 import { connectionForSocket } from '../../contract/transport';
 import type { Coved, Listener } from './coved';
-import { doctor } from './handlers/doctor';
+import { doctor, plugins } from './handlers/doctor';
 import * as images from './handlers/image';
 import * as sandboxes from './handlers/sandbox';
 import { isImageError } from '../image/errors';
@@ -76,6 +76,7 @@ function register(conn: MessageConnection, coved: Coved, version: string, onShut
       return images.build(coved, force === true, progressToken);
     }),
   );
+  conn.onRequest(Requests.plugins, (p) => handle(() => plugins(coved, p)));
   conn.onRequest(Requests.imageList, () => handle(() => images.list(coved)));
   conn.onRequest(Requests.imagePrune, () => handle(() => images.prune(coved)));
   conn.onRequest(Requests.shutdown, () => {

@@ -13,6 +13,7 @@ import { buildQemuArgv, specFromLayout, type AccelResult, type Driver, type VmSp
 import { watchConsole } from './boot-progress';
 import { readJson, tailFile, writeJsonAtomic } from './files';
 import { generateKeys, readKeys, type SandboxKeys } from './keys';
+import { EMPTY_SLOT, slotShares } from './mounts';
 
 /** What a template is made for: a saved VM only restores into the same shape. */
 export interface MachineShape {
@@ -48,8 +49,8 @@ export interface TemplateDeps {
   bootTimeoutMs: number;
 }
 
-/** The 9p device's host folder in a template: empty, and never mounted by the template's guest. */
-const EMPTY_SHARE = 'empty';
+/** The 9p devices' host folder in a template: empty, and never mounted by the template's guest. */
+const EMPTY_SHARE = EMPTY_SLOT;
 
 export function sha256File(file: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -74,11 +75,12 @@ export function templateBinding(imageDir: string, driver: Driver, accel: AccelRe
     accel: accel.accel,
     tscKhz: accel.tscKhz,
     share: { type: '9p', hostPath: '/SHARE', readonly: false },
+    extraShares: slotShares('/VM', [], '/SHARE'),
     network: shape.network,
     memoryFile: { path: '/RAM', shared: true },
   });
   return {
-    layout: 2,
+    layout: 3,
     image: path.basename(imageDir),
     hypervisor: driver.features.name,
     version: driver.features.version,
@@ -185,6 +187,7 @@ export class Templates {
         tscKhz: accel.tscKhz,
         // Read-only is a property of qemu's 9p server, not of the saved device: a clone sets its own.
         share: { type: '9p', hostPath: path.join(dir, EMPTY_SHARE), readonly: false },
+        extraShares: slotShares(run, [], path.join(dir, EMPTY_SHARE)),
         network: shape.network,
         memoryFile: { path: path.join(dir, TEMPLATE.ram), shared: true },
       }),

@@ -39,6 +39,12 @@ export interface VmSpec {
   kernelArgsExtra?: string[];
   share: ShareSpec | null;
   /**
+   * More 9p shares, tagged `cove-m<index>` (GUEST.extraMountTagPrefix): the caller passes every
+   * slot (GUEST.extraMountSlots), empty folders for unused ones, so that the device list of a saved
+   * VM never depends on what it shares.
+   */
+  extraShares?: Array<Omit<ShareSpec, 'type'>>;
+  /**
    * `passt` (default where installed): the guest reaches the network but not the host's
    * loopback. `user`: qemu's slirp, which maps the gateway address to the host's 127.0.0.1.
    */

@@ -93,6 +93,10 @@ export function buildQemuArgv(spec: VmSpec, opts: { incoming?: boolean } = {}): 
     a.push('-fsdev', `local,id=ws,path=${optPath(spec.share.hostPath)},security_model=none${ro}`);
     a.push('-device', `virtio-9p-device,fsdev=ws,mount_tag=${GUEST.workspaceTag}`);
   }
+  (spec.extraShares ?? []).forEach((s, i) => {
+    a.push('-fsdev', `local,id=m${i},path=${optPath(s.hostPath)},security_model=none${s.readonly ? ',readonly=on' : ''}`);
+    a.push('-device', `virtio-9p-device,fsdev=m${i},mount_tag=${GUEST.extraMountTagPrefix}${i}`);
+  });
   a.push('-qmp', `unix:${vm('qmpSock')},server=on,wait=off`);
   if (opts.incoming) a.push('-incoming', 'defer');
   a.push('-pidfile', vm('qemuPid'), '-daemonize');

@@ -257,6 +257,16 @@ async function buildLocked(c: Ctx): Promise<BuildImageResult> {
 
     // Read what the manifest needs from the rootfs before it is packed and removed.
     const versions = dpkgVersions(fs.readFileSync(path.join(rootfs, 'var/lib/dpkg/status'), 'utf8'));
+    // The engine's own CLI plugins, for a host docker CLI without them (`cove up` installs them).
+    const pluginFiles: string[] = [];
+    fs.mkdirSync(path.join(tmp, IMAGE.cliPlugins));
+    for (const name of c.recipe.cliPlugins.names) {
+      const from = path.join(rootfs, c.recipe.cliPlugins.dir, name);
+      if (!fs.existsSync(from)) throw new ImageError(`the image has no ${name} at ${c.recipe.cliPlugins.dir}`, 'check the packages of tier-docker/recipe.json');
+      fs.copyFileSync(from, path.join(tmp, IMAGE.cliPlugins, name));
+      fs.chmodSync(path.join(tmp, IMAGE.cliPlugins, name), 0o555);
+      pluginFiles.push(`${IMAGE.cliPlugins}/${name}`);
+    }
 
     begin('disk', 'writing the base disk');
     const du = await run('du', ['-s', '-B1', '-x', rootfs], { ...cmd('disk', 5 * 60 * 1000), capture: true });
@@ -277,7 +287,7 @@ async function buildLocked(c: Ctx): Promise<BuildImageResult> {
 
     begin('manifest', 'checksumming');
     const files: ImageManifest['files'] = {};
-    for (const name of [IMAGE.kernel, IMAGE.kernelConfig, IMAGE.initrd, IMAGE.baseDisk]) {
+    for (const name of [IMAGE.kernel, IMAGE.kernelConfig, IMAGE.initrd, IMAGE.baseDisk, ...pluginFiles]) {
       const p = path.join(tmp, name);
       files[name] = { size: fs.statSync(p).size, sha256: await sha256File(p) };
     }

@@ -17,6 +17,8 @@ export interface Recipe {
   suite: string;
   variant: string;
   packages: string[];
+  /** Docker CLI plugins copied out of the image for hosts whose docker CLI lacks them. */
+  cliPlugins: { dir: string; names: string[] };
   kernel: KernelSourceSpec;
   initramfsModules: string[];
   moduleExcludeDirs: string[];

@@ -1,10 +1,32 @@
 // cove/doctor: what the host has (qemu, virtiofsd, passt, the docker CLI and its plugins), the
 // accelerator in use, and what warm start can do here.
 import { messageOf } from '../../../contract/errors';
-import type { DoctorResult } from '../../../contract/protocol';
+import { missingTool } from '../../../contract/errors';
+import type { DoctorCheck, DoctorResult, PluginsResult } from '../../../contract/protocol';
 import type { Coved } from '../coved';
-import { hostChecks, pluginChecks } from '../host-checks';
+import { hostChecks } from '../host-checks';
 import * as images from '../images';
+import { ensurePlugins } from '../plugins';
+import { asParams, optBool } from '../validate';
+
+/** host/plugins: installs the newest image's compose and buildx where the docker CLI lacks them. */
+export async function plugins(coved: Coved, raw: unknown): Promise<PluginsResult> {
+  const check = optBool(asParams(raw), 'check') ?? false;
+  if (!coved.dockerBin) throw missingTool('the docker CLI is not installed on this host', 'install the docker CLI (Debian: docker-cli) and run cove up again');
+  return ensurePlugins({ dockerBin: coved.dockerBin, imageDir: images.listImages(coved.home).at(0)?.dir ?? null, check });
+}
+
+function pluginChecks(r: PluginsResult): DoctorCheck[] {
+  return r.plugins.map((p) => ({
+    name: `docker ${p.name} plugin`,
+    ok: p.source !== 'missing',
+    detail:
+      p.source === 'missing'
+        ? `not installed on the host${p.note ? ` (${p.note})` : ''}`
+        : `${p.source === 'cove' ? "Cove's copy of the image's" : 'your own'} ${p.version ?? ''} at ${p.path ?? '?'}`,
+    hint: p.source === 'missing' ? `\`cove up\` installs the image's into ${r.dir} (unless --no-plugins)` : undefined,
+  }));
+}
 
 export async function doctor(coved: Coved): Promise<DoctorResult> {
   const checks = await hostChecks(coved.home);
@@ -14,7 +36,7 @@ export async function doctor(coved: Coved): Promise<DoctorResult> {
     detail: coved.dockerBin ? `found (${coved.dockerBin}); contexts are created as cove-<name>` : 'not found',
     hint: coved.dockerBin ? undefined : 'install the docker CLI (Debian: docker.io or docker-cli) to get Docker contexts; DOCKER_HOST=unix://…/docker.sock works without it',
   });
-  if (coved.dockerBin) checks.push(...(await pluginChecks(coved.dockerBin)));
+  if (coved.dockerBin) checks.push(...pluginChecks(await plugins(coved, { check: true })));
   const image = images.listImages(coved.home).at(0);
   let accel: DoctorResult['accel'] = null;
   let accelDetail = 'no image built yet: the KVM probe runs at the first boot';

@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { CoveError, conflict, invalidInput, messageOf } from '../../../contract/errors';
 import { checkName, nameForFolder } from '../../../contract/names';
-import { ErrorCodes, type PortForward, type SandboxInfo } from '../../../contract/protocol';
+import { ErrorCodes, type ExtraMount, type PortForward, type SandboxInfo } from '../../../contract/protocol';
 import { VM, vmDir, vmsDir } from '../../../contract/layout';
 import { createOverlay } from '../../driver';
 import type { Coved } from '../coved';
@@ -14,6 +14,7 @@ import { removeContext } from '../context';
 import { generateKeys, writeSshConfig } from '../keys';
 import { networkFor } from '../host-checks';
 import * as images from '../images';
+import { checkMounts } from '../mounts';
 import type { Sandbox, SandboxConfig } from '../sandbox';
 import type { MachineShape, Template } from '../templates';
 import { asParams, checkWorkspace, optBool, optEnum, optInt, optPorts, reqInt, type Params } from '../validate';
@@ -50,11 +51,27 @@ export async function up(coved: Coved, raw: unknown): Promise<SandboxInfo> {
     throw conflict(`sandbox ${name} already exists for ${sb.config.workspace}`, `choose another --name, or remove it with \`cove rm ${name}\``);
   }
   const token = typeof p.progressToken === 'string' ? p.progressToken.slice(0, 200) : undefined;
-  if (!sb) sb = await create(coved, name, workspace, opts, token);
-  else if (opts.keepAwake !== undefined && opts.keepAwake !== (sb.config.keepAwake ?? false)) {
-    // `cove up --keep-awake` on a sandbox that exists: from now on it is never paused or put to sleep.
-    sb.config.keepAwake = opts.keepAwake;
-    sb.saveConfig();
+  const mounts = p.mounts === undefined || p.mounts === null ? undefined : checkMounts(p.mounts, workspace, coved.home);
+  if (!sb) sb = await create(coved, name, workspace, { ...opts, mounts }, token);
+  else {
+    // Settings given again for a sandbox that exists: keep-awake and the bind guard apply now, the
+    // mounts on its next start (SandboxInfo.mountsNote says so while they differ).
+    const c = sb.config;
+    let changed = false;
+    if (opts.keepAwake !== undefined && opts.keepAwake !== (c.keepAwake ?? false)) {
+      c.keepAwake = opts.keepAwake;
+      changed = true;
+    }
+    if (opts.bindGuard !== undefined && opts.bindGuard !== (c.bindGuard !== false)) {
+      if (opts.bindGuard) delete c.bindGuard;
+      else c.bindGuard = false;
+      changed = true;
+    }
+    if (mounts && JSON.stringify(mounts) !== JSON.stringify(c.mounts ?? [])) {
+      c.mounts = mounts;
+      changed = true;
+    }
+    if (changed) sb.saveConfig();
   }
   const target = sb;
   await target.serialize(async () => {
@@ -74,6 +91,7 @@ function sizeOptions(p: Params) {
     readonly: optBool(p, 'readonly'),
     allowHostPorts: optPorts(p, 'allowHostPorts'),
     keepAwake: optBool(p, 'keepAwake'),
+    bindGuard: optBool(p, 'bindGuard'),
   };
 }
 
@@ -86,7 +104,9 @@ function freeNameFor(coved: Coved, workspace: string): string {
   return `${base.slice(0, 33)}-${h.toString(16).padStart(6, '0').slice(0, 6)}`;
 }
 
-function create(coved: Coved, name: string, workspace: string, opts: SizeOptions, token?: string): Promise<Sandbox> {
+type CreateOptions = SizeOptions & { mounts?: ExtraMount[] };
+
+function create(coved: Coved, name: string, workspace: string, opts: CreateOptions, token?: string): Promise<Sandbox> {
   const pending = coved.creating.get(name);
   if (pending) return pending;
   const made = createNow(coved, name, workspace, opts, token).finally(() => {
@@ -98,7 +118,7 @@ function create(coved: Coved, name: string, workspace: string, opts: SizeOptions
   return made;
 }
 
-async function createNow(coved: Coved, name: string, workspace: string, opts: SizeOptions, token?: string): Promise<Sandbox> {
+async function createNow(coved: Coved, name: string, workspace: string, opts: CreateOptions, token?: string): Promise<Sandbox> {
   const progress = (step: string, message: string, fraction?: number) => coved.progress({ subject: name, operation: 'up', step, message, fraction, token });
   progress('image', 'looking for the Docker tier image', 0);
   const image = (await coved.buildImage(false, name, false, token)).image;
@@ -127,6 +147,8 @@ async function createNow(coved: Coved, name: string, workspace: string, opts: Si
       diskGiB,
       ...(warm.template ? { template: warm.template.id } : {}),
       ...(opts.keepAwake ? { keepAwake: true } : {}),
+      ...(opts.bindGuard === false ? { bindGuard: false } : {}),
+      ...(opts.mounts && opts.mounts.length > 0 ? { mounts: opts.mounts } : {}),
       image: path.basename(image.dir),
       baseSha256: images.baseSha256(image.dir),
       createdAt: new Date().toISOString(),

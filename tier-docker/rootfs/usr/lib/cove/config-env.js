@@ -49,6 +49,7 @@ const mounts = list(c.mounts, 'mounts').map((m, i) => {
     type: str(m.type, `mounts[${i}].type`) || 'virtiofs',
     path,
     ro: m.readonly === true ? 'ro' : 'rw',
+    file: m.file === undefined ? '' : (typeof m.file === 'string' && /^[^/\0\n\r]+$/.test(m.file) && m.file !== '.' && m.file !== '..' ? m.file : fail(`mounts[${i}].file in ${file} is not one plain file name`)),
   };
 });
 const registries = list(c.insecureRegistries, 'insecureRegistries').map((r, i) => str(r, `insecureRegistries[${i}]`) || fail(`insecureRegistries[${i}] in ${file} is empty`));
@@ -65,6 +66,7 @@ const out = [
   `COVE_MOUNT_TYPES=${arr(mounts.map((m) => m.type))}`,
   `COVE_MOUNT_PATHS=${arr(mounts.map((m) => m.path))}`,
   `COVE_MOUNT_RO=${arr(mounts.map((m) => m.ro))}`,
+  `COVE_MOUNT_FILES=${arr(mounts.map((m) => m.file))}`,
   `COVE_INSECURE_REGISTRIES=${arr(registries)}`,
 ];
 process.stdout.write(out.join('\n') + '\n');

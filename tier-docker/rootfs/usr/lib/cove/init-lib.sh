@@ -15,6 +15,7 @@ cove_config_defaults() {
   COVE_MOUNT_TYPES=()
   COVE_MOUNT_PATHS=()
   COVE_MOUNT_RO=()
+  COVE_MOUNT_FILES=()
   COVE_INSECURE_REGISTRIES=()
 }
 
@@ -53,9 +54,25 @@ cove_config_load() {
 # `path<TAB>reason` to <run dir>/mount-failed, prints `cove: workspace mount FAILED <path>: <reason>`
 # and returns 1. The agent reports mount-failed in its hello and ready events.
 cove_mount_share() {
-  local tag="$1" type="$2" where="$3" ro="$4" run="${COVE_RUN_DIR:-/run/cove}"
+  local tag="$1" type="$2" where="$3" ro="$4" file="${5:-}" run="${COVE_RUN_DIR:-/run/cove}"
   local how="" reason="" err=""
-  if ! err="$(mkdir -p "$where" 2>&1)"; then
+  if [ -n "$file" ]; then
+    # A file mount (agent/mounts.ts mountFile): the share aside, the one file bind-mounted at
+    # "$where", the aside mount let go (the bind mount alone holds the share).
+    local aside="$run/files/$tag"
+    if ! err="$(mkdir -p "$aside" "$(dirname "$where")" 2>&1)"; then
+      reason="cannot create the mount point: $err"
+    elif [ -d "$where" ]; then
+      reason="$where is a folder in the guest; a file cannot be mounted there"
+    elif ! err="$( { [ -e "$where" ] || : > "$where"; } 2>&1)"; then
+      reason="cannot create the mount point: $err"
+    elif ! err="$(mount -t 9p -o "$ro,trans=virtio,version=9p2000.L,msize=512000,cache=none" "$tag" "$aside" 2>&1)"; then
+      reason="9p: ${err:-mount failed}"
+    else
+      if err="$(mount --bind "$aside/$file" "$where" 2>&1)"; then how=9p; else reason="bind: ${err:-mount failed}"; fi
+      umount "$aside" 2>/dev/null
+    fi
+  elif ! err="$(mkdir -p "$where" 2>&1)"; then
     reason="cannot create the mount point: $err"
   else
     if [ "$type" = virtiofs ]; then
