@@ -47,13 +47,28 @@ export function closingServer(server: net.Server): net.Server {
   return server;
 }
 
-/** Listens on `opts.path` (mode 0600, replacing a stale socket file). */
-export async function startRelay(opts: RelayOptions): Promise<net.Server> {
+/** Listens on the unix socket `file` (mode 0600, replacing a stale socket file). */
+export async function listenPrivate(server: net.Server, file: string): Promise<void> {
   try {
-    fs.unlinkSync(opts.path);
+    fs.unlinkSync(file);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    // The socket is created with the process umask; tighten it before anyone can connect.
+    const old = process.umask(0o177);
+    server.listen(file, () => {
+      process.umask(old);
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  fs.chmodSync(file, 0o600);
+}
+
+/** Listens on `opts.path` (mode 0600, replacing a stale socket file). */
+export async function startRelay(opts: RelayOptions): Promise<net.Server> {
   const server = closingServer(net.createServer({ allowHalfOpen: true }, (conn) => {
     conn.on('error', () => conn.destroy());
     opts.open().then(
@@ -67,17 +82,7 @@ export async function startRelay(opts: RelayOptions): Promise<net.Server> {
       (err: unknown) => opts.unavailable(conn, err instanceof Error ? err : new Error(String(err))),
     );
   }));
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    // The socket is created with the process umask; tighten it before anyone can connect.
-    const old = process.umask(0o177);
-    server.listen(opts.path, () => {
-      process.umask(old);
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  fs.chmodSync(opts.path, 0o600);
+  await listenPrivate(server, opts.path);
   server.on('error', (err) => opts.log(`relay ${opts.path}: ${err.message}`));
   return server;
 }

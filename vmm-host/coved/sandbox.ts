@@ -23,7 +23,8 @@ import { sandboxSpec, writeSandboxConfigDisk, type SandboxConfig } from './guest
 import { readKeys, type SandboxKeys } from './keys';
 import { boundConsoleLog } from './console-bound';
 import { PortForwarder } from './ports';
-import { dockerUnavailable, startRelay } from './relay';
+import { startRelay } from './relay';
+import { startDockerProxy } from './docker-proxy';
 import type { BindPolicy } from './bind-guard';
 import { mountSpec, prepareMounts } from './mounts';
 import { sha256File, type Template, type Templates } from './templates';
@@ -265,11 +266,13 @@ export class Sandbox extends EventEmitter {
   async openSockets(): Promise<void> {
     if (this.relays.length > 0) return;
     this.relays.push(
-      await startRelay({
+      // An HTTP proxy, not a raw relay: it reads container creates for the bind-source guard.
+      await startDockerProxy({
         path: this.file('dockerSock'),
         log: (m) => this.log(m),
         open: () => this.openGuest(GUEST.dockerSock, 'dockerd'),
-        unavailable: (conn, err) => dockerUnavailable(conn, `cove: ${err.message}`),
+        unavailable: (err) => `cove: ${err.message}`,
+        policy: () => this.bindPolicy(),
       }),
       await startRelay({
         path: this.file('sshSock'),
