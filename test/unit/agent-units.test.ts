@@ -9,7 +9,7 @@ import { AGENT_BANNER_PREFIX, skipToBanner } from '../../contract/banner-sync';
 import { ConfigError, loadConfig } from '../../agent/config';
 import { parseOptions, UsageError } from '../../agent/options';
 import { findVirtioPort, VersionLineWatch } from '../../agent/transport/port';
-import { parseProcNetTcp, reachablePorts } from '../../agent/watch/ports';
+import { LoopbackOwners, parseProcNetTcp, reachablePorts } from '../../agent/watch/ports';
 import { GUEST } from '../../contract/guest';
 import { makeKeys } from './agent-harness';
 
@@ -29,16 +29,16 @@ const TCP6 = `  sl  local_address                         remote_address        
 
 test('/proc/net/tcp{,6} parsing decodes listening sockets only', () => {
   assert.deepEqual(parseProcNetTcp(TCP, false), [
-    { address: '0.0.0.0', port: 8080, loopback: false },
-    { address: '127.0.0.1', port: 3306, loopback: true },
-    { address: '10.0.2.15', port: 5000, loopback: false },
+    { address: '0.0.0.0', port: 8080, loopback: false, inode: 1 },
+    { address: '127.0.0.1', port: 3306, loopback: true, inode: 2 },
+    { address: '10.0.2.15', port: 5000, loopback: false, inode: 3 },
   ]);
   assert.deepEqual(parseProcNetTcp(TCP6, true), [
-    { address: '::', port: 8080, loopback: false },
-    { address: '::1', port: 80, loopback: true },
-    { address: '::ffff:127.0.0.1', port: 81, loopback: true },
-    { address: '::', port: 9090, loopback: false },
-    { address: '2001:db8::1', port: 82, loopback: false },
+    { address: '::', port: 8080, loopback: false, inode: 5 },
+    { address: '::1', port: 80, loopback: true, inode: 6 },
+    { address: '::ffff:127.0.0.1', port: 81, loopback: true, inode: 7 },
+    { address: '::', port: 9090, loopback: false, inode: 8 },
+    { address: '2001:db8::1', port: 82, loopback: false, inode: 9 },
   ]);
 });
 
@@ -50,6 +50,35 @@ test('reachable ports: no loopback, one entry per port, wildcard preferred', () 
     { proto: 'tcp', address: '0.0.0.0', port: 8080 },
     { proto: 'tcp', address: '::', port: 9090 },
   ]);
+});
+
+test('reachable ports: loopback listeners of user services too, not the guest machinery, wildcard still preferred', () => {
+  const raw = [...parseProcNetTcp(TCP, false), ...parseProcNetTcp(TCP6, true), { address: '127.0.0.1', port: 8080, loopback: true, inode: 10 }];
+  // Inode 2 (127.0.0.1:3306) and 6 (::1:80) are user services; 7 (::ffff:127.0.0.1:81) is the guest's own.
+  assert.deepEqual(reachablePorts(raw, (inode) => ![2, 6, 10].includes(inode)), [
+    { proto: 'tcp', address: '::1', port: 80 },
+    { proto: 'tcp', address: '2001:db8::1', port: 82 },
+    { proto: 'tcp', address: '127.0.0.1', port: 3306 },
+    { proto: 'tcp', address: '10.0.2.15', port: 5000 },
+    { proto: 'tcp', address: '0.0.0.0', port: 8080 },
+    { proto: 'tcp', address: '::', port: 9090 },
+  ]);
+});
+
+test('loopback owners: a listener is the guest own when this process or containerd/dockerd holds it', () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'cove-proc-'));
+  const proc = (pid: number, comm: string, inodes: number[]) => {
+    fs.mkdirSync(path.join(root, String(pid), 'fd'), { recursive: true });
+    fs.writeFileSync(path.join(root, String(pid), 'comm'), `${comm}\n`);
+    inodes.forEach((i, n) => fs.symlinkSync(`socket:[${i}]`, path.join(root, String(pid), 'fd', String(n + 3))));
+  };
+  proc(10, 'node', [100]);
+  proc(11, 'containerd', [101]);
+  proc(12, 'docker-proxy', [102]);
+  proc(13, 'postgres', [103]);
+  const owners = new LoopbackOwners(root, 10);
+  assert.deepEqual([100, 101, 102, 103, 104].map((i) => owners.isOwn(i)), [true, true, false, false, true]);
+  fs.rmSync(root, { recursive: true, force: true });
 });
 
 test('options: defaults come from the guest contract; flags beat the environment', () => {
