@@ -63,7 +63,7 @@ await Promise.all([
   esbuild.build({ ...common, entryPoints: [path.join(root, 'vmm-host', 'coved', 'main.ts')], outfile: path.join(dist, 'coved.js'), plugins: [rootPackageJson, noCliMains] }),
   esbuild.build({
     ...common,
-    entryPoints: [path.join(root, 'test', 'e2e', 'suite', 'index.ts'), path.join(root, 'test', 'e2e', 'suite', 'sandbox.test.ts')],
+    entryPoints: ['index.ts', 'sandbox.test.ts', 'docker-sidebar.test.ts'].map((f) => path.join(root, 'test', 'e2e', 'suite', f)),
     outdir: path.join(root, 'out', 'e2e', 'suite'),
     external: [...common.external, 'vscode', 'mocha'],
   }),

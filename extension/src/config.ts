@@ -56,6 +56,21 @@ export class Config {
     };
   }
 
+  /**
+   * `cove.mounts` (HOST[:GUEST][:ro] each, as `cove up --mount`), or undefined where the setting is
+   * not set anywhere: then Open in Sandbox leaves a sandbox's mounts as they are.
+   */
+  get mounts(): string[] | undefined {
+    const i = this.cfg.inspect<string[]>('mounts');
+    const set = i?.workspaceFolderValue ?? i?.workspaceValue ?? i?.globalValue;
+    return set === undefined ? undefined : set.filter((s) => typeof s === 'string' && s.trim() !== '');
+  }
+
+  /** Whether Open in Sandbox gives a docker CLI without compose or buildx the image's. */
+  get installPlugins(): boolean {
+    return this.cfg.get<boolean>('installPlugins', true);
+  }
+
   get openTerminalOnStart(): boolean {
     return this.cfg.get<boolean>('openTerminalOnStart', true);
   }

@@ -1,7 +1,9 @@
 // "Cove: Open in Sandbox": boots (or attaches to) the sandbox of a workspace folder, showing coved's
 // real boot steps in a progress notification, then points the window's Docker tooling at it.
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import { parseMountSpec } from '../../../contract/mount-spec';
 import { nameForFolder } from '../../../contract/names';
 import { Requests, type SandboxInfo } from '../../../contract/protocol';
 import type { Ctx } from '../ctx';
@@ -14,6 +16,8 @@ export function openInSandbox(ctx: Ctx) {
     if (!folder) return undefined;
     const dir = realpath(folder instanceof vscode.Uri ? folder.fsPath : folder.uri.fsPath);
     try {
+      // Relative paths in `cove.mounts` are the opened folder's; `~/` is the home folder.
+      const mounts = ctx.config.mounts?.map((spec) => parseMountSpec(spec, dir, os.homedir()));
       const conn = await ctx.connection();
       await ctx.store.refresh(conn);
       const existing = ctx.store.forFolder(dir);
@@ -38,12 +42,21 @@ export function openInSandbox(ctx: Ctx) {
             done = Math.max(done, pct);
           });
           try {
-            return await conn.sendRequest(Requests.up, { dir, ...(ctx.config.keepAwake ? { keepAwake: true } : {}) });
+            return await conn.sendRequest(Requests.up, { dir, ...(ctx.config.keepAwake ? { keepAwake: true } : {}), ...(mounts ? { mounts } : {}) });
           } finally {
             sub.dispose();
           }
         },
       );
+      if (ctx.config.installPlugins) {
+        const plugins = await conn.sendRequest(Requests.plugins, {});
+        if (plugins.installed.length > 0) {
+          const what = plugins.installed.map((n) => `docker ${n}`).join(' and ');
+          ctx.log.info(`installed the image's ${what} into ${plugins.dir} (the docker CLI had none)`);
+          void vscode.window.showInformationMessage(`Cove: installed the sandbox image's ${what} for your docker CLI (into ${plugins.dir}); setting cove.installPlugins turns this off.`);
+        }
+      }
+      if (info.mountsNote) void vscode.window.showInformationMessage(`Cove: ${info.mountsNote}`);
       await ctx.store.rememberWindowSandbox(info.name);
       ctx.store.update(info);
       await ctx.docker.sync(info);

@@ -1,12 +1,14 @@
-// The Cove view: one item per sandbox (state, accel, mount type) with its forwarded ports below.
+// The Cove view: one item per sandbox (state, accel, mount type) with its extra shared folders and
+// its forwarded ports below.
 import * as vscode from 'vscode';
-import type { PortForward, SandboxInfo } from '../../../contract/protocol';
+import { formatMountSpec } from '../../../contract/mount-spec';
+import type { ExtraMount, PortForward, SandboxInfo } from '../../../contract/protocol';
 import { escapeGuestText } from '../../../contract/escape';
 import type { SandboxStore } from '../sandboxes';
 
 export class SandboxNode extends vscode.TreeItem {
   constructor(readonly sandbox: SandboxInfo, isWindow: boolean) {
-    super(sandbox.name, sandbox.ports.length > 0 ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
+    super(sandbox.name, sandbox.ports.length + sandbox.mounts.length > 0 ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
     const accel = sandbox.accel ? sandbox.accel.toUpperCase() : 'accel ?';
     const docker = sandbox.state === 'running' ? (sandbox.dockerReady ? 'docker ready' : 'docker starting') : undefined;
     this.description = [sandbox.state, accel, sandbox.mount, docker, isWindow ? 'this window' : undefined].filter(Boolean).join(' · ');
@@ -20,6 +22,12 @@ export class SandboxNode extends vscode.TreeItem {
     md.appendMarkdown(`- Docker context: \`${sandbox.context ?? '(no docker CLI)'}\`, \`${sandbox.dockerHost}\`\n`);
     if (sandbox.bootSeconds !== null) md.appendMarkdown(`- last start: ${sandbox.bootSeconds.toFixed(1)} s (${sandbox.bootKind ?? 'cold'})\n`);
     if (sandbox.keepAwake) md.appendMarkdown('- kept awake: never paused or put to sleep when idle\n');
+    if (!sandbox.bindGuard) md.appendMarkdown('- bind guard off: containers may bind-mount paths that are not shared\n');
+    if (sandbox.mountsNote) {
+      md.appendMarkdown('\n$(info) ');
+      md.appendText(sandbox.mountsNote);
+      md.appendMarkdown('\n');
+    }
     // Notes and problems can quote the guest: plain text (no Markdown links), control characters escaped.
     if (sandbox.warmNote) {
       md.appendMarkdown('\n$(info) ');
@@ -32,6 +40,17 @@ export class SandboxNode extends vscode.TreeItem {
       md.appendMarkdown('\n');
     }
     this.tooltip = md;
+  }
+}
+
+export class MountNode extends vscode.TreeItem {
+  constructor(readonly sandbox: string, readonly mount: ExtraMount) {
+    super(mount.guest, vscode.TreeItemCollapsibleState.None);
+    this.description = `${mount.guest !== mount.host ? `from ${mount.host}` : 'shared'}${mount.readonly ? ' · read-only' : ''}${mount.kind === 'file' ? ' · file' : ''}`;
+    this.contextValue = 'mount';
+    this.iconPath = new vscode.ThemeIcon(mount.kind === 'file' ? 'file-symlink-file' : 'file-symlink-directory');
+    this.id = `mount:${sandbox}:${mount.guest}`;
+    this.tooltip = `Also shared with the sandbox: ${formatMountSpec(mount)} (cove up --mount)`;
   }
 }
 
@@ -65,7 +84,7 @@ function iconFor(s: SandboxInfo): vscode.ThemeIcon {
   }
 }
 
-export class SandboxTreeProvider implements vscode.TreeDataProvider<SandboxNode | PortNode>, vscode.Disposable {
+export class SandboxTreeProvider implements vscode.TreeDataProvider<SandboxNode | MountNode | PortNode>, vscode.Disposable {
   private readonly emitter = new vscode.EventEmitter<void>();
   readonly onDidChangeTreeData = this.emitter.event;
   private readonly sub: vscode.Disposable;
@@ -74,16 +93,18 @@ export class SandboxTreeProvider implements vscode.TreeDataProvider<SandboxNode 
     this.sub = store.onDidChange(() => this.emitter.fire());
   }
 
-  getTreeItem(e: SandboxNode | PortNode): vscode.TreeItem {
+  getTreeItem(e: SandboxNode | MountNode | PortNode): vscode.TreeItem {
     return e;
   }
 
-  getChildren(e?: SandboxNode | PortNode): Array<SandboxNode | PortNode> {
+  getChildren(e?: SandboxNode | MountNode | PortNode): Array<SandboxNode | MountNode | PortNode> {
     if (!e) {
       const mine = this.store.windowSandbox()?.name;
       return this.store.all().map((s) => new SandboxNode(s, s.name === mine));
     }
-    if (e instanceof SandboxNode) return e.sandbox.ports.map((p) => new PortNode(e.sandbox.name, p));
+    if (e instanceof SandboxNode) {
+      return [...e.sandbox.mounts.map((m) => new MountNode(e.sandbox.name, m)), ...e.sandbox.ports.map((p) => new PortNode(e.sandbox.name, p))];
+    }
     return [];
   }
 
