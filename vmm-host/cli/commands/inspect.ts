@@ -1,4 +1,5 @@
 // `cove inspect NAME`: everything coved knows about one sandbox.
+import { formatMountSpec } from '../../../contract/mount-spec';
 import { escapeGuestLines, escapeGuestText } from '../../../contract/escape';
 import { checkName } from '../../../contract/names';
 import { Requests, type SandboxInfo } from '../../../contract/protocol';
@@ -26,6 +27,8 @@ export function sandboxRows(s: SandboxInfo): Array<[string, string]> {
     ['name', s.name],
     ['state', stateText(s, true)],
     ['workspace', `${s.workspace} (${s.mount}${s.readonly ? ', read-only' : ''})`],
+    ['also shared', s.mounts.map((m) => `${formatMountSpec(m)}${m.kind === 'file' ? ' (file)' : ''}`).join(', ') || '-'],
+    ['bind guard', s.bindGuard ? 'on (containers may bind-mount only shared paths and the guest\'s own)' : 'off'],
     ['context', s.context ?? '(none: docker CLI not found)'],
     ['docker host', s.dockerHost],
     ['accel', s.accel ?? '-'],
@@ -37,6 +40,7 @@ export function sandboxRows(s: SandboxInfo): Array<[string, string]> {
     ['folder', s.dir],
   ];
   // Notes and problems can quote the guest: escaped like every guest text on a terminal.
+  if (s.mountsNote) rows.push(['mounts', s.mountsNote]);
   if (s.warmNote) rows.push(['warm start', escapeGuestText(s.warmNote)]);
   if (s.problem) rows.push(['problem', escapeGuestText(s.problem)]);
   return rows;

@@ -18,7 +18,7 @@ export const ls: Command = {
     else {
       printTable([
         ['NAME', 'STATE', 'BOOT', 'ACCEL', 'MOUNT', 'CONTEXT', 'PORTS', 'WORKSPACE'],
-        ...list.map((s) => [s.name, stateText(s, false), s.bootKind ?? '-', s.accel ?? '-', s.mount, s.context ?? '-', s.ports.map((p) => `${p.hostPort}->${p.guestPort}`).join(',') || '-', s.workspace]),
+        ...list.map((s) => [s.name, stateText(s, false), s.bootKind ?? '-', s.accel ?? '-', s.mount, s.context ?? '-', s.ports.map((p) => `${p.hostPort}->${p.guestPort}`).join(',') || '-', s.mounts.length > 0 ? `${s.workspace} (+${s.mounts.length} more)` : s.workspace]),
       ]);
     }
     return 0;
