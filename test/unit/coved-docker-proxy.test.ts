@@ -14,7 +14,7 @@ import type { Duplex } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { Client, Server as SshServer } from 'ssh2';
 import { bridge } from '../../agent/forward';
-import { MAX_CREATE_BODY_BYTES, type BindPolicy } from '../../vmm-host/coved/bind-guard';
+import { MAX_CREATE_BODY_BYTES, allowedSource, isCreateRequest, refusalMessage, type BindPolicy } from '../../vmm-host/coved/bind-guard';
 import { startDockerProxy } from '../../vmm-host/coved/docker-proxy';
 import { keyPair } from '../../vmm-host/coved/keys';
 
@@ -268,6 +268,39 @@ function hijack(f: Fixture, head: string): { socket: net.Socket; read: Promise<s
   socket.write(head);
   return { socket, read: ended.then(() => got), ended };
 }
+
+describe("the guard's rules", () => {
+  test('which requests are container creates: as dockerd routes them', () => {
+    for (const url of ['/containers/create', '/v1.45/containers/create?name=web', '/v1.24/containers/create/', '//containers/create', '/containers/%63reate', '/v1.45/x/../containers/create']) {
+      assert.equal(isCreateRequest('POST', url), true, url);
+    }
+    for (const [method, url] of [['GET', '/containers/create'], ['POST', '/containers/createx'], ['POST', '/v1.45/containers/abc/start'], ['POST', '/volumes/create'], ['POST', '/containers/%zz']]) {
+      assert.equal(isCreateRequest(method, url), false, `${method} ${url}`);
+    }
+  });
+
+  test('a shared folder covers what is inside it, not a sibling that shares its prefix', () => {
+    assert.equal(allowedSource('/work/ws', POLICY), true);
+    assert.equal(allowedSource('/work/ws/a/b/', POLICY), true);
+    assert.equal(allowedSource('/work/wsx', POLICY), false);
+    assert.equal(allowedSource('/data/extra/f', POLICY), true);
+    assert.equal(allowedSource('/host/extra', POLICY), false, 'a mount is checked at its guest path');
+    assert.equal(allowedSource('/var/run/docker.sock', POLICY), true);
+    assert.equal(allowedSource('/var/run/docker.socket', POLICY), false);
+    assert.equal(allowedSource('/', POLICY), false);
+  });
+
+  test('the hint quotes what a shell would split, and / gets no --mount', () => {
+    const spaced: BindPolicy = { sandbox: 'x', workspace: '/home/me/my project', shared: ['/home/me/my project'], mountSpecs: [] };
+    assert.equal(
+      refusalMessage("/srv/it's here", spaced),
+      "cove: the bind-mount source /srv/it's here is not shared with sandbox x, so the container would see the guest's own /srv/it's here, not the host's; " +
+        "share it: cove up '/home/me/my project' --name x --mount '/srv/it'\\''s here', then `cove stop x && cove start x` (mounts change on the next start); " +
+        "or let containers bind any guest path: cove up '/home/me/my project' --name x --bind-guard=off",
+    );
+    assert.match(refusalMessage('/', POLICY), /the bind-mount source \/ is not shared with sandbox x, so the container would see the guest's own \/, not the host's; share the folders it needs; or let/);
+  });
+});
 
 for (const transport of ['unix', 'ssh'] as const) {
   describe(`the Docker socket proxy (guest over ${transport})`, () => {
@@ -527,12 +560,14 @@ for (const transport of ['unix', 'ssh'] as const) {
 }
 
 describe('the Docker socket proxy against a broken or hostile dockerd', () => {
-  test('an answer that is not HTTP: the client gets a 502 with a message, and the next connection works', async () => {
+  test('an answer that is not HTTP, or with a head over 1 MiB: the client gets a 502 with a message, and the next connection works', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cove-dproxy-'));
-    let mode: 'garbage' | 'ok' = 'garbage';
+    let mode: 'garbage' | 'huge head' | 'ok' = 'garbage';
     const guest = net.createServer((c) => {
+      c.on('error', () => undefined);
       c.once('data', () => {
         if (mode === 'garbage') c.end('SSH-2.0-not-http\r\n\r\n');
+        else if (mode === 'huge head') c.end(`HTTP/1.1 200 OK\r\nX-Flood: ${'x'.repeat(2 * 1024 * 1024)}\r\nContent-Length: 2\r\n\r\nOK`);
         else c.end('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK');
       });
     });
@@ -549,6 +584,10 @@ describe('the Docker socket proxy against a broken or hostile dockerd', () => {
       const a = await within(call(f, 'GET', '/_ping'), 5000, 'the answer to a broken dockerd');
       assert.equal(a.status, 502);
       assert.match(messageOf(a), /^cove: the connection to dockerd broke: /);
+      mode = 'huge head';
+      const b = await within(call(f, 'GET', '/_ping'), 5000, 'the answer to a head over 1 MiB');
+      assert.equal(b.status, 502);
+      assert.match(messageOf(b), /^cove: the connection to dockerd broke: .*(Header overflow|HPE_HEADER_OVERFLOW)/i);
       mode = 'ok';
       assert.equal((await within(call(f, 'GET', '/_ping'), 5000, 'the next request')).body, 'OK');
     } finally {

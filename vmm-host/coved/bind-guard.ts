@@ -39,11 +39,20 @@ export const GUEST_OWN_PATHS: readonly string[] = [
 /** The largest create request the guard reads (a container's config is a few KiB). */
 export const MAX_CREATE_BODY_BYTES = 8 * 1024 * 1024;
 
-/** `POST /containers/create`, with or without an API version prefix; `url` may carry a query. */
+/**
+ * `POST /containers/create`, with or without an API version prefix; `url` may carry a query. The
+ * path is matched as dockerd's router sees it: percent-decoded, with `.`, `..` and `//` resolved.
+ */
 export function isCreateRequest(method: string | undefined, url: string | undefined): boolean {
   if (method !== 'POST' || url === undefined) return false;
-  const pathname = path.posix.normalize(url.split('?')[0]);
-  return /^(?:\/v\d+(?:\.\d+)?)?\/containers\/create\/?$/.test(pathname);
+  let pathname = url.split('?')[0];
+  try {
+    pathname = decodeURIComponent(pathname);
+  } catch {
+    // Not a valid escape: Go's URL parser refuses it before any route is matched.
+    return false;
+  }
+  return /^(?:\/v[0-9.]+)?\/containers\/create\/?$/.test(path.posix.normalize(pathname));
 }
 
 const inside = (p: string, dir: string) => p === dir || dir === '/' || p.startsWith(`${dir}/`);
