@@ -8,7 +8,10 @@ import Mocha from 'mocha';
 
 export function run(): Promise<void> {
   const mocha = new Mocha({ ui: 'bdd', timeout: 600_000, color: false, reporter: 'spec', bail: false });
-  mocha.addFile(path.join(__dirname, 'sandbox.test.js'));
+  // In this order: the sidebar file opens the sandbox that sandbox.test.js stopped last.
+  // COVE_E2E_ONLY=docker-sidebar (file names without .test.js, comma-separated) runs only those.
+  const only = process.env.COVE_E2E_ONLY?.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const f of ['sandbox', 'docker-sidebar']) if (!only?.length || only.includes(f)) mocha.addFile(path.join(__dirname, `${f}.test.js`));
   const results = process.env.COVE_E2E_RESULTS;
   const record = (o: object) => {
     if (results) fs.appendFileSync(results, JSON.stringify(o) + '\n');
