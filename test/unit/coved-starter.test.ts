@@ -25,7 +25,8 @@ test('a script and an executable both start, with COVE_HOME and coved.log', asyn
   const home = fs.mkdtempSync(path.join(os.tmpdir(), 'cove-start-'));
   try {
     const script = path.join(home, 'fake.js');
-    fs.writeFileSync(script, "require('fs').writeFileSync(process.env.COVE_HOME + '/from-script', process.execPath); console.log('script ran');");
+    // Written under a temp name, then renamed: the test must never read the file half-written.
+    fs.writeFileSync(script, "const fs = require('fs'); fs.writeFileSync(process.env.COVE_HOME + '/from-script.tmp', process.execPath); fs.renameSync(process.env.COVE_HOME + '/from-script.tmp', process.env.COVE_HOME + '/from-script'); console.log('script ran');");
     const exe = path.join(home, 'fake-coved');
     fs.writeFileSync(exe, '#!/bin/sh\necho executable ran\ntouch "$COVE_HOME/from-exe"\n', { mode: 0o755 });
     const pids: Array<number | undefined> = [];
