@@ -48,9 +48,12 @@ export function openInSandbox(ctx: Ctx) {
           }
         },
       );
-      if (ctx.config.installPlugins) {
-        const plugins = await conn.sendRequest(Requests.plugins, {});
-        if (plugins.installed.length > 0) {
+      if (ctx.config.installPlugins && info.context !== null) {
+        const plugins = await conn.sendRequest(Requests.plugins, {}).catch((e: unknown) => {
+          ctx.log.warn(`could not install the docker CLI plugins: ${e instanceof Error ? e.message : String(e)}`);
+          return null;
+        });
+        if (plugins && plugins.installed.length > 0) {
           const what = plugins.installed.map((n) => `docker ${n}`).join(' and ');
           ctx.log.info(`installed the image's ${what} into ${plugins.dir} (the docker CLI had none)`);
           void vscode.window.showInformationMessage(`Cove: installed the sandbox image's ${what} for your docker CLI (into ${plugins.dir}); setting cove.installPlugins turns this off.`);

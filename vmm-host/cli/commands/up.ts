@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { MountSpecError, formatMountSpec, parseMountSpec } from '../../../contract/mount-spec';
 import { checkName } from '../../../contract/names';
-import { Requests, type UpParams } from '../../../contract/protocol';
+import { Requests, type PluginsResult, type UpParams } from '../../../contract/protocol';
 import { withCoved, type Command } from '../command';
 import { UsageError, parseIntArg, parseSizeMiB, printJson } from '../output';
 import { showProgress } from '../progress';
@@ -68,15 +68,21 @@ export const up: Command = {
       } finally {
         stop();
       }
-      // The docker CLI needs compose and buildx of its own to use them through the context.
-      return { info: sandbox, plugins: o['no-plugins'] === true ? null : await conn.sendRequest(Requests.plugins, {}) };
+      // The docker CLI needs compose and buildx of its own to use them through the context (where
+      // there is no docker CLI, there is nothing to give them to). The sandbox is up either way.
+      let plugins: PluginsResult | string | null = null;
+      if (o['no-plugins'] !== true && sandbox.context !== null) {
+        plugins = await conn.sendRequest(Requests.plugins, {}).catch((e: unknown) => `could not install the docker CLI plugins: ${e instanceof Error ? e.message : String(e)}`);
+      }
+      return { info: sandbox, plugins };
     });
     if (o.json) printJson(info);
     else {
       process.stdout.write(`sandbox ${info.name} is ${info.state} (${info.accel?.toUpperCase() ?? '?'}, ${info.mount}) for ${info.workspace}\n`);
       for (const m of info.mounts) process.stdout.write(`  also shared: ${formatMountSpec(m)}${m.kind === 'file' ? ' (file)' : ''}\n`);
       if (info.mountsNote) process.stdout.write(`${info.mountsNote}\n`);
-      if (plugins && plugins.installed.length > 0) {
+      if (typeof plugins === 'string') process.stdout.write(`${plugins}\n`);
+      else if (plugins && plugins.installed.length > 0) {
         const what = plugins.plugins.filter((p) => plugins.installed.includes(p.name)).map((p) => `${p.name} ${p.version ?? ''}`.trim());
         process.stdout.write(`installed the image's docker ${what.join(' and ')} plugin${what.length > 1 ? 's' : ''} into ${plugins.dir} (the docker CLI had none; --no-plugins: never)\n`);
       }
