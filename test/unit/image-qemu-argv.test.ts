@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import { buildQemuArgv as argvOf, buildVirtiofsdArgv as vfsArgvOf, kernelCmdline } from '../../vmm-host/driver/qemu';
 import { specFromLayout, type LayoutSpec } from '../../vmm-host/driver/spec';
 import { hostTscKhz } from '../../vmm-host/driver/accel';
+import { DEFAULT_TCG_CACHE_MIB, tcgCacheMiB } from '../../vmm-host/driver/tcg-cache';
 
 const base = { imageDir: '/h/images/docker-abc', vmDir: '/h/vms/t1', cpus: 2, memoryMiB: 1024, network: 'user' as const };
 type OldSpec = Omit<LayoutSpec, 'share'> & { mount: LayoutSpec['share'] };
@@ -18,7 +19,7 @@ function after(argv: string[], flag: string): string[] {
 test('tcg + 9p', () => {
   const argv = buildQemuArgv({ ...base, accel: 'tcg', tscKhz: 2445428, mount: { type: '9p', hostPath: '/home/me/p', readonly: true } });
   assert.deepEqual(after(argv, '-M'), ['microvm,pit=on,pic=on,rtc=on']);
-  assert.deepEqual(after(argv, '-accel'), ['tcg,thread=single']);
+  assert.deepEqual(after(argv, '-accel'), [`tcg,thread=single,tb-size=${DEFAULT_TCG_CACHE_MIB}`]);
   assert.deepEqual(after(argv, '-cpu'), ['max']);
   assert.deepEqual(after(argv, '-m'), ['1024']);
   assert.deepEqual(after(argv, '-smp'), ['2']);
@@ -53,6 +54,25 @@ test('kvm + virtiofs', () => {
   assert.ok(after(argv, '-device').includes('vhost-user-fs-device,chardev=vfs,tag=cove-ws'));
   assert.deepEqual(after(argv, '-fsdev'), []);
   assert.deepEqual(buildVirtiofsdArgv(spec), ['--socket-path=/h/vms/t1/vfs.sock', '-o', 'source=/home/me/p', '-o', 'cache=auto', '-f']);
+});
+
+test('the TCG translation cache: bounded by default, sized by the spec or COVE_TCG_TB_MIB, absent under KVM', () => {
+  const tcg = (extra: Partial<OldSpec>) => after(buildQemuArgv({ ...base, accel: 'tcg', mount: null, ...extra }), '-accel')[0];
+  assert.equal(tcg({ tcgCacheMiB: 128 }), 'tcg,thread=single,tb-size=128');
+  assert.equal(tcg({ tcgCacheMiB: null }), 'tcg,thread=single');
+  assert.deepEqual(after(buildQemuArgv({ ...base, accel: 'kvm', mount: null, tcgCacheMiB: 128 }), '-accel'), ['kvm']);
+  assert.equal(tcgCacheMiB({}), DEFAULT_TCG_CACHE_MIB);
+  assert.equal(tcgCacheMiB({ COVE_TCG_TB_MIB: '256' }), 256);
+  assert.equal(tcgCacheMiB({ COVE_TCG_TB_MIB: '0' }), null);
+  for (const bad of ['4', '5000', '64.5', 'big']) assert.throws(() => tcgCacheMiB({ COVE_TCG_TB_MIB: bad }), /COVE_TCG_TB_MIB/);
+});
+
+test('the balloon: free-page reporting when the VM owns its RAM; refused over a template RAM file mapped copy-on-write', () => {
+  const devices = (extra: Partial<LayoutSpec>) => after(argvOf(specFromLayout({ ...base, accel: 'tcg', share: null, ...extra })), '-device');
+  assert.ok(devices({ balloon: true }).includes('virtio-balloon-device,free-page-reporting=on'));
+  assert.ok(!devices({}).some((d) => d.startsWith('virtio-balloon')));
+  assert.ok(devices({ balloon: true, share: { type: 'virtiofs', hostPath: '/p', readonly: false } }).includes('virtio-balloon-device,free-page-reporting=on'));
+  assert.throws(() => devices({ balloon: true, memoryFile: { path: '/h/t/ram', shared: false } }), /punch holes/);
 });
 
 test('no mount: neither 9p nor virtio-fs devices', () => {

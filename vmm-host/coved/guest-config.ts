@@ -78,5 +78,8 @@ export function sandboxSpec(i: SpecInput): VmSpec {
     extraShares: slotShares(i.vmDir, i.config.mounts ?? [], path.join(i.vmDir, EMPTY_SLOT)),
     network: i.network,
     memoryFile: i.memoryFile ? { path: i.memoryFile, shared: false } : null,
+    // Freed guest pages go back to the host, except in a clone: QEMU would discard them from the
+    // template's RAM file, which every clone maps (docs/memory.md).
+    balloon: !i.memoryFile,
   });
 }

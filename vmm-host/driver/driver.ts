@@ -37,6 +37,20 @@ export interface VmSpec {
   /** Host TSC kHz for `tsc_early_khz` under TCG; omitted when null. */
   tscKhz?: number | null;
   kernelArgsExtra?: string[];
+  /**
+   * MiB of qemu's TCG translation cache (tcg-cache.ts); ignored under KVM. Absent: the driver's
+   * (COVE_TCG_TB_MIB, else DEFAULT_TCG_CACHE_MIB); null: QEMU's own default. Not guest state: a
+   * saved VM restores with any size.
+   */
+  tcgCacheMiB?: number | null;
+  /**
+   * A virtio-balloon with free-page reporting: pages the guest frees go back to the host. Only for
+   * guest RAM the VM owns (anonymous or a shared memfd): QEMU discards a reported page of a file
+   * by punching a hole in the file, which for a clone's private mapping of a template's RAM file
+   * would change every other clone's memory (docs/memory.md). Optional so that a VM saved
+   * without it restores with the devices it was saved with.
+   */
+  balloon?: boolean;
   share: ShareSpec | null;
   /**
    * More 9p shares, tagged `cove-m<index>` (GUEST.extraMountTagPrefix): the caller passes every

@@ -18,6 +18,7 @@ import { qmpCommand, qmpQuit } from './qmp';
 import { qemuFeatures } from './qemu-features';
 import { loadState, saveState, saveBlockers } from './snapshot';
 import { findPasst, findQemu, requireVirtiofsd } from './tools';
+import { DEFAULT_TCG_CACHE_MIB, tcgCacheMiB } from './tcg-cache';
 
 export const BASE_KERNEL_ARGS = ['console=ttyS0', 'reboot=k', 'panic=-1', 'quiet', 'loglevel=4'];
 
@@ -35,14 +36,14 @@ export function kernelCmdline(spec: Pick<VmSpec, 'accel' | 'tscKhz' | 'kernelArg
 /**
  * The machine, accelerator, memory and CPUs: the part of the command line that the KVM probe
  * shares with every VM. `memoryBackend` names a `-object` the caller adds (guest RAM in a file or
- * a shared memfd).
+ * a shared memfd). `tcgCacheMiB` bounds the TCG translation cache (null: QEMU's default, 1 GiB).
  */
-export function machineArgs(accel: Accel, cpus: number, memoryMiB: number, memoryBackend: string | null): string[] {
+export function machineArgs(accel: Accel, cpus: number, memoryMiB: number, memoryBackend: string | null, tcgCacheMiB: number | null = null): string[] {
   const machine = `microvm,pit=on,pic=on,rtc=on${memoryBackend ? `,memory-backend=${memoryBackend}` : ''}`;
   // Under multi-threaded TCG a vCPU can run a stale translation of kernel text that another vCPU
   // is live-patching (static keys, text_poke_bp), and the guest panics on an unexpected int3 —
   // seen here as "Oops: int3" in runc, then qemu gone. One TCG thread keeps translations coherent.
-  const acc = accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg,thread=single', '-cpu', 'max'];
+  const acc = accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', `tcg,thread=single${tcgCacheMiB ? `,tb-size=${tcgCacheMiB}` : ''}`, '-cpu', 'max'];
   return ['-M', machine, ...acc, '-m', `${memoryMiB}`, '-smp', `${cpus}`, '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot'];
 }
 
@@ -63,7 +64,10 @@ export function buildQemuArgv(spec: VmSpec, opts: { incoming?: boolean } = {}): 
     throw new DriverError('virtio-fs needs guest RAM that the host can share, not a private copy of a memory file', 'use a 9p share for a VM restored from a template');
   }
   const backend = virtiofs || spec.memoryFile ? 'mem' : null;
-  const a: string[] = machineArgs(spec.accel, spec.cpus, spec.memoryMiB, backend);
+  if (spec.balloon && spec.memoryFile && !spec.memoryFile.shared) {
+    throw new DriverError('a balloon would punch holes in the RAM file that this VM maps copy-on-write, and so in every other VM that maps it', 'leave the balloon out of VMs restored from a template');
+  }
+  const a: string[] = machineArgs(spec.accel, spec.cpus, spec.memoryMiB, backend, spec.tcgCacheMiB === undefined ? DEFAULT_TCG_CACHE_MIB : spec.tcgCacheMiB);
   if (spec.memoryFile) {
     a.push('-object', `memory-backend-file,id=mem,size=${spec.memoryMiB}M,mem-path=${optPath(spec.memoryFile.path)},share=${spec.memoryFile.shared ? 'on' : 'off'}`);
   } else if (virtiofs) {
@@ -85,6 +89,7 @@ export function buildQemuArgv(spec: VmSpec, opts: { incoming?: boolean } = {}): 
   else a.push('-netdev', 'user,id=net0');
   a.push('-device', 'virtio-net-device,netdev=net0');
   a.push('-device', 'virtio-rng-device');
+  if (spec.balloon) a.push('-device', 'virtio-balloon-device,free-page-reporting=on');
   if (spec.share && virtiofs) {
     a.push('-chardev', `socket,id=vfs,path=${vm('virtiofsSock')}`);
     a.push('-device', `vhost-user-fs-device,chardev=vfs,tag=${GUEST.workspaceTag}`);
@@ -257,7 +262,12 @@ export class QemuDriver implements Driver {
   async start(spec: VmSpec): Promise<VmPids> {
     const running = this.pids(spec.dir);
     if (running.qemu) return { qemu: running.qemu, virtiofsd: running.virtiofsd, passt: running.passt };
-    return this.launch(spec, buildQemuArgv(spec), false);
+    return this.launch(spec, buildQemuArgv(this.sized(spec)), false);
+  }
+
+  /** The spec with this driver's translation cache size (COVE_TCG_TB_MIB) unless it names one. */
+  private sized(spec: VmSpec): VmSpec {
+    return spec.tcgCacheMiB !== undefined || spec.accel !== 'tcg' ? spec : { ...spec, tcgCacheMiB: tcgCacheMiB(this.env) };
   }
 
   private async launch(spec: VmSpec, argv: string[], restoring: boolean): Promise<VmPids> {
@@ -278,7 +288,7 @@ export class QemuDriver implements Driver {
   async restore(spec: VmSpec, opts: RestoreOptions): Promise<VmPids> {
     if (this.pids(spec.dir).qemu) throw new DriverError(`a VM is already running in ${spec.dir}`, 'stop it before restoring a saved state into it');
     if (!fs.existsSync(opts.stateFile)) throw new DriverError(`the saved state ${opts.stateFile} is missing`, 'boot the VM instead');
-    const pids = await this.launch(spec, buildQemuArgv(spec, { incoming: true }), true);
+    const pids = await this.launch(spec, buildQemuArgv(this.sized(spec), { incoming: true }), true);
     try {
       await loadState(path.join(spec.dir, VM.qmpSock), opts.stateFile, opts.skipSharedMemory, opts.timeoutMs ?? 60_000);
       await opts.beforeRun?.();

@@ -1,0 +1,30 @@
+// The size of qemu's TCG translation cache (`-accel tcg,tb-size=N`, MiB). QEMU 7.2's default is
+// 1 GiB, and a guest that boots dockerd translates enough code to fill most of it: the cache is
+// never shrunk, so it stayed resident as the largest part of an idle sandbox's memory. The default
+// here was chosen from bench/tcg-cache.ts (docs/memory.md has the numbers). Under KVM there is no
+// translation cache and nothing is passed.
+import { DriverError } from './errors';
+
+/** MiB of translation cache per VM under TCG unless COVE_TCG_TB_MIB says otherwise. */
+export const DEFAULT_TCG_CACHE_MIB = 64;
+
+/** The range COVE_TCG_TB_MIB accepts; 0 means QEMU's own default (1 GiB on QEMU 7.2). */
+export const TCG_CACHE_LIMITS = { minMiB: 8, maxMiB: 4096 } as const;
+
+/**
+ * The translation cache size for a VM under TCG: COVE_TCG_TB_MIB when set (0: QEMU's default,
+ * returned as null), else DEFAULT_TCG_CACHE_MIB.
+ */
+export function tcgCacheMiB(env: NodeJS.ProcessEnv = process.env): number | null {
+  const text = env.COVE_TCG_TB_MIB?.trim();
+  if (!text) return DEFAULT_TCG_CACHE_MIB;
+  const n = Number(text);
+  if (n === 0) return null;
+  if (!Number.isInteger(n) || n < TCG_CACHE_LIMITS.minMiB || n > TCG_CACHE_LIMITS.maxMiB) {
+    throw new DriverError(
+      `COVE_TCG_TB_MIB=${text} is not a translation cache size`,
+      `set it to a whole number of MiB from ${TCG_CACHE_LIMITS.minMiB} to ${TCG_CACHE_LIMITS.maxMiB}, 0 for QEMU's own default, or unset it for ${DEFAULT_TCG_CACHE_MIB}`,
+    );
+  }
+  return n;
+}
