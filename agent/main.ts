@@ -6,10 +6,12 @@ import './threadpool';
 import { GUEST } from '../contract/guest';
 import { ConfigError, loadConfig } from './config';
 import { Control } from './control';
+import { MuxServer } from './mux';
 import { EventHub } from './hub';
 import { errorText, log } from './log';
 import { parseOptions, UsageError, type AgentOptions } from './options';
 import { AgentServer } from './server';
+import { DataPortTransport } from './transport/data-port';
 import { PortTransport } from './transport/port';
 import type { Transport } from './transport/transport';
 import { UnixTransport } from './transport/unix';
@@ -36,6 +38,13 @@ export async function startAgent(opts: AgentOptions): Promise<{ stop(reason: str
     await t.start((stream, label) => server.serve(stream, label));
     log(`listening on ${t.name}`);
   }
+  // The data channel: HTTP/2 streams to dockerd and guest ports, beside SSH (PROTOCOL.md).
+  const mux = new MuxServer(opts.dockerSock);
+  if (opts.dataPort !== 'none') {
+    const data = new DataPortTransport({ port: opts.dataPort, portOut: opts.dataPortOut, portsDir: opts.virtioPortsDir, portName: GUEST.dataPortName });
+    transports.push(data);
+    await data.start((stream, label) => mux.serve(stream, label));
+  }
   const stopPorts = watchPorts(hub, opts.procNet, opts.pollMs);
   const stopDockerd = watchDockerd(hub, opts.dockerSock, opts.readyMarker, opts.pollMs);
 
@@ -48,6 +57,7 @@ export async function startAgent(opts: AgentOptions): Promise<{ stop(reason: str
       for (const t of transports) t.close();
       await new Promise((resolve) => setTimeout(resolve, hub.subscribers > 0 ? SHUTDOWN_FLUSH_MS : 0));
       server.endAll();
+      mux.endAll();
     },
   };
 }

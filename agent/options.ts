@@ -20,6 +20,13 @@ export interface AgentOptions {
   port: string;
   /** A separate path to write to, when `port` is only read (a FIFO pair in tests). `--port-out`, `COVE_AGENT_PORT_OUT`. */
   portOut: string | null;
+  /**
+   * The data channel port (HTTP/2 to dockerd and guest ports): `auto` (find the virtio-serial port
+   * named `cove.data`), `none`, or a path opened read-write. `--data-port`, `COVE_AGENT_DATA_PORT`.
+   */
+  dataPort: string;
+  /** A separate path to write the data channel to (tests). `--data-port-out`, `COVE_AGENT_DATA_PORT_OUT`. */
+  dataPortOut: string | null;
   /** Where virtio-serial ports are listed. `--virtio-ports`, `COVE_AGENT_VIRTIO_PORTS`. */
   virtioPortsDir: string;
   /** dockerd's socket, polled with GET /_ping. `--docker-sock`, `COVE_AGENT_DOCKER_SOCK`. */
@@ -51,6 +58,8 @@ const FLAGS: Partial<Record<string, keyof AgentOptions>> = {
   '--socket': 'socketPath',
   '--port': 'port',
   '--port-out': 'portOut',
+  '--data-port': 'dataPort',
+  '--data-port-out': 'dataPortOut',
   '--virtio-ports': 'virtioPortsDir',
   '--docker-sock': 'dockerSock',
   '--ready-marker': 'readyMarker',
@@ -86,6 +95,7 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv = process.en
 
   const socket = pick('socketPath', 'COVE_AGENT_SOCK', GUEST.agentSock);
   const portOut = pick('portOut', 'COVE_AGENT_PORT_OUT', '');
+  const dataPortOut = pick('dataPortOut', 'COVE_AGENT_DATA_PORT_OUT', '');
   const pollMs = Number(pick('pollMs', 'COVE_AGENT_POLL_MS', '1000'));
   if (!Number.isFinite(pollMs) || pollMs < 10) throw new UsageError(`--poll-ms must be a number of milliseconds >= 10`);
   return {
@@ -93,6 +103,8 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv = process.en
     socketPath: socket === 'none' ? null : socket,
     port: pick('port', 'COVE_AGENT_PORT', 'auto'),
     portOut: portOut === '' ? null : portOut,
+    dataPort: pick('dataPort', 'COVE_AGENT_DATA_PORT', 'auto'),
+    dataPortOut: dataPortOut === '' ? null : dataPortOut,
     virtioPortsDir: pick('virtioPortsDir', 'COVE_AGENT_VIRTIO_PORTS', '/sys/class/virtio-ports'),
     dockerSock: pick('dockerSock', 'COVE_AGENT_DOCKER_SOCK', GUEST.dockerSock),
     readyMarker: pick('readyMarker', 'COVE_AGENT_READY_MARKER', GUEST.readyMarker),

@@ -15,6 +15,8 @@ export const GUEST = {
   readyMarker: '/run/cove/ready',
   /** The virtio-serial port name of the agent channel. */
   agentPortName: 'cove.agent',
+  /** The virtio-serial port name of the data channel (HTTP/2 streams to dockerd and guest ports). */
+  dataPortName: 'cove.data',
   /** The mount tag of the workspace share (virtio-fs and 9p alike). */
   workspaceTag: 'cove-ws',
   /**

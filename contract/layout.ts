@@ -105,6 +105,8 @@ export const VM = {
   qmpSock: 'qmp.sock',
   /** The agent channel: qemu's end of the virtio-serial port. */
   agentSock: 'agent.sock',
+  /** The data channel: qemu's end of the second virtio-serial port (agent/PROTOCOL.md, "The data channel"). */
+  dataSock: 'data.sock',
   /** virtiofsd's vhost-user socket. */
   virtiofsSock: 'vfs.sock',
   /** The Docker socket on the host: each connection is one SSH streamlocal channel to the guest. */

@@ -26,9 +26,9 @@ import { Duplex } from 'node:stream';
 import { errorText, log } from '../log';
 import type { ServeConnection, Transport } from './transport';
 
-const IDLE_POLL_MS = 200;
-const RETRY_MS = 1000;
-const READ_SIZE = 64 * 1024;
+export const IDLE_POLL_MS = 200;
+export const RETRY_MS = 1000;
+export const READ_SIZE = 64 * 1024;
 export const WRITE_CHUNK = 32 * 1024;
 
 /** Finds the char device of the virtio-serial port named `name`, or null. */
@@ -49,22 +49,22 @@ export function findVirtioPort(portsDir: string, name: string): string | null {
   return null;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-function readFd(fd: number, buf: Buffer): Promise<number> {
+export function readFd(fd: number, buf: Buffer): Promise<number> {
   return new Promise((resolve, reject) => fs.read(fd, buf, 0, buf.length, null, (err, n) => (err ? reject(err) : resolve(n))));
 }
 
-function writeFd(fd: number, buf: Buffer): Promise<number> {
+export function writeFd(fd: number, buf: Buffer): Promise<number> {
   return new Promise((resolve, reject) => fs.write(fd, buf, 0, buf.length, null, (err, n) => (err ? reject(err) : resolve(n))));
 }
 
-function openFd(file: string, flags: string): Promise<number> {
+export function openFd(file: string, flags: string): Promise<number> {
   return new Promise((resolve, reject) => fs.open(file, flags, (err, fd) => (err ? reject(err) : resolve(fd))));
 }
 
-/** One SSH connection's view of the port. */
-class PortConnection extends Duplex {
+/** One host connection's view of the port (an SSH connection here; the data channel's HTTP/2 session in data-port.ts). */
+export class PortConnection extends Duplex {
   /** Set when the host left or the SSH side ended: nothing more is written. */
   dead = false;
   private readWaiter: (() => void) | undefined;

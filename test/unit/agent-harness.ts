@@ -92,6 +92,9 @@ export interface RunningAgent {
   socket: string;
   portIn: string;
   portOut: string;
+  /** The data channel's FIFO pair (startAgent with `data`). */
+  dataIn: string;
+  dataOut: string;
   dockerSock: string;
   readyMarker: string;
   child: ChildProcess;
@@ -99,7 +102,7 @@ export interface RunningAgent {
   stop(): Promise<number | null>;
 }
 
-export async function startAgent(options: { port?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<RunningAgent> {
+export async function startAgent(options: { port?: boolean; data?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<RunningAgent> {
   // Short paths: a unix socket path is limited to 108 bytes.
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cove-agent-'));
   const keys = makeKeys();
@@ -109,6 +112,9 @@ export async function startAgent(options: { port?: boolean; env?: NodeJS.Process
   const portIn = path.join(dir, 'port.in');
   const portOut = path.join(dir, 'port.out');
   if (options.port) execFileSync('mkfifo', [portIn, portOut]);
+  const dataIn = path.join(dir, 'data.in');
+  const dataOut = path.join(dir, 'data.out');
+  if (options.data) execFileSync('mkfifo', [dataIn, dataOut]);
   const dockerSock = path.join(dir, 'docker.sock');
   // Run a copy outside the repository, as in the image: nothing may come from node_modules.
   const bundle = path.join(dir, 'agent.js');
@@ -123,6 +129,8 @@ export async function startAgent(options: { port?: boolean; env?: NodeJS.Process
       COVE_AGENT_SOCK: socket,
       COVE_AGENT_PORT: options.port ? portIn : 'none',
       COVE_AGENT_PORT_OUT: options.port ? portOut : '',
+      COVE_AGENT_DATA_PORT: options.data ? dataIn : 'none',
+      COVE_AGENT_DATA_PORT_OUT: options.data ? dataOut : '',
       COVE_AGENT_DOCKER_SOCK: dockerSock,
       COVE_AGENT_READY_MARKER: readyMarker,
       COVE_AGENT_POLL_MS: '200',
@@ -141,6 +149,8 @@ export async function startAgent(options: { port?: boolean; env?: NodeJS.Process
     socket,
     portIn,
     portOut,
+    dataIn,
+    dataOut,
     dockerSock,
     readyMarker,
     child,

@@ -81,5 +81,6 @@ export function sandboxSpec(i: SpecInput): VmSpec {
     // Freed guest pages go back to the host, except in a clone: QEMU would discard them from the
     // template's RAM file, which every clone maps (docs/memory.md).
     balloon: !i.memoryFile,
+    dataPort: true,
   });
 }

@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Duplex } from 'node:stream';
-import type * as net from 'node:net';
+import * as net from 'node:net';
 import type { AgentEvent } from '../../contract/events';
 import { CoveError, conflict, messageOf } from '../../contract/errors';
 import { GUEST } from '../../contract/guest';
@@ -15,8 +15,11 @@ import { IMAGE, VM, vmDir } from '../../contract/layout';
 import { ErrorCodes, type Accel, type ExtraMount, type MountType, type PortForward, type SandboxInfo, type SandboxState } from '../../contract/protocol';
 import { waitFor } from '../../contract/wait';
 import { CONTROL_ENTROPY_BYTES } from '../../contract/control';
+import type { DataTarget } from '../../contract/data-channel';
 import { processAlive, type AccelResult, type Driver, type VmSpec } from '../driver';
 import { AgentLink } from './agent-link';
+import { DataLink, dataChannelEnabled, isDataLinkDown } from './data-link';
+import { StreamPool } from './stream-pool';
 import { watchConsole } from './boot-progress';
 import { readJson, tailFile, writeJsonAtomic } from './files';
 import { sandboxSpec, writeSandboxConfigDisk, type SandboxConfig } from './guest-config';
@@ -98,6 +101,9 @@ interface SleepManifest {
 
 const ms = (t0: number) => Date.now() - t0;
 
+/** Streams to the guest's dockerd kept open ahead of need (stream-pool.ts). */
+const DOCKER_POOL_SIZE = 4;
+
 /** A text file's content, or empty when it cannot be read. */
 function readText(file: string): string {
   try {
@@ -111,6 +117,9 @@ export class Sandbox extends EventEmitter {
   readonly dir: string;
   runtime: SandboxRuntime;
   private link: AgentLink | null = null;
+  /** The data channel (HTTP/2 over the second port) and its ready streams to dockerd; null on SSH only. */
+  private data: DataLink | null = null;
+  private pool: StreamPool | null = null;
   private ports: PortForwarder | null = null;
   private relays: net.Server[] = [];
   private dockerReady = false;
@@ -317,11 +326,33 @@ export class Sandbox extends EventEmitter {
     }
     const link = this.link;
     if (!link) throw new Error(`sandbox ${this.name} has no agent link`);
+    if (socketPath === GUEST.dockerSock) {
+      const ready = this.pool?.take();
+      if (ready) return this.track(ready);
+      const viaData = await this.openData({ kind: 'docker' });
+      if (viaData) return viaData;
+    }
     await link.waitUp(this.deps.timeouts.socketWaitMs, `sandbox ${this.name}'s agent`);
     try {
       return this.track(await link.streamLocal(socketPath));
     } catch (e) {
       throw new Error(`${what} in sandbox ${this.name} is not answering (${messageOf(e)}); it may still be starting`, { cause: e });
+    }
+  }
+
+  /**
+   * A stream over the data channel when it is up, or null when the caller should use SSH (the
+   * channel is down or broke on this open). A target the guest cannot reach is an error.
+   */
+  private async openData(target: DataTarget): Promise<Duplex | null> {
+    const data = this.data;
+    if (!data?.isUp) return null;
+    try {
+      return this.track(await data.open(target));
+    } catch (e) {
+      if (!isDataLinkDown(e)) throw e;
+      this.log(`data channel: ${messageOf(e)}; using SSH for this connection`);
+      return null;
     }
   }
 
@@ -517,6 +548,7 @@ export class Sandbox extends EventEmitter {
     await this.openSockets();
     if (this.link) {
       this.link.start();
+      this.data?.start();
       return;
     }
     const keys = firstKeys ?? readKeys(this.dir);
@@ -535,10 +567,38 @@ export class Sandbox extends EventEmitter {
     link.on('down', () => {
       this.dockerReady = false;
       this.changed();
+      // The agent restarted or the VM stalled past the keepalives: the data channel's session is
+      // as dead as the SSH one (a new agent ignores bytes that do not start with a hello).
+      this.data?.reset('the agent link went down');
     });
     link.start();
+    this.attachData();
     this.monitor ??= setInterval(() => this.tick(), 1000);
     if (this.runtime.state === 'running') await this.ensureContext();
+  }
+
+  /** The data channel, where the VM has the port and it is not turned off (COVE_DATA_CHANNEL=off). */
+  private attachData(): void {
+    if (this.data || !this.runtime.spec?.dataPort || !dataChannelEnabled()) return;
+    const data = new DataLink({
+      dataSock: this.file('dataSock'),
+      log: (m) => this.log(m),
+      helloTimeoutMs: 10_000,
+      firstHelloTimeoutMs: this.runtime.state === 'starting' ? this.deps.timeouts.bootTcgMs : 15_000,
+    });
+    const pool = new StreamPool({
+      open: () => data.open({ kind: 'docker' }),
+      size: DOCKER_POOL_SIZE,
+      maxAgeMs: 60_000,
+      log: (m) => this.log(m),
+    });
+    data.on('up', () => {
+      if (this.runtime.state === 'running' || this.runtime.state === 'starting') pool.start();
+    });
+    data.on('down', () => pool.stop());
+    this.data = data;
+    this.pool = pool;
+    data.start();
   }
 
   private onAgentEvent(ev: AgentEvent): void {
@@ -635,6 +695,7 @@ export class Sandbox extends EventEmitter {
     if (this.runtime.state !== 'running') return;
     await this.driver().pause(this.dir);
     this.link?.hold();
+    this.pool?.stop();
     this.log('paused (idle)');
     this.setState('paused');
   }
@@ -643,6 +704,7 @@ export class Sandbox extends EventEmitter {
     if (this.runtime.state !== 'paused') return;
     await this.driver().resume(this.dir);
     this.link?.release();
+    if (this.data?.isUp) this.pool?.start();
     this.lastActive = Date.now();
     this.setState('running');
     // The guest clock stood still while paused. Set it a moment later, so the guest's CPU serves
@@ -705,6 +767,8 @@ export class Sandbox extends EventEmitter {
     this.ending = true;
     try {
       this.link?.close();
+      this.pool?.stop();
+      this.data?.close();
       await driver.stop(this.dir, { timeoutMs: 0 });
       this.dockerReady = false;
       const asleepPorts = (this.ports?.list() ?? []).filter((p) => p.origin === 'auto' && p.error === undefined).map((p) => p.hostPort);
@@ -774,6 +838,10 @@ export class Sandbox extends EventEmitter {
     this.monitor = null;
     this.link?.close();
     this.link = null;
+    this.pool?.stop();
+    this.pool = null;
+    this.data?.close();
+    this.data = null;
     await this.ports?.closeAll();
     this.ports = null;
     this.dockerReady = false;
@@ -900,6 +968,8 @@ export class Sandbox extends EventEmitter {
       forwardTcp: async (host: string, port: number) => {
         await this.ensureAwake();
         if (!this.link) throw new Error(`sandbox ${this.name} is ${this.runtime.state}`);
+        const viaData = net.isIP(host) ? await this.openData({ kind: 'tcp', host, port }) : null;
+        if (viaData) return viaData;
         return this.track(await this.link.forwardTcp(host, port));
       },
     };

@@ -190,6 +190,7 @@ export class Templates {
         extraShares: slotShares(run, [], path.join(dir, EMPTY_SHARE)),
         network: shape.network,
         memoryFile: { path: path.join(dir, TEMPLATE.ram), shared: true },
+        dataPort: true,
       }),
       disk: path.join(dir, TEMPLATE.disk),
       configDisk: path.join(dir, TEMPLATE.configDisk),

@@ -64,6 +64,12 @@ export interface VmSpec {
    */
   network: 'passt' | 'user';
   memoryFile?: MemoryFileSpec | null;
+  /**
+   * A second virtio-serial port, `cove.data` (GUEST.dataPortName), on qemu's `data.sock`: the data
+   * channel (agent/PROTOCOL.md). Optional so that a VM saved before it existed restores with the
+   * devices it was saved with.
+   */
+  dataPort?: boolean;
 }
 
 export interface DriverFeatures {

@@ -85,6 +85,10 @@ export function buildQemuArgv(spec: VmSpec, opts: { incoming?: boolean } = {}): 
   a.push('-device', 'virtio-serial-device');
   a.push('-chardev', `socket,id=agent,path=${vm('agentSock')},server=on,wait=off`);
   a.push('-device', `virtserialport,chardev=agent,name=${GUEST.agentPortName}`);
+  if (spec.dataPort) {
+    a.push('-chardev', `socket,id=data,path=${vm('dataSock')},server=on,wait=off`);
+    a.push('-device', `virtserialport,chardev=data,name=${GUEST.dataPortName}`);
+  }
   if (spec.network === 'passt') a.push('-netdev', `stream,id=net0,server=off,addr.type=unix,addr.path=${vm('netSock')}`);
   else a.push('-netdev', 'user,id=net0');
   a.push('-device', 'virtio-net-device,netdev=net0');

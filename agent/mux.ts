@@ -1,0 +1,113 @@
+// The data channel's service (PROTOCOL.md, "The data channel"): HTTP/2 (Node's http2, nghttp2
+// underneath: framing and flow control in native code), one CONNECT stream per host connection, to
+// dockerd's socket or a guest TCP address and nothing else. Each stream is bridged to its socket with
+// half-close both ways, as the SSH channels are (forward.ts): the host's END_STREAM shuts down the
+// socket's write side and the answer keeps flowing; the socket's EOF becomes END_STREAM and the host
+// may keep sending. A socket error resets the stream (RST_STREAM CANCEL), and a reset stream
+// destroys its socket.
+import * as http2 from 'node:http2';
+import * as net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { DATA_CONNECTION_WINDOW, DATA_SETTINGS, parseDataTarget, type DataTarget } from '../contract/data-channel';
+import { errorText, log } from './log';
+
+const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS, HTTP2_METHOD_CONNECT, NGHTTP2_CANCEL } = http2.constants;
+
+/** The header that carries why a CONNECT failed, for the host's log and its client's error. */
+export const DATA_ERROR_HEADER = 'cove-error';
+
+let streamCount = 0;
+
+export class MuxServer {
+  private readonly server: http2.Http2Server;
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
+
+  constructor(private readonly dockerSock: string) {
+    this.server = http2.createServer({
+      settings: DATA_SETTINGS,
+      // Window-sized bursts of a few streams are queued here; nghttp2's default of 10 MB is too tight.
+      maxSessionMemory: 256,
+    });
+    this.server.on('session', (session: http2.ServerHttp2Session) => {
+      this.sessions.add(session);
+      session.on('close', () => this.sessions.delete(session));
+      session.on('error', (err) => log(`data: session error: ${errorText(err)}`));
+      session.on('connect', () => session.setLocalWindowSize(DATA_CONNECTION_WINDOW));
+    });
+    this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
+  }
+
+  /** Serves one host session on a byte stream (the data port's connection). */
+  serve(stream: Duplex, label: string): void {
+    (stream as Duplex & { label?: string }).label = label;
+    this.server.emit('connection', stream);
+  }
+
+  endAll(): void {
+    for (const s of this.sessions) s.close();
+  }
+
+  private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    const given = headers[HTTP2_HEADER_AUTHORITY];
+    const authority = typeof given === 'string' ? given : '';
+    const target = headers[HTTP2_HEADER_METHOD] === HTTP2_METHOD_CONNECT ? parseDataTarget(authority) : null;
+    if (!target) {
+      log(`data: refused ${String(headers[HTTP2_HEADER_METHOD])} ${JSON.stringify(authority)}: only CONNECT to docker.sock or IP:port`);
+      respondError(stream, 400, 'only CONNECT to docker.sock or an IP address and port');
+      return;
+    }
+    const id = ++streamCount;
+    const what = target.kind === 'docker' ? `docker.sock #${id}` : `tcp ${authority} #${id}`;
+    const socket = connectTarget(target, this.dockerSock);
+    const onError = (err: Error): void => {
+      log(`data: cannot open ${what}: ${errorText(err)}`);
+      respondError(stream, 502, errorText(err));
+      socket.destroy();
+    };
+    socket.once('error', onError);
+    stream.once('close', () => {
+      if (socket.connecting) socket.destroy(); // The host gave up before the connect finished.
+    });
+    socket.once('connect', () => {
+      socket.off('error', onError);
+      if (stream.destroyed) {
+        socket.destroy();
+        return;
+      }
+      stream.respond({ [HTTP2_HEADER_STATUS]: 200 });
+      bridgeStream(stream, socket);
+    });
+  }
+}
+
+function connectTarget(target: DataTarget, dockerSock: string): net.Socket {
+  if (target.kind === 'docker') return net.connect({ path: dockerSock, allowHalfOpen: true });
+  return net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
+}
+
+function respondError(stream: http2.ServerHttp2Stream, status: number, message: string): void {
+  if (stream.destroyed || stream.headersSent) {
+    stream.close(NGHTTP2_CANCEL);
+    return;
+  }
+  // Header values are one line of visible ASCII.
+  stream.respond({ [HTTP2_HEADER_STATUS]: status, [DATA_ERROR_HEADER]: message.replace(/[^\x20-\x7e]/g, '?').slice(0, 500) }, { endStream: true });
+}
+
+/** Pipes an HTTP/2 stream and a socket both ways with half-close (see the top of this file). */
+export function bridgeStream(stream: http2.Http2Stream, socket: net.Socket): void {
+  stream.pipe(socket, { end: false });
+  socket.pipe(stream, { end: false });
+  stream.on('end', () => socket.end());
+  socket.on('end', () => stream.end());
+  socket.on('error', () => {
+    if (!stream.destroyed) stream.close(NGHTTP2_CANCEL);
+    socket.destroy();
+  });
+  stream.on('error', () => socket.destroy());
+  stream.on('close', () => {
+    // A stream that ended with both END_STREAMs leaves the socket to finish its writes; a reset one
+    // takes the socket with it.
+    if (stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR || !stream.readableEnded) socket.destroy();
+  });
+}
