@@ -39,7 +39,7 @@ export async function startAgent(opts: AgentOptions): Promise<{ stop(reason: str
     log(`listening on ${t.name}`);
   }
   // The data channel: HTTP/2 streams to dockerd and guest ports, beside SSH (PROTOCOL.md).
-  const mux = new MuxServer(opts.dockerSock);
+  const mux = new MuxServer(opts.dockerSock, opts.socketPath);
   if (opts.dataPort !== 'none') {
     const data = new DataPortTransport({ port: opts.dataPort, portOut: opts.dataPortOut, portsDir: opts.virtioPortsDir, portName: GUEST.dataPortName });
     transports.push(data);

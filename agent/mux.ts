@@ -1,6 +1,6 @@
 // The data channel's service (PROTOCOL.md, "The data channel"): HTTP/2 (Node's http2, nghttp2
 // underneath: framing and flow control in native code), one CONNECT stream per host connection, to
-// dockerd's socket or a guest TCP address and nothing else. Each stream is bridged to its socket with
+// dockerd's socket, the agent's own SSH socket or a guest TCP address, and nothing else. Each stream is bridged to its socket with
 // half-close both ways, as the SSH channels are (forward.ts): the host's END_STREAM shuts down the
 // socket's write side and the answer keeps flowing; the socket's EOF becomes END_STREAM and the host
 // may keep sending. A socket error resets the stream (RST_STREAM CANCEL), and a reset stream
@@ -22,7 +22,11 @@ export class MuxServer {
   private readonly server: http2.Http2Server;
   private readonly sessions = new Set<http2.ServerHttp2Session>();
 
-  constructor(private readonly dockerSock: string) {
+  constructor(
+    private readonly dockerSock: string,
+    /** The agent's own SSH socket, or null when it has none. */
+    private readonly agentSock: string | null,
+  ) {
     this.server = http2.createServer({
       settings: DATA_SETTINGS,
       // Window-sized bursts of a few streams are queued here; nghttp2's default of 10 MB is too tight.
@@ -51,14 +55,14 @@ export class MuxServer {
     const given = headers[HTTP2_HEADER_AUTHORITY];
     const authority = typeof given === 'string' ? given : '';
     const target = headers[HTTP2_HEADER_METHOD] === HTTP2_METHOD_CONNECT ? parseDataTarget(authority) : null;
-    if (!target) {
-      log(`data: refused ${String(headers[HTTP2_HEADER_METHOD])} ${JSON.stringify(authority)}: only CONNECT to docker.sock or IP:port`);
-      respondError(stream, 400, 'only CONNECT to docker.sock or an IP address and port');
+    if (!target || (target.kind === 'agent' && !this.agentSock)) {
+      log(`data: refused ${String(headers[HTTP2_HEADER_METHOD])} ${JSON.stringify(authority)}: only CONNECT to docker.sock, agent.sock or IP:port`);
+      respondError(stream, 400, 'only CONNECT to docker.sock, agent.sock or an IP address and port');
       return;
     }
     const id = ++streamCount;
-    const what = target.kind === 'docker' ? `docker.sock #${id}` : `tcp ${authority} #${id}`;
-    const socket = connectTarget(target, this.dockerSock);
+    const what = target.kind === 'tcp' ? `tcp ${authority} #${id}` : `${authority} #${id}`;
+    const socket = connectTarget(target, this.dockerSock, this.agentSock ?? '');
     const onError = (err: Error): void => {
       log(`data: cannot open ${what}: ${errorText(err)}`);
       respondError(stream, 502, errorText(err));
@@ -80,8 +84,9 @@ export class MuxServer {
   }
 }
 
-function connectTarget(target: DataTarget, dockerSock: string): net.Socket {
+function connectTarget(target: DataTarget, dockerSock: string, agentSock: string): net.Socket {
   if (target.kind === 'docker') return net.connect({ path: dockerSock, allowHalfOpen: true });
+  if (target.kind === 'agent') return net.connect({ path: agentSock, allowHalfOpen: true });
   return net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
 }
 

@@ -16,8 +16,14 @@ export function dataHello(nonce: string): string {
   return `${DATA_HELLO_PREFIX}${nonce}\n`;
 }
 
-/** The `:authority` of a CONNECT to dockerd's socket (GUEST.dockerSock); no other unix socket is reachable. */
+/** The `:authority` of a CONNECT to dockerd's socket (GUEST.dockerSock). */
 export const DATA_TARGET_DOCKER = 'docker.sock';
+/**
+ * The `:authority` of a CONNECT to the agent's own SSH socket (GUEST.agentSock): OpenSSH, `cove exec`
+ * and `cove cp` reach the SSH server there, and still authenticate to it. No other unix socket is
+ * reachable.
+ */
+export const DATA_TARGET_AGENT = 'agent.sock';
 
 /**
  * HTTP/2 settings both ends announce: frames of up to 1 MiB (nghttp2 handles each in native code,
@@ -34,15 +40,16 @@ export const DATA_SETTINGS = {
 /** The connection-level receive window each end opens at the start (above the 64 KiB default). */
 export const DATA_CONNECTION_WINDOW = 32 * 1024 * 1024;
 
-/** Where a CONNECT goes: dockerd's socket, or a TCP address as the guest sees it. */
-export type DataTarget = { kind: 'docker' } | { kind: 'tcp'; host: string; port: number };
+/** Where a CONNECT goes: dockerd's socket, the agent's SSH socket, or a TCP address as the guest sees it. */
+export type DataTarget = { kind: 'docker' } | { kind: 'agent' } | { kind: 'tcp'; host: string; port: number };
 
 /**
- * Reads a CONNECT's `:authority`: `docker.sock`, or `IPv4:port` / `[IPv6]:port` (an IP literal, no
+ * Reads a CONNECT's `:authority`: `docker.sock`, `agent.sock`, or `IPv4:port` / `[IPv6]:port` (an IP literal, no
  * names: nothing is resolved). Anything else is null, and the guest refuses it.
  */
 export function parseDataTarget(authority: string): DataTarget | null {
   if (authority === DATA_TARGET_DOCKER) return { kind: 'docker' };
+  if (authority === DATA_TARGET_AGENT) return { kind: 'agent' };
   const m = /^(?:([0-9.]+)|\[([0-9a-fA-F:.]+)\]):(\d{1,5})$/.exec(authority);
   if (!m) return null;
   const [, v4, v6, portText] = m as unknown as [string, string | undefined, string | undefined, string];
@@ -55,5 +62,6 @@ export function parseDataTarget(authority: string): DataTarget | null {
 /** The `:authority` for a target; an IPv6 host goes in brackets. */
 export function dataAuthority(target: DataTarget): string {
   if (target.kind === 'docker') return DATA_TARGET_DOCKER;
+  if (target.kind === 'agent') return DATA_TARGET_AGENT;
   return target.host.includes(':') ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`;
 }

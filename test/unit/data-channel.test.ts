@@ -30,6 +30,7 @@ function readAll(s: Duplex): Promise<Buffer> {
 describe('data channel: framing and targets', () => {
   test('targets: docker.sock and IP literals with a port, nothing else', () => {
     assert.deepEqual(parseDataTarget('docker.sock'), { kind: 'docker' });
+    assert.deepEqual(parseDataTarget('agent.sock'), { kind: 'agent' });
     assert.deepEqual(parseDataTarget('127.0.0.1:8080'), { kind: 'tcp', host: '127.0.0.1', port: 8080 });
     assert.deepEqual(parseDataTarget('[::1]:443'), { kind: 'tcp', host: '::1', port: 443 });
     for (const bad of ['', '/var/run/docker.sock', 'localhost:80', 'example.com:80', '127.0.0.1', '127.0.0.1:0', '127.0.0.1:65536', '300.0.0.1:80', '[zz]:80', '::1:80', 'docker.sock:1']) {
@@ -164,42 +165,52 @@ describe('data channel: agent and coved over a FIFO pair', () => {
     }
   });
 
-  test('a target nobody listens on, and a target the guest refuses, are errors of the target, not of the link', async () => {
+  test('a target nobody listens on is an error of the target; a target the guest refuses sends coved to SSH; the link stays up', async () => {
     const closed = net.createServer();
     await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
     const port = (closed.address() as net.AddressInfo).port;
     await new Promise<void>((r) => closed.close(() => r()));
     await assert.rejects(link.open({ kind: 'tcp', host: '127.0.0.1', port }), (e: unknown) => e instanceof DataTargetError && /ECONNREFUSED/.test(e.message));
-    // A name instead of an IP address: the guest answers 400 and resolves nothing.
-    await assert.rejects(link.open({ kind: 'tcp', host: 'localhost', port: 22 }), (e: unknown) => e instanceof DataTargetError && !isDataLinkDown(e));
+    // A name instead of an IP address: the guest answers 400 and resolves nothing; coved takes a
+    // refusal as "this agent does not serve that target" and would use SSH for it.
+    await assert.rejects(link.open({ kind: 'tcp', host: 'localhost', port: 22 }), (e: unknown) => isDataLinkDown(e) && /refused localhost:22/.test(e.message));
     assert.ok(link.isUp, 'the link stays up');
   });
 
   test('the pool hands out ready streams, drops ones dockerd closed, and refills', async () => {
+    // The agent's own dockerd watcher connects too (GET /_ping): pooled connections are the ones
+    // that are open and have been sent nothing.
+    const quiet = new Set<net.Socket>();
     dockerHandler = (c) => {
-      c.on('data', (d: Buffer) => c.write(`echo:${d.toString()}`));
+      quiet.add(c);
+      c.on('data', (d: Buffer) => {
+        quiet.delete(c);
+        c.write(`echo:${d.toString()}`);
+      });
       c.on('end', () => c.end());
+      c.on('close', () => quiet.delete(c));
     };
-    const pool = new StreamPool({ open: () => link.open({ kind: 'docker' }), size: 2, maxAgeMs: 60_000, log: (m) => logs.push(m) });
+    const pool = new StreamPool({ open: () => link.open({ kind: 'docker' }), size: 2, refillDelayMs: 50, maxAgeMs: 60_000, log: (m) => logs.push(m) });
     pool.start();
     try {
-      await waitFor(() => pool.size === 2, 10_000, 'the pool to fill');
-      const before = dockerConns.length;
+      await waitFor(() => pool.size === 2 && quiet.size === 2, 10_000, 'the pool to fill');
       const s = pool.take();
       assert.ok(s, 'a ready stream');
+      assert.equal(pool.size, 1);
       const back = new Promise<string>((resolve) => s.once('data', (d: Buffer) => resolve(d.toString())));
       s.write('hi');
       assert.equal(await within(back, 5000, 'the answer on a pooled stream'), 'echo:hi');
       s.end();
-      await waitFor(() => pool.size === 2 && dockerConns.length === before + 1, 10_000, 'the pool to refill after a take');
+      await waitFor(() => pool.size === 2 && quiet.size === 2, 10_000, 'the pool to refill after a take');
       // dockerd closes the idle ones (its header timeout): the pool notices and opens new ones.
-      const idle = dockerConns.slice(-2);
+      const idle = [...quiet];
       for (const c of idle) c.end();
-      await waitFor(() => pool.size === 2 && dockerConns.length >= before + 3, 10_000, 'the pool to replace streams dockerd closed');
+      await waitFor(() => pool.size === 2 && quiet.size === 2 && idle.every((c) => !quiet.has(c)), 10_000, 'the pool to replace streams dockerd closed');
     } finally {
       pool.stop();
     }
     assert.equal(pool.size, 0);
+    await waitFor(() => quiet.size === 0, 10_000, 'the dropped streams to close in the guest');
   });
 
   test('coved vanishes mid-transfer: the next host gets a fresh session past the stale bytes', async () => {

@@ -203,12 +203,14 @@ export class AgentLink extends EventEmitter {
           hostVerifier: (key: Buffer) => key.equals(this.pinned),
         });
       });
+      let cipher = '';
+      client.once('handshake', (negotiated: { cs: { cipher: string } }) => (cipher = negotiated.cs.cipher));
       client.once('ready', () => {
         if (settled || gen !== this.generation) return fail(new Error('superseded'));
         settled = true;
         this.everUp = true;
         this.client = client;
-        this.opts.log('agent link up');
+        this.opts.log(`agent link up (${cipher})`);
         this.subscribeEvents(client);
         this.openHostPorts(client);
         for (const w of this.readyWaiters.splice(0)) w();

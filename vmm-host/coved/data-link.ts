@@ -251,8 +251,11 @@ export class DataLink extends EventEmitter {
           resolve(stream);
           return;
         }
-        const why = headers['cove-error'];
-        fail(new DataTargetError(typeof why === 'string' ? why : `status ${status}`));
+        const given = headers['cove-error'];
+        const why = typeof given === 'string' ? given : `status ${status}`;
+        // 400: this agent does not serve that target (an older one may not know agent.sock), so
+        // the caller falls back to SSH; 502: the target itself cannot be reached.
+        fail(status === 400 ? new DataLinkDown(`the agent refused ${dataAuthority(target)}: ${why}`) : new DataTargetError(why));
       });
       const onError = (err: Error) => fail(new DataLinkDown(`the data channel stream failed: ${err.message}`));
       const onClose = () => fail(new DataLinkDown('the data channel stream closed before the guest answered'));

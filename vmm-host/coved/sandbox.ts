@@ -331,6 +331,10 @@ export class Sandbox extends EventEmitter {
       if (ready) return this.track(ready);
       const viaData = await this.openData({ kind: 'docker' });
       if (viaData) return viaData;
+    } else if (socketPath === GUEST.agentSock) {
+      // An SSH client's connection (cove exec, cove cp, OpenSSH): one SSH layer in the guest, not two.
+      const viaData = await this.openData({ kind: 'agent' });
+      if (viaData) return viaData;
     }
     await link.waitUp(this.deps.timeouts.socketWaitMs, `sandbox ${this.name}'s agent`);
     try {
@@ -589,11 +593,14 @@ export class Sandbox extends EventEmitter {
     const pool = new StreamPool({
       open: () => data.open({ kind: 'docker' }),
       size: DOCKER_POOL_SIZE,
+      refillDelayMs: 200,
       maxAgeMs: 60_000,
       log: (m) => this.log(m),
     });
+    // Whatever the state (a cold boot is still 'creating' when the channel comes up): the pool
+    // retries with back-off until dockerd answers. Only a paused VM's pool stays empty.
     data.on('up', () => {
-      if (this.runtime.state === 'running' || this.runtime.state === 'starting') pool.start();
+      if (this.runtime.state !== 'paused') pool.start();
     });
     data.on('down', () => pool.stop());
     this.data = data;

@@ -1,0 +1,117 @@
+// The data channel on a real sandbox (agent/PROTOCOL.md, "The data channel"; docs/data-path.md):
+// the Docker socket and forwarded ports cross HTTP/2 streams on the second virtio-serial port, and
+// everything the SSH channels did still works over it — hijacked streams that end with stdin's EOF,
+// a forwarded port, the agent killed (the channel comes back by itself), and an agent that does not
+// serve the channel (as an older image's would), where coved falls back to SSH channels.
+import { strict as assert } from 'node:assert';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { makeBusyboxImage } from '../helpers/busybox-image';
+import { HOME, SCRATCH, cove, covedPid, docker, ok, resetTestHome, run, waitUntil, workspace } from '../helpers/harness';
+
+// Until the channel is on by default, this suite turns it on for the coved it starts.
+process.env.COVE_DATA_CHANNEL = 'on';
+
+const NAME = 'dc1';
+const CTX = `cove-${NAME}`;
+const VMDIR = path.join(HOME, 'vms', NAME);
+let ws = '';
+let imageTar = '';
+let image = '';
+
+const covedLog = () => fs.readFileSync(path.join(HOME, 'coved.log'), 'utf8');
+const count = (text: string, what: string) => text.split(what).length - 1;
+const UP = `[${NAME}] data channel up (HTTP/2)`;
+
+/** One GET /_ping on a new connection to the sandbox's docker.sock; resolves with the body. */
+function ping(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = net.connect(path.join(VMDIR, 'docker.sock'));
+    let text = '';
+    c.on('data', (d: Buffer) => (text += d.toString()));
+    c.on('end', () => resolve(text));
+    c.on('error', reject);
+    c.end('GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n');
+  });
+}
+
+describe('the data channel on a real sandbox', { timeout: 60 * 60_000 }, () => {
+  before(() => {
+    resetTestHome();
+    ws = workspace(NAME);
+    imageTar = path.join(SCRATCH, 'busybox-dc.tar');
+    image = makeBusyboxImage(imageTar);
+  });
+
+  after(async () => {
+    await cove(['rm', '--force', NAME], 180_000).catch(() => undefined);
+    const pid = covedPid();
+    if (pid) process.kill(pid, 'SIGTERM');
+  });
+
+  test('cove up brings the data channel up and an image loads through it', { timeout: 25 * 60_000 }, async () => {
+    ok(await cove(['up', ws, '--name', NAME], 20 * 60_000), 'cove up');
+    await waitUntil('the data channel to come up', 60_000, async () => covedLog().includes(UP));
+    ok(await docker(CTX, ['load', '-i', imageTar], 300_000), 'docker load');
+    assert.match(await ping(), /200 OK[\s\S]*OK$/);
+  });
+
+  test('hijacked streams: docker run -i and docker exec -i see stdin EOF and finish', async () => {
+    const input = 'line one\nline two\n';
+    const r = ok(await docker(CTX, ['run', '--rm', '-i', image, 'sh', '-c', 'cat; echo END'], 180_000, input), 'docker run -i');
+    assert.equal(r.stdout, `${input}END\n`);
+    ok(await docker(CTX, ['run', '-d', '--name', 'idle', image, 'sleep', '3600'], 180_000), 'docker run -d');
+    const e = ok(await docker(CTX, ['exec', '-i', 'idle', 'sh', '-c', 'wc -c; echo END'], 180_000, 'twelve bytes'), 'docker exec -i');
+    assert.equal(e.stdout.replace(/\s+/g, ' ').trim(), '12 END');
+  });
+
+  test('a published port answers through the data channel, 8 MiB byte for byte', async () => {
+    // The workspace is shared at the same path: httpd serves a file the host wrote.
+    const big = Buffer.alloc(8 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 4) big.writeUInt32LE(i, i);
+    fs.mkdirSync(path.join(ws, 'www'), { recursive: true });
+    fs.writeFileSync(path.join(ws, 'www', 'big'), big);
+    ok(await docker(CTX, ['run', '-d', '--name', 'web', '-p', '8383:80', '-v', `${ws}/www:/www`, image, 'httpd', '-f', '-p', '80', '-h', '/www'], 180_000), 'docker run -p');
+    const out = path.join(SCRATCH, 'big.out');
+    await waitUntil('the forwarded port to serve the file', 180_000, async () => {
+      const r = await run('curl', ['-sf', '--max-time', '120', '-o', out, 'http://127.0.0.1:8383/big'], { timeoutMs: 150_000 });
+      return r.code === 0 && fs.statSync(out).size === big.length;
+    }, 2000);
+    assert.ok(fs.readFileSync(out).equals(big), 'the file came through unchanged');
+  });
+
+  test('kill -9 of the agent: the data channel comes back by itself and docker works over it', async () => {
+    const before = count(covedLog(), UP);
+    await cove(['exec', NAME, '--', 'sh', '-c', 'kill -9 $(cat /run/cove/cove-agent.pid)'], 60_000);
+    await waitUntil('the data channel to come back after the agent was killed', 120_000, async () => count(covedLog(), UP) > before, 1000);
+    ok(await docker(CTX, ['ps'], 60_000), 'docker ps after the restart');
+    const r = ok(await docker(CTX, ['run', '--rm', '-i', image, 'sh', '-c', 'cat; echo END'], 180_000, 'after\n'), 'docker run -i after the restart');
+    assert.equal(r.stdout, 'after\nEND\n');
+  });
+
+  test('an agent that does not serve the data channel (an older image): coved falls back to SSH channels', async () => {
+    // The agent's own switch (COVE_AGENT_DATA_PORT=none), set by a wrapper the init starts instead.
+    const wrap = [
+      'mv /opt/cove/agent.js /opt/cove/agent-real.js',
+      `printf '%s\\n' "process.env.COVE_AGENT_DATA_PORT = 'none'; process.argv[1] = '/opt/cove/agent-real.js'; require('module').runMain();" > /opt/cove/agent.js`,
+      'kill -9 $(cat /run/cove/cove-agent.pid)',
+    ].join(' && ');
+    await cove(['exec', NAME, '--', 'sh', '-c', wrap], 60_000);
+    try {
+      await waitUntil('coved to give up on the data channel', 120_000, async () => /data channel: the agent did not answer the data channel's hello/.test(covedLog()), 1000);
+      assert.match(await ping(), /200 OK[\s\S]*OK$/);
+      const r = ok(await docker(CTX, ['run', '--rm', '-i', image, 'sh', '-c', 'cat; echo END'], 180_000, 'over ssh\n'), 'docker run -i over SSH');
+      assert.equal(r.stdout, 'over ssh\nEND\n');
+      const web = await run('curl', ['-sf', '--max-time', '60', '-o', '/dev/null', '-w', '%{size_download}', 'http://127.0.0.1:8383/big'], { timeoutMs: 90_000 });
+      assert.equal(web.stdout, String(8 * 1024 * 1024), 'the forwarded port works over SSH');
+    } finally {
+      const before = count(covedLog(), UP);
+      await cove(['exec', NAME, '--', 'sh', '-c', 'mv /opt/cove/agent-real.js /opt/cove/agent.js && kill -9 $(cat /run/cove/cove-agent.pid)'], 60_000);
+      // The link retries with back-off (up to a minute between tries while the agent stays silent).
+      await waitUntil('the data channel to come back with the real agent', 180_000, async () => count(covedLog(), UP) > before, 1000);
+    }
+    assert.match(await ping(), /200 OK[\s\S]*OK$/);
+  });
+});
