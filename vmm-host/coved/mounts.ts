@@ -115,7 +115,10 @@ export function prepareMounts(sandboxDir: string, mounts: ExtraMount[], name: st
     try {
       st = fs.statSync(m.host);
     } catch {
-      throw invalidInput(`the shared ${m.kind === 'dir' ? 'folder' : 'file'} ${m.host} of sandbox ${name} is gone`, `create it again, or drop the mount: cove up <folder> --name ${name} with the other --mount values`);
+      throw invalidInput(
+        `the shared ${m.kind === 'dir' ? 'folder' : 'file'} ${m.host} of sandbox ${name} is gone`,
+        `create it again, or drop the mount: \`cove up <folder> --name ${name}\` with the other --mount values (or --no-mounts), then start it`,
+      );
     }
     if ((m.kind === 'dir') !== st.isDirectory()) throw invalidInput(`the shared path ${m.host} of sandbox ${name} is no longer a ${m.kind === 'dir' ? 'folder' : 'file'}`, 'share it again with cove up --mount');
     if (m.kind === 'dir') return;

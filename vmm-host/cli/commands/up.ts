@@ -10,7 +10,7 @@ import { showProgress } from '../progress';
 
 export const up: Command = {
   name: 'up',
-  usage: '[DIR] [--name N] [--cpus N] [--memory SIZE] [--disk SIZE] [--mount HOST[:GUEST][:ro]]… [--mount-type virtiofs|9p] [--readonly] [--allow-host-port PORT]… [--keep-awake] [--bind-guard on|off] [--no-plugins] [--json]',
+  usage: '[DIR] [--name N] [--cpus N] [--memory SIZE] [--disk SIZE] [--mount HOST[:GUEST][:ro]]… [--no-mounts] [--mount-type virtiofs|9p] [--readonly] [--allow-host-port PORT]… [--keep-awake] [--bind-guard on|off] [--no-plugins] [--json]',
   summary: 'create the sandbox for DIR (default: .) if missing, start it if stopped; prints the Docker context to use',
   details:
     "The guest cannot reach the host's 127.0.0.1 except the allowed ports, which it reaches at its own\n" +
@@ -26,6 +26,7 @@ export const up: Command = {
     readonly: { type: 'boolean', help: 'share the folder read-only' },
     'allow-host-port': { type: 'string', multiple: true, value: 'PORT', help: "a host 127.0.0.1 port the guest may reach at its own 127.0.0.1" },
     'bind-guard': { type: 'string', value: 'on|off', help: 'off: containers may bind-mount paths that are not shared (they see the guest\'s own)' },
+    'no-mounts': { type: 'boolean', help: 'share no more than the folder (drops the --mount list of an existing sandbox on its next start)' },
     'no-plugins': { type: 'boolean', help: "do not install the image's compose and buildx plugins where the docker CLI lacks them" },
     'keep-awake': { type: 'boolean', help: 'never pause or put this sandbox to sleep when it is idle' },
     json: { type: 'boolean', help: 'print the sandbox as JSON (and no progress)' },
@@ -40,6 +41,7 @@ export const up: Command = {
     for (const m of mountSpecs) {
       if (m === 'virtiofs' || m === '9p') throw new UsageError(`--mount takes HOST[:GUEST][:ro]; the way the folder is shared is now --mount-type ${m}`);
     }
+    if (o['no-mounts'] === true && mountSpecs.length > 0) throw new UsageError('--no-mounts and --mount cannot go together');
     const guard = o['bind-guard'];
     if (guard !== undefined && guard !== 'on' && guard !== 'off') throw new UsageError('--bind-guard must be on or off');
     const params: UpParams = {
@@ -50,7 +52,7 @@ export const up: Command = {
       diskGiB: typeof o.disk === 'string' ? Math.ceil(parseSizeMiB(o.disk, 'G') / 1024) : undefined,
       mount: mountType,
       readonly: o.readonly === true ? true : undefined,
-      mounts: mountSpecs.length > 0 ? mountSpecs.map(parseMount) : undefined,
+      mounts: o['no-mounts'] === true ? [] : mountSpecs.length > 0 ? mountSpecs.map(parseMount) : undefined,
       bindGuard: guard === undefined ? undefined : guard === 'on',
       allowHostPorts: (o['allow-host-port'] as string[] | undefined)?.map((p) => {
         const n = parseIntArg(p, '--allow-host-port');
