@@ -87,6 +87,7 @@ describe('without coved', () => {
       [['up', '.', '--mount', 'a:b:c'], /is not HOST\[:GUEST\]\[:ro\]/],
       [['up', '.', '--mount', '/x:rel'], /must be absolute/],
       [['up', '.', '--bind-guard', 'maybe'], /--bind-guard must be on or off/],
+      [['up', '.', '--no-mounts', '--mount', '/x'], /--no-mounts and --mount cannot go together/],
       [['up', '.', '--memory', 'lots'], /cannot read the size "lots"/],
       [['publish', 't1', '-p', '80'], /use HOST:GUEST/],
       [['inspect'], /expected exactly one sandbox name, got 0/],
