@@ -9,7 +9,7 @@ import { DEFAULT_NETWORK, writeConfigDisk } from '../contract/config-disk';
 import { GUEST } from '../contract/guest';
 import { IMAGE, VM } from '../contract/layout';
 import { QemuDriver, createOverlay, specFromLayout } from '../vmm-host/driver';
-import { HOME, VM_CPUS, VM_MEMORY_MIB, alive, log, makeRow, nowMs, readPid, sleep, treePss, type TreeMemory } from './lib';
+import { HOME, VM_CPUS, VM_MEMORY_MIB, alive, log, makeRow, nowMs, qemuSplit, readPid, sleep, splitText, treePss, type QemuSplit } from './lib';
 import type { Suite } from './suite';
 
 const SETTLE_MS = 15_000;
@@ -64,6 +64,8 @@ async function bareBoot(suite: Suite, dir: string, ws: string): Promise<{ ms: nu
     accel: suite.accel!.accel,
     tscKhz: suite.accel!.tscKhz,
     share: { type: suite.mountType, hostPath: ws, readonly: false },
+    // The machine a cold `cove up` gets: freed guest pages go back to the host.
+    balloon: true,
     kernelArgsExtra: ['cove.init=/usr/lib/cove/bare-init'],
   }));
   // The host sees the marker as soon as the guest writes it to the serial console (a file here).
@@ -90,11 +92,6 @@ async function bareBoot(suite: Suite, dir: string, ws: string): Promise<{ ms: nu
   return { ms, guestReadyS: consoleUptime(consoleLog, /cove: ready/), pids };
 }
 
-function memSplit(p: unknown): string {
-  const m = (p as { vm?: TreeMemory } | undefined)?.vm ?? (p as TreeMemory | undefined);
-  if (!m || m.pssMiB === undefined) return '?';
-  return `guest RAM (shmem) ${m.shmemMiB.toFixed(0)}, anon ${m.anonMiB.toFixed(0)}, file ${m.fileMiB.toFixed(0)} MiB`;
-}
 
 export async function bootGroup(suite: Suite): Promise<void> {
   const wantBoot = suite.want('boot.cold');
@@ -106,7 +103,8 @@ export async function bootGroup(suite: Suite): Promise<void> {
   const bareWs = suite.workspace('bare');
   const cove: number[] = [];
   const coveGuest: number[] = [];
-  let covePss: { qemuVfs: number; coved: number } | null = null;
+  let covePss: { qemu: QemuSplit | null; helpers: number; coved: number; vm: number } | null = null;
+  let bareSplit: QemuSplit | null = null;
   let bareMarkers: Array<[string, number]>;
   for (let i = 0; i < n; i++) {
     // Alternate bare and cove, one at a time, so both see the same machine noise.
@@ -118,8 +116,9 @@ export async function bootGroup(suite: Suite): Promise<void> {
     if (i === n - 1 && wantMem) {
       await sleep(SETTLE_MS);
       const m = treePss([b.pids.qemu, b.pids.virtiofsd]);
+      bareSplit = qemuSplit(b.pids.qemu, VM_MEMORY_MIB);
       suite.bare.pssMiB.push(m.pssMiB);
-      suite.profile['mem.bare'] = m;
+      suite.profile['mem.bare'] = { ...m, split: bareSplit };
     }
     bareMarkers = consoleMarkers(path.join(bareDir, VM.consoleLog));
     const t0 = nowMs();
@@ -139,12 +138,14 @@ export async function bootGroup(suite: Suite): Promise<void> {
     if (i === n - 1 && wantMem) {
       await sleep(SETTLE_MS);
       const vmDir = path.join(HOME, 'vms', 'bv');
-      const vm = treePss([readPid(path.join(vmDir, VM.qemuPid)), readPid(path.join(vmDir, VM.virtiofsdPid))]);
+      const qemuPid = readPid(path.join(vmDir, VM.qemuPid));
+      const vm = treePss([qemuPid, readPid(path.join(vmDir, VM.virtiofsdPid)), readPid(path.join(vmDir, VM.passtPid))]);
+      const qemu = qemuSplit(qemuPid, VM_MEMORY_MIB);
       // coved's share: its memory over the sandboxes it runs (one here).
       const covedPid = readPid(path.join(HOME, 'coved.pid'));
       const coved = covedPid ? treePss([covedPid]).pssMiB : 0;
-      covePss = { qemuVfs: vm.pssMiB, coved };
-      suite.profile['mem.cove'] = { vm, covedPssMiB: coved };
+      covePss = { qemu, helpers: vm.pssMiB - (qemu?.totalMiB ?? 0), coved, vm: vm.pssMiB };
+      suite.profile['mem.cove'] = { vm, split: qemu, covedPssMiB: coved };
     }
   }
   fs.rmSync(bareDir, { recursive: true, force: true });
@@ -171,18 +172,18 @@ export async function bootGroup(suite: Suite): Promise<void> {
     );
   }
   if (wantMem && covePss) {
-    const per = covePss.qemuVfs + covePss.coved;
+    const per = covePss.vm + covePss.coved;
     suite.add(
       makeRow({
         id: 'mem.idle',
-        what: 'host memory (PSS) of an idle docker-ready sandbox: qemu + virtiofsd + its share of coved',
+        what: 'host memory (PSS) of an idle docker-ready sandbox (cold boot, virtio-fs): qemu + virtiofsd + passt + its share of coved',
         unit: 'MiB',
         better: 'lower',
         figure: [per],
         baselineWhat: 'the bare-limit VM (qemu + virtiofsd), same size, idle after /_ping',
         baseline: suite.bare.pssMiB,
         goal: (r) => ({ text: '≤ 250 MiB', met: r.figure.median <= 250 }),
-        note: `qemu+virtiofsd ${covePss.qemuVfs.toFixed(0)} MiB (${memSplit(suite.profile['mem.cove'])}), coved ${covePss.coved.toFixed(0)} MiB; bare ${memSplit(suite.profile['mem.bare'])}; guest has ${VM_MEMORY_MIB} MiB; measured ${SETTLE_MS / 1000} s after ready`,
+        note: `cove: ${splitText(covePss.qemu)}; virtiofsd + passt ${covePss.helpers.toFixed(0)}, coved ${covePss.coved.toFixed(0)} MiB. bare: ${splitText(bareSplit)} MiB. Guest has ${VM_MEMORY_MIB} MiB; TCG cache bounded by COVE_TCG_TB_MIB (${process.env.COVE_TCG_TB_MIB ?? 'default'}); measured ${SETTLE_MS / 1000} s after ready`,
       }),
     );
   }

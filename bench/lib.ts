@@ -237,3 +237,76 @@ export function treePss(pids: Array<number | null>): TreeMemory {
   }
   return out;
 }
+
+/** One qemu's memory by what it holds (MiB of PSS), read from /proc/<pid>/smaps. */
+export interface QemuSplit {
+  /** The guest RAM mapping: the pages the guest touched that are still resident. */
+  guestRamMiB: number;
+  /** Of it, anonymous: private copies (a clone's written pages, or plain anonymous RAM). */
+  guestRamAnonMiB: number;
+  /** Of it, file pages: a template's RAM file (shared by its clones) or a memfd. */
+  guestRamFileMiB: number;
+  /** TCG's translation cache: the large anonymous executable mapping (none under KVM). */
+  tcgCacheMiB: number;
+  /** The image's kernel and initrd, which qemu keeps mapped (page cache, shared by every VM of the image). */
+  kernelFilesMiB: number;
+  /** Every file-backed page (the RAM file, kernel, libraries): page cache that VMs of one image share. */
+  fileMiB: number;
+  /** Everything else: qemu's own code, heap, device buffers, libraries. */
+  otherMiB: number;
+  totalMiB: number;
+}
+
+/**
+ * Splits a qemu's PSS: the guest RAM mapping is the one of the guest's memory size (a file, a
+ * memfd or anonymous), the TCG translation cache the largest anonymous executable mapping.
+ */
+export function qemuSplit(pid: number | null, memoryMiB: number): QemuSplit | null {
+  if (!pid) return null;
+  let text: string;
+  try {
+    text = fs.readFileSync(`/proc/${pid}/smaps`, 'utf8');
+  } catch {
+    return null;
+  }
+  interface Vma { kib: number; perms: string; name: string; pss: number; pssAnon: number; shmem: boolean }
+  const vmas: Vma[] = [];
+  let cur: Vma | null = null;
+  for (const line of text.split('\n')) {
+    const h = /^([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)$/.exec(line);
+    if (h) {
+      cur = { kib: (parseInt(h[2], 16) - parseInt(h[1], 16)) / 1024, perms: h[3], name: h[4], pss: 0, pssAnon: 0, shmem: h[4].startsWith('/memfd:') || h[3].endsWith('s') };
+      vmas.push(cur);
+      continue;
+    }
+    // Per mapping, smaps has no Pss_Anon; a qemu's anonymous pages are its own, so their RSS is their PSS.
+    const f = /^(Pss|Anonymous):\s+(\d+) kB/.exec(line);
+    if (f && cur) cur[f[1] === 'Pss' ? 'pss' : 'pssAnon'] = Number(f[2]);
+  }
+  const ramKiB = memoryMiB * 1024;
+  const ram = vmas.filter((v) => v.kib >= ramKiB && v.kib <= ramKiB + 4096).sort((a, b) => b.pss - a.pss)[0];
+  const tcg = vmas.filter((v) => v !== ram && v.name === '' && v.perms.includes('x')).sort((a, b) => b.kib - a.kib)[0];
+  const total = vmas.reduce((s, v) => s + v.pss, 0) / 1024;
+  const guestRamMiB = (ram?.pss ?? 0) / 1024;
+  const guestRamAnonMiB = (ram?.pssAnon ?? 0) / 1024;
+  const tcgCacheMiB = (tcg?.pss ?? 0) / 1024;
+  const kernelFilesMiB = vmas.filter((v) => /\/(vmlinux|initrd\.img)$/.test(v.name)).reduce((s, v) => s + v.pss, 0) / 1024;
+  const fileMiB = vmas.filter((v) => v.name.startsWith('/') && !v.shmem).reduce((s, v) => s + v.pss - v.pssAnon, 0) / 1024;
+  return {
+    guestRamMiB,
+    guestRamAnonMiB,
+    guestRamFileMiB: guestRamMiB - guestRamAnonMiB,
+    tcgCacheMiB,
+    kernelFilesMiB,
+    fileMiB,
+    otherMiB: total - guestRamMiB - tcgCacheMiB - kernelFilesMiB,
+    totalMiB: total,
+  };
+}
+
+/** A split as one line for a row's note. */
+export function splitText(s: QemuSplit | null): string {
+  if (!s) return 'qemu ?';
+  const f = (x: number) => x.toFixed(0);
+  return `guest RAM ${f(s.guestRamMiB)} (anon ${f(s.guestRamAnonMiB)}, file/memfd ${f(s.guestRamFileMiB)}), TCG cache ${f(s.tcgCacheMiB)}, kernel+initrd files ${f(s.kernelFilesMiB)}, qemu itself ${f(s.otherMiB)}`;
+}
