@@ -6,7 +6,7 @@
 import { DriverError } from './errors';
 
 /** MiB of translation cache per VM under TCG unless COVE_TCG_TB_MIB says otherwise. */
-export const DEFAULT_TCG_CACHE_MIB = 64;
+export const DEFAULT_TCG_CACHE_MIB = 128;
 
 /** The range COVE_TCG_TB_MIB accepts; 0 means QEMU's own default (1 GiB on QEMU 7.2). */
 export const TCG_CACHE_LIMITS = { minMiB: 8, maxMiB: 4096 } as const;
