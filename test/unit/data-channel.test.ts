@@ -7,6 +7,7 @@
 import * as assert from 'node:assert/strict';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Duplex } from 'node:stream';
@@ -138,6 +139,38 @@ describe('data channel: agent and coved over a FIFO pair', () => {
     s.write('stdin after ');
     s.end('stdout ended');
     assert.equal(await within(waitFor(() => received, 5000, 'dockerd to get the stdin'), 10_000, 'the stdin'), 'stdin after stdout ended');
+  });
+
+  test("Node's HTTP client sends a request with a body intact (a writev of a latin1 head, the body and '')", async () => {
+    let raw: Promise<string> = Promise.resolve('');
+    dockerHandler = (c) => {
+      raw = new Promise((resolve) => {
+        let text = '';
+        c.on('data', (d: Buffer) => {
+          text += d.toString('latin1');
+          if (text.endsWith('}')) {
+            resolve(text);
+            c.end('HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+          }
+        });
+      });
+    };
+    const s = await link.open({ kind: 'docker' });
+    const body = JSON.stringify({ Image: 'busybox', Cmd: ['true'] });
+    const status = await within(
+      new Promise<number>((resolve, reject) => {
+        const req = http.request({ createConnection: () => s, method: 'POST', path: '/v1.45/containers/create', headers: { 'Content-Type': 'application/json', 'Content-Length': String(body.length) } }, (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        });
+        req.on('error', reject);
+        req.end(Buffer.from(body));
+      }),
+      10_000,
+      'the answer to a create',
+    );
+    assert.equal(status, 201);
+    assert.match(await raw, /^POST \/v1\.45\/containers\/create HTTP\/1\.1\r\n[\s\S]*\r\n\r\n\{"Image":"busybox","Cmd":\["true"\]\}$/);
   });
 
   test('16 MiB each way through a guest TCP port, byte for byte, on 4 streams at once', async () => {

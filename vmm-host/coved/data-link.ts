@@ -95,6 +95,42 @@ export function awaitHello(sock: net.Socket, hello: string, timeoutMs: number): 
   });
 }
 
+type WriteCallback = (err?: Error | null) => void;
+interface WritevChunk {
+  chunk: Buffer | string;
+  encoding: BufferEncoding | 'buffer';
+}
+
+/**
+ * Makes an HTTP/2 stream write only Buffers. Node 20's Http2Stream writes a string chunk from native
+ * storage it frees before nghttp2 has sent it: Node's HTTP client ends a request with a body as one
+ * writev of [head (latin1 string), body, ''], and dockerd got the head's first 16 bytes overwritten
+ * (malloc's free-list pointers). Buffers are kept alive by the write request until they are sent.
+ */
+export function buffersOnly(stream: http2.ClientHttp2Stream): void {
+  const s = stream as unknown as {
+    _write(chunk: Buffer | string, encoding: BufferEncoding, cb: WriteCallback): void;
+    _writev(chunks: WritevChunk[] & { allBuffers?: boolean }, cb: WriteCallback): void;
+  };
+  const write = s._write.bind(stream);
+  const writev = s._writev.bind(stream);
+  s._write = (chunk, encoding, cb) => {
+    if (typeof chunk !== 'string') return write(chunk, encoding, cb);
+    if (chunk.length === 0) return cb();
+    write(Buffer.from(chunk, encoding), 'buffer' as BufferEncoding, cb);
+  };
+  s._writev = (chunks, cb) => {
+    const bufs: WritevChunk[] & { allBuffers?: boolean } = [];
+    for (const c of chunks) {
+      const b = typeof c.chunk === 'string' ? Buffer.from(c.chunk, c.encoding as BufferEncoding) : c.chunk;
+      if (b.length > 0) bufs.push({ chunk: b, encoding: 'buffer' });
+    }
+    if (bufs.length === 0) return cb();
+    bufs.allBuffers = true;
+    writev(bufs, cb);
+  };
+}
+
 /** Events: 'up', 'down'. */
 export class DataLink extends EventEmitter {
   private session: http2.ClientHttp2Session | null = null;
@@ -234,6 +270,7 @@ export class DataLink extends EventEmitter {
     } catch (e) {
       return Promise.reject(new DataLinkDown(`the data channel refused a stream: ${(e as Error).message}`));
     }
+    buffersOnly(stream);
     return new Promise((resolve, reject) => {
       const fail = (err: Error) => {
         clearTimeout(timer);
