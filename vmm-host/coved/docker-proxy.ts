@@ -33,6 +33,21 @@ class GuestUnavailable extends Error {
 }
 
 /**
+ * Node's HTTP client writes each piece of a chunked body as four writes (size, CRLF, data, CRLF)
+ * on a corked socket. A net.Socket sends them in one writev; an SSH channel has no `_writev`, so
+ * each would be an SSH packet of its own for the guest's agent to take one by one: ten times the
+ * packets of the raw relay for a `docker load`. Joined, each piece is one write again.
+ */
+function coalesceWrites(ch: Duplex): Duplex {
+  if (!ch._writev) {
+    ch._writev = (chunks, callback) => {
+      ch._write(Buffer.concat(chunks.map((c): Buffer => (Buffer.isBuffer(c.chunk) ? c.chunk : Buffer.from(c.chunk as string, c.encoding)))), 'binary', callback);
+    };
+  }
+  return ch;
+}
+
+/**
  * The guest side of one client connection: at most one channel, opened when a request first needs
  * it and reused while dockerd keeps the connection alive. The Agent's defaults that touch a TCP
  * socket (keep-alive probes, ref/unref) do not apply to an SSH channel.
@@ -52,7 +67,7 @@ class ChannelAgent extends http.Agent {
           ch.destroy();
           done(new Error('the client connection closed'), ch);
         } else {
-          done(null, ch);
+          done(null, coalesceWrites(ch));
         }
       },
       (err: unknown) => done(new GuestUnavailable(err instanceof Error ? err.message : String(err), { cause: err }), undefined as unknown as Duplex),
@@ -76,6 +91,7 @@ class ChannelAgent extends http.Agent {
 
 /** Answers with an error the docker CLI, compose and the devcontainer CLI show as `Error response from daemon: …`. */
 function answer(res: http.ServerResponse, status: number, message: string, close = false): void {
+  if (res.destroyed) return; // The client has gone.
   const body = JSON.stringify({ message });
   res.writeHead(status, {
     'Content-Type': 'application/json',
