@@ -66,6 +66,8 @@ describe('data channel: agent and coved over a FIFO pair', () => {
   before(async () => {
     agent = await startAgent({ data: true });
     docker = net.createServer({ allowHalfOpen: true }, (c) => {
+      // A stream reset while the fake dockerd still writes (the agent destroys its socket).
+      c.on('error', () => undefined);
       dockerConns.push(c);
       dockerHandler(c);
     });
@@ -276,6 +278,18 @@ describe('data channel: agent and coved over a FIFO pair', () => {
     } finally {
       tcp.close();
     }
+  });
+
+  test('a reset (the agent link went down: an agent restart) brings the session back', async () => {
+    const down = new Promise<void>((r) => link.once('down', r));
+    const up = new Promise<void>((r) => link.once('up', r));
+    link.reset('the agent link went down');
+    await within(down, 5000, 'the link to go down');
+    await within(up, 30_000, `the link to come back after a reset; coved said:\n${logs.join('\n')}`);
+    dockerHandler = (c) => c.end('again');
+    const s = await link.open({ kind: 'docker' });
+    s.end();
+    assert.equal((await within(readAll(s), 10_000, 'an answer after the reset')).toString(), 'again');
   });
 
   test('a host skips stale bytes ahead of its hello answer, and refuses bytes after it', async () => {

@@ -175,6 +175,8 @@ export class DataLink extends EventEmitter {
     this.socket?.destroy();
     this.socket = null;
     if (wasUp) this.emit('down');
+    // The loop waits while a session is up: it must go on to connect again.
+    this.wake?.();
   }
 
   private async loop(): Promise<void> {
@@ -207,6 +209,9 @@ export class DataLink extends EventEmitter {
   private async connectOnce(gen: number): Promise<void> {
     const sock = net.connect(this.opts.dataSock);
     this.socket = sock;
+    // Failures are seen where they matter (the connect, the hello, the HTTP/2 session's close); a
+    // late write error (EPIPE after qemu closed) must not reach the process as an uncaught one.
+    sock.on('error', () => undefined);
     await new Promise<void>((resolve, reject) => {
       sock.once('connect', resolve);
       sock.once('error', (err) => reject(new Error(`cannot open the data channel: ${err.message}`)));

@@ -587,8 +587,10 @@ export class Sandbox extends EventEmitter {
     const data = new DataLink({
       dataSock: this.file('dataSock'),
       log: (m) => this.log(m),
-      helloTimeoutMs: 10_000,
-      firstHelloTimeoutMs: this.runtime.state === 'starting' ? this.deps.timeouts.bootTcgMs : 15_000,
+      // A hello lost to a fast reconnect (coved restarted) is retried after this: SSH carries the
+      // traffic meanwhile.
+      helloTimeoutMs: 5_000,
+      firstHelloTimeoutMs: this.runtime.state === 'starting' ? this.deps.timeouts.bootTcgMs : 5_000,
     });
     const pool = new StreamPool({
       open: () => data.open({ kind: 'docker' }),
