@@ -224,7 +224,7 @@ async function runQemu(spec: VmSpec, argv: string[], env: NodeJS.ProcessEnv, tim
   }
   const pid = await waitFor(`qemu's pid file ${VM.qemuPid}`, 5000, () => readPid(path.join(spec.dir, VM.qemuPid)), 50);
   // qemu's -daemonize sets its own umask (027): make its sockets the user's alone again.
-  for (const f of [VM.agentSock, VM.qmpSock]) {
+  for (const f of [VM.agentSock, VM.dataSock, VM.qmpSock]) {
     try {
       fs.chmodSync(path.join(spec.dir, f), 0o600);
     } catch {
@@ -278,7 +278,7 @@ export class QemuDriver implements Driver {
     // Leftovers of an earlier run; the helpers of a dead VM are ended first. A boot starts a new
     // console log; a restore appends to the one there is.
     await this.stopHelpers(spec.dir);
-    for (const f of [VM.qemuPid, VM.qmpSock, VM.agentSock, ...(restoring ? [] : [VM.consoleLog])]) fs.rmSync(path.join(spec.dir, f), { force: true });
+    for (const f of [VM.qemuPid, VM.qmpSock, VM.agentSock, VM.dataSock, ...(restoring ? [] : [VM.consoleLog])]) fs.rmSync(path.join(spec.dir, f), { force: true });
     const helpers = await startHelpers(spec, this.env);
     try {
       const qemu = await runQemu(spec, argv, this.env, this.daemonizeTimeoutMs);
@@ -337,7 +337,7 @@ export class QemuDriver implements Driver {
       }
     }
     await this.stopHelpers(dir);
-    for (const f of [VM.qemuPid, VM.virtiofsdPid, VM.passtPid, VM.qmpSock, VM.agentSock, VM.virtiofsSock, VM.netSock]) fs.rmSync(path.join(dir, f), { force: true });
+    for (const f of [VM.qemuPid, VM.virtiofsdPid, VM.passtPid, VM.qmpSock, VM.agentSock, VM.dataSock, VM.virtiofsSock, VM.netSock]) fs.rmSync(path.join(dir, f), { force: true });
   }
 
   private async stopHelpers(dir: string): Promise<void> {
