@@ -249,6 +249,9 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
     const secretName = `cove-secret-${randomBytes(6).toString('hex')}`;
     const secret = path.join(path.dirname(ws), secretName);
     fs.writeFileSync(secret, 'host secret\n');
+    // The probe binds the guest's own / on purpose, which the bind guard (a guard against a mistake,
+    // not the boundary under test here) refuses: off for this test, on again after.
+    ok(await cove(['up', ws, '--name', NAME, '--bind-guard', 'off'], 180_000), 'bind guard off');
     try {
       const script = [
         `cat ${ws}/../${secretName} 2>/dev/null && echo LEAK-traversal`,
@@ -263,6 +266,7 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
       assert.match(r.stdout, /SHARED-OK/, 'the shared folder itself is readable');
     } finally {
       fs.rmSync(secret, { force: true });
+      ok(await cove(['up', ws, '--name', NAME, '--bind-guard', 'on'], 180_000), 'bind guard on again');
     }
   });
 
