@@ -18,6 +18,7 @@ import type { SandboxInfo } from '../../../contract/protocol';
 import type { CoveApi } from '../../../extension/src/extension';
 // The project's one polling wait; esbuild bundles it into the suite (extension/scripts/bundle.mjs).
 import { waitFor } from '../../helpers/wait';
+import { within } from './within';
 
 const MIN = 60_000;
 const IMAGE = 'cove-test/busybox:latest';
@@ -29,18 +30,6 @@ const workspace = fs.realpathSync(vscode.workspace.workspaceFolders?.[0]?.uri.fs
 let api: CoveApi;
 let sandbox: SandboxInfo;
 
-function within<T>(what: string, ms: number, p: Thenable<T>): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`timed out after ${Math.round(ms / 1000)} s: ${what}`)), ms);
-    Promise.resolve(p).then(
-      (v) => (clearTimeout(t), resolve(v)),
-      (e: unknown) => {
-        clearTimeout(t);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
-}
 
 type EnvSetting = 'containers.environment' | 'docker.environment';
 

@@ -13,23 +13,12 @@ import { Requests, type SandboxInfo } from '../../../contract/protocol';
 import type { CoveApi } from '../../../extension/src/extension';
 // The project's one polling wait; esbuild bundles it into the suite (extension/scripts/bundle.mjs).
 import { waitFor } from '../../helpers/wait';
+import { within } from './within';
 
 const MIN = 60_000;
 /** A cold image build, then a TCG boot: the first open may take this long. */
 const OPEN_DEADLINE = Number(process.env.COVE_E2E_OPEN_MINUTES ?? 40) * MIN;
 
-function within<T>(what: string, ms: number, p: Thenable<T>): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`timed out after ${Math.round(ms / 1000)} s: ${what}`)), ms);
-    Promise.resolve(p).then(
-      (v) => (clearTimeout(t), resolve(v)),
-      (e: unknown) => {
-        clearTimeout(t);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
-}
 
 /** Strips terminal escape sequences so output can be matched as text. */
 function plain(s: string): string {
