@@ -16,6 +16,7 @@ import * as fs from 'node:fs';
 import { DATA_HELLO_BYTES, DATA_HELLO_RE, dataHello } from '../../contract/data-channel';
 import { errorText, log } from '../log';
 import { IDLE_POLL_MS, PortConnection, READ_SIZE, RETRY_MS, WRITE_CHUNK, findVirtioPort, openFd, readFd, sleep, writeFd } from './port';
+import { PortPipe } from './port-pipe';
 import type { ServeConnection, Transport } from './transport';
 
 /** How long the agent looks for the data port at start before it concludes the VM has none (an older VM shape). */
@@ -28,6 +29,8 @@ export interface DataPortOptions {
   portOut: string | null;
   portsDir: string;
   portName: string;
+  /** PATH to find `cat` on, which reads the port during a session (port-pipe.ts); null reads it on the threadpool. */
+  pipePath: string | null;
 }
 
 /** Finds a hello line in the bytes read while no session runs; keeps a short tail across reads. */
@@ -80,9 +83,17 @@ export class DataConnection extends PortConnection {
     this.pumping = true;
     try {
       while (this.queue.length > 0 && !this.dead) {
-        const chunk = this.queue.shift() as Buffer;
-        this.queued -= chunk.length;
-        await writeAll(this.wfd, chunk);
+        // HTTP/2 writes a frame at a time (a 9-byte header, then its payload): what has gathered goes
+        // to the port in one write of up to WRITE_CHUNK, each write being a threadpool round trip.
+        const parts: Buffer[] = [];
+        let size = 0;
+        while (this.queue.length > 0 && (size === 0 || size + this.queue[0].length <= WRITE_CHUNK)) {
+          const part = this.queue.shift() as Buffer;
+          parts.push(part);
+          size += part.length;
+        }
+        this.queued -= size;
+        await writeAll(this.wfd, parts.length === 1 ? parts[0] : Buffer.concat(parts, size));
       }
     } catch (err) {
       log(`data: write to the port failed: ${errorText(err)}`);
@@ -106,9 +117,14 @@ export class DataPortTransport implements Transport {
   name: string;
   private closed = false;
   private sessions = 0;
+  /** The `cat` reading the port during a session, if any. */
+  private pipe: PortPipe | null = null;
+  /** Cleared when `cat` cannot be run: the port is read on the threadpool from then on. */
+  private pipeUsable: boolean;
 
   constructor(private readonly opts: DataPortOptions) {
     this.name = `data:${opts.port}`;
+    this.pipeUsable = opts.pipePath !== null;
   }
 
   start(serve: ServeConnection): Promise<void> {
@@ -118,6 +134,27 @@ export class DataPortTransport implements Transport {
 
   close(): void {
     this.closed = true;
+    this.pipe?.stop();
+  }
+
+  /**
+   * The next bytes of the port: from the session's `cat` while one runs, else a threadpool read.
+   * `eof`: no host is connected. `broken`: the reader died holding bytes it may not have passed on.
+   */
+  private async readPort(rfd: number): Promise<Buffer | { eof: true } | { broken: string }> {
+    const pipe = this.pipe;
+    if (pipe) {
+      const r = await pipe.read();
+      if ('data' in r) return r.data;
+      this.pipe = null;
+      if (r.end === 'eof') return { eof: true };
+      if (r.spawnFailed) this.pipeUsable = false;
+      log(`data: ${r.why}; the port is read on the threadpool${r.spawnFailed ? ' from now on' : ''}`);
+      return r.spawnFailed ? Buffer.alloc(0) : { broken: r.why };
+    }
+    const buf = Buffer.allocUnsafe(READ_SIZE);
+    const n = await readFd(rfd, buf);
+    return n === 0 ? { eof: true } : buf.subarray(0, n);
   }
 
   private async locate(): Promise<string | null> {
@@ -179,15 +216,19 @@ export class DataPortTransport implements Transport {
     };
     try {
       while (!this.closed) {
-        const buf = Buffer.allocUnsafe(READ_SIZE);
-        const n = await readFd(rfd, buf);
-        if (n === 0) {
+        const got = await this.readPort(rfd);
+        if ('eof' in got) {
           endSession('host disconnected');
           hello.reset();
           await sleep(IDLE_POLL_MS);
           continue;
         }
-        const data = buf.subarray(0, n);
+        if ('broken' in got) {
+          endSession(got.broken);
+          continue;
+        }
+        if (got.length === 0) continue;
+        const data = got;
         if (conn && !conn.dead && !conn.destroyed) {
           if (!served) {
             // The host's first bytes after the hello (its connection preface): only now may the
@@ -203,6 +244,8 @@ export class DataPortTransport implements Transport {
         const found = hello.find(data);
         if (!found) continue; // Not a hello: bytes of a host whose session is over, dropped.
         await writeAll(wfd, Buffer.from(dataHello(found.nonce), 'latin1'));
+        // The session's bytes come through `cat` until the host leaves (its EOF ends `cat`).
+        if (this.pipeUsable && !this.pipe && this.opts.pipePath !== null) this.pipe = new PortPipe(rfd, this.opts.pipePath);
         const c = new DataConnection(wfd);
         conn = c;
         served = false;
@@ -215,6 +258,8 @@ export class DataPortTransport implements Transport {
       }
     } finally {
       endSession('transport closed');
+      this.pipe?.stop();
+      this.pipe = null;
     }
   }
 }

@@ -64,7 +64,9 @@ describe('data channel: agent and coved over a FIFO pair', () => {
   let current: net.Socket | null = null;
 
   before(async () => {
-    agent = await startAgent({ data: true });
+    // The agent's dockerd watcher would connect to the fake dockerd every 200 ms and take whichever
+    // handler a test has set; polled hourly, it tries once at start (before the fake listens).
+    agent = await startAgent({ data: true, env: { COVE_AGENT_POLL_MS: '3600000' } });
     docker = net.createServer({ allowHalfOpen: true }, (c) => {
       // A stream reset while the fake dockerd still writes (the agent destroys its socket).
       c.on('error', () => undefined);
