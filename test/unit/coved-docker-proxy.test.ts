@@ -332,6 +332,18 @@ for (const transport of ['unix', 'ssh'] as const) {
       await waitFor('the guest channels to close with their client connections', 5000, () => f.log.open === 0);
     });
 
+    test('a client that sends its request and then its EOF still gets the answer', async () => {
+      const answer = await new Promise<string>((resolve, reject) => {
+        const c = net.connect({ path: f.proxyPath, allowHalfOpen: true });
+        let text = '';
+        c.on('data', (d: Buffer) => (text += d.toString()));
+        c.on('end', () => resolve(text));
+        c.on('error', reject);
+        c.end('GET /_ping HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n');
+      });
+      assert.match(answer, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nOK$/);
+    });
+
     test('headers pass as sent, both ways (names, case, a 700 KiB X-Registry-Auth)', async () => {
       const auth = 'A'.repeat(700 * 1024);
       const a = await call(f, 'GET', '/headers', { headers: { 'X-Registry-Auth': auth, 'X-MiXeD-Case': 'v' } });

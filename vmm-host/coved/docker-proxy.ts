@@ -207,6 +207,11 @@ export async function startDockerProxy(opts: DockerProxyOptions): Promise<net.Se
     requireHostHeader: false,
   });
   server.maxHeadersCount = 0;
+  // A client may send its request and then its EOF (`nc -U`, socat, a script's `end(request)`):
+  // dockerd answers such a client, and so must its proxy. Node's default answers nothing and ends
+  // the connection when the client's EOF comes first. (`httpAllowHalfOpen`: a Server property Node
+  // reads in its 'end' handler, not in @types/node.)
+  (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
 
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
     const policy = isCreateRequest(req.method, req.url) ? opts.policy() : null;
