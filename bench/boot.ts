@@ -9,7 +9,7 @@ import { DEFAULT_NETWORK, writeConfigDisk } from '../contract/config-disk';
 import { GUEST } from '../contract/guest';
 import { IMAGE, VM } from '../contract/layout';
 import { QemuDriver, createOverlay, specFromLayout } from '../vmm-host/driver';
-import { HOME, VM_CPUS, VM_MEMORY_MIB, alive, log, makeRow, nowMs, qemuSplit, readPid, sleep, splitText, treePss, type QemuSplit } from './lib';
+import { HOME, VM_CPUS, VM_MEMORY_MIB, alive, cove as coveCli, log, ok, runningSandboxes, makeRow, nowMs, qemuSplit, readPid, sandboxMemory, sandboxText, sleep, splitText, treePss, type QemuSplit, type SandboxMemory } from './lib';
 import type { Suite } from './suite';
 
 const SETTLE_MS = 15_000;
@@ -103,7 +103,8 @@ export async function bootGroup(suite: Suite): Promise<void> {
   const bareWs = suite.workspace('bare');
   const cove: number[] = [];
   const coveGuest: number[] = [];
-  let covePss: { qemu: QemuSplit | null; helpers: number; coved: number; vm: number } | null = null;
+  let covePss: SandboxMemory | null = null;
+  let covedSandboxes = 1;
   let bareSplit: QemuSplit | null = null;
   let bareMarkers: Array<[string, number]>;
   for (let i = 0; i < n; i++) {
@@ -138,14 +139,10 @@ export async function bootGroup(suite: Suite): Promise<void> {
     if (i === n - 1 && wantMem) {
       await sleep(SETTLE_MS);
       const vmDir = path.join(HOME, 'vms', 'bv');
-      const qemuPid = readPid(path.join(vmDir, VM.qemuPid));
-      const vm = treePss([qemuPid, readPid(path.join(vmDir, VM.virtiofsdPid)), readPid(path.join(vmDir, VM.passtPid))]);
-      const qemu = qemuSplit(qemuPid, VM_MEMORY_MIB);
-      // coved's share: its memory over the sandboxes it runs (one here).
-      const covedPid = readPid(path.join(HOME, 'coved.pid'));
-      const coved = covedPid ? treePss([covedPid]).pssMiB : 0;
-      covePss = { qemu, helpers: vm.pssMiB - (qemu?.totalMiB ?? 0), coved, vm: vm.pssMiB };
-      suite.profile['mem.cove'] = { vm, split: qemu, covedPssMiB: coved };
+      // coved's share: its memory over the sandboxes it runs (this one alone, in a run of the mem rows).
+      covedSandboxes = runningSandboxes(ok(await coveCli(['ls', '--json'], 60_000), 'cove ls').stdout);
+      covePss = sandboxMemory(vmDir, VM_MEMORY_MIB, readPid(path.join(HOME, 'coved.pid')), covedSandboxes);
+      suite.profile['mem.cove'] = covePss;
     }
   }
   fs.rmSync(bareDir, { recursive: true, force: true });
@@ -172,18 +169,17 @@ export async function bootGroup(suite: Suite): Promise<void> {
     );
   }
   if (wantMem && covePss) {
-    const per = covePss.vm + covePss.coved;
     suite.add(
       makeRow({
         id: 'mem.idle',
         what: 'host memory (PSS) of an idle docker-ready sandbox (cold boot, virtio-fs): qemu + virtiofsd + passt + its share of coved',
         unit: 'MiB',
         better: 'lower',
-        figure: [per],
+        figure: [covePss.totalMiB],
         baselineWhat: 'the bare-limit VM (qemu + virtiofsd), same size, idle after /_ping',
         baseline: suite.bare.pssMiB,
         goal: (r) => ({ text: '≤ 250 MiB', met: r.figure.median <= 250 }),
-        note: `cove: ${splitText(covePss.qemu)}; virtiofsd + passt ${covePss.helpers.toFixed(0)}, coved ${covePss.coved.toFixed(0)} MiB. bare: ${splitText(bareSplit)} MiB. Guest has ${VM_MEMORY_MIB} MiB; TCG cache bounded by COVE_TCG_TB_MIB (${process.env.COVE_TCG_TB_MIB ?? 'default'}); measured ${SETTLE_MS / 1000} s after ready`,
+        note: `cove: ${sandboxText(covePss)} MiB (coved's PSS over the ${covedSandboxes} running sandbox(es)). bare: ${splitText(bareSplit)} MiB. Guest has ${VM_MEMORY_MIB} MiB; TCG cache bounded by COVE_TCG_TB_MIB (${process.env.COVE_TCG_TB_MIB ?? 'default'}); measured ${SETTLE_MS / 1000} s after ready`,
       }),
     );
   }

@@ -310,3 +310,66 @@ export function splitText(s: QemuSplit | null): string {
   const f = (x: number) => x.toFixed(0);
   return `guest RAM ${f(s.guestRamMiB)} (anon ${f(s.guestRamAnonMiB)}, file/memfd ${f(s.guestRamFileMiB)}), TCG cache ${f(s.tcgCacheMiB)}, kernel+initrd files ${f(s.kernelFilesMiB)}, qemu itself ${f(s.otherMiB)}`;
 }
+
+/** One sandbox's host memory, by part (MiB of PSS), as the memory rows report it. */
+export interface SandboxMemory {
+  qemu: QemuSplit | null;
+  passtMiB: number;
+  virtiofsdMiB: number;
+  /** coved's PSS over the sandboxes it runs at that moment. */
+  covedShareMiB: number;
+  /** qemu + passt + virtiofsd (their process trees) + coved's share. */
+  totalMiB: number;
+}
+
+/** Host memory of the sandbox whose VM folder is VMDIR; coved's PSS is divided by SANDBOXES. */
+export function sandboxMemory(vmDir: string, memoryMiB: number, covedPid: number | null, sandboxes: number): SandboxMemory {
+  const qemuPid = readPid(path.join(vmDir, 'qemu.pid'));
+  const tree = (f: string) => treePss([readPid(path.join(vmDir, f))]).pssMiB;
+  const qemuTree = treePss([qemuPid]).pssMiB;
+  const passtMiB = tree('passt.pid');
+  const virtiofsdMiB = tree('virtiofsd.pid');
+  const covedShareMiB = covedPid ? treePss([covedPid]).pssMiB / Math.max(1, sandboxes) : 0;
+  return { qemu: qemuSplit(qemuPid, memoryMiB), passtMiB, virtiofsdMiB, covedShareMiB, totalMiB: qemuTree + passtMiB + virtiofsdMiB + covedShareMiB };
+}
+
+/** A sandbox's parts as one line for a row's note. */
+export function sandboxText(m: SandboxMemory): string {
+  const f = (x: number) => x.toFixed(0);
+  return `${splitText(m.qemu)}, passt ${f(m.passtMiB)}${m.virtiofsdMiB > 0 ? `, virtiofsd ${f(m.virtiofsdMiB)}` : ''}, coved share ${f(m.covedShareMiB)}`;
+}
+
+/** Every process (pid) that maps FILE, from /proc/<pid>/maps. */
+export function mappersOf(file: string): number[] {
+  const out: number[] = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (fs.readFileSync(`/proc/${e}/maps`, 'utf8').includes(` ${file}\n`)) out.push(Number(e));
+    } catch {
+      /* gone, or not ours */
+    }
+  }
+  return out;
+}
+
+/** The file a qemu maps as guest RAM (a template's RAM file for a clone), or null (anonymous or memfd). */
+export function guestRamFile(qemuPid: number | null, memoryMiB: number): string | null {
+  if (!qemuPid) return null;
+  try {
+    for (const line of fs.readFileSync(`/proc/${qemuPid}/maps`, 'utf8').split('\n')) {
+      const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s+(\/.*)$/.exec(line);
+      if (!m || m[3].startsWith('/memfd:')) continue;
+      const kib = (parseInt(m[2], 16) - parseInt(m[1], 16)) / 1024;
+      if (kib >= memoryMiB * 1024 && kib <= memoryMiB * 1024 + 4096) return m[3];
+    }
+  } catch {
+    /* gone */
+  }
+  return null;
+}
+
+/** How many sandboxes are running, from `cove ls --json`'s output. */
+export function runningSandboxes(lsJson: string): number {
+  return (JSON.parse(lsJson) as Array<{ state: string }>).filter((s) => s.state === 'running').length;
+}

@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { apiGroup, loadGroup, transportGroup } from './api';
 import { bootGroup } from './boot';
 import { warmGroup } from './warm';
+import { memWarmGroup } from './mem-warm';
 import { lifecycleGroup } from './lifecycle';
 import { RESULTS, VM_CPUS, VM_MEMORY_MIB, log, machineBase, type MachineFacts } from './lib';
 import { portsGroup } from './ports';
@@ -27,6 +28,7 @@ const FS_ROWS = ['seqwrite', 'seqread', 'create', 'stat', 'read', 'delete', 'git
 export const ROW_IDS: readonly string[] = [
   'boot.cold',
   'mem.idle',
+  'mem.idle.warm',
   'mem.fit16g',
   'boot.warm',
   'wake.paused',
@@ -54,6 +56,7 @@ export function unknownSelectors(only: string[], rows: readonly string[] = ROW_I
 /** The groups in the order they run; later ones reuse the sandbox the boot group left running. */
 const GROUPS: Array<[string, (s: Suite) => Promise<void>]> = [
   ['boot + memory', bootGroup],
+  ['warm idle memory', memWarmGroup],
   ['warm start and sleep', warmGroup],
   ['api', apiGroup],
   ['load', loadGroup],
