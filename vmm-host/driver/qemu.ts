@@ -112,10 +112,18 @@ export function buildQemuArgv(spec: VmSpec, opts: { incoming?: boolean } = {}): 
   return a;
 }
 
+/**
+ * virtiofsd's cache mode: `auto` gives the guest 1 s entry and attribute timeouts and keeps a
+ * file's pages only while its mtime is unchanged, so a host edit shows within about a second;
+ * `always` keeps entries, attributes and pages for a day, and `-o writeback` lets the guest trust
+ * its own sizes and times over the host's. Measured in docs/workspace-fs.md.
+ */
+export const VIRTIOFSD_CACHE = 'auto';
+
 /** virtiofsd's argv (without the program) for a spec with a virtio-fs share. */
 export function buildVirtiofsdArgv(spec: VmSpec): string[] {
   if (!spec.share || spec.share.type !== 'virtiofs') throw new Error('virtiofsd is only for virtio-fs shares');
-  return [`--socket-path=${path.join(path.resolve(spec.dir), VM.virtiofsSock)}`, '-o', `source=${path.resolve(spec.share.hostPath)}`, '-o', 'cache=auto', '-f'];
+  return [`--socket-path=${path.join(path.resolve(spec.dir), VM.virtiofsSock)}`, '-o', `source=${path.resolve(spec.share.hostPath)}`, '-o', `cache=${VIRTIOFSD_CACHE}`, '-f'];
 }
 
 /** passt's argv: the guest's static address, DNS forwarded to the host's resolver, no gateway-to-host mapping. */
