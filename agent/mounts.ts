@@ -11,9 +11,9 @@ import { runCommand } from './system';
  * The 9p options of cove-init (tier-docker/rootfs/usr/lib/cove/init-lib.sh has the same string),
  * after `ro`/`rw`. cache=none on purpose: it is the one 9p mode in which the guest sees a host edit
  * at once; loose (and the bitmask modes with metadata caching) keep a file's old content for good,
- * and readahead keeps it for good in any inode held open, as a container's file bind mount holds
- * one (mmap keeps pages the same way). msize=512000: as far as we know the most the kernel's virtio
- * transport takes. Measured in docs/workspace-fs.md; re-measure there before changing them.
+ * and readahead (mmap likewise) keeps the pages of any inode held open, as a container's file bind
+ * mount holds one, and was not shown safe there. msize=512000: as far as we know the most the
+ * kernel's virtio transport takes. Measured in docs/workspace-fs.md; re-measure before changing.
  */
 export const NINEP_OPTIONS = 'trans=virtio,version=9p2000.L,msize=512000,cache=none';
 
