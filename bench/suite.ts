@@ -85,15 +85,16 @@ export class Suite {
   }
 
   workspace(name: string): string {
-    const dir = path.join(BENCH_ROOT, 'ws', name);
+    const dir = this.workspacePath(name);
     fs.rmSync(dir, { recursive: true, force: true });
     fs.mkdirSync(path.join(dir, '.bench'), { recursive: true });
     for (const f of fs.readdirSync(GUEST_FILES)) fs.copyFileSync(path.join(GUEST_FILES, f), path.join(dir, '.bench', f));
     return dir;
   }
 
+  /** Per home: two runs with different homes at once (two people) must not share, remove and remake one folder. */
   workspacePath(name: string): string {
-    return path.join(BENCH_ROOT, 'ws', name);
+    return path.join(BENCH_ROOT, 'ws', path.basename(HOME), name);
   }
 
   /** `cove up` a sandbox and wait until `docker version` answers through its context; returns ms. */
