@@ -138,6 +138,15 @@ export class DataPortTransport implements Transport {
   }
 
   /**
+   * From a session's first bytes on, the port is read by `cat` until the host leaves (its EOF ends
+   * `cat`). Started after the HTTP/2 side has its first bytes, so that side's SETTINGS go out
+   * without waiting for the fork under a loaded TCG guest; no read of the port is in flight then.
+   */
+  private startPipe(rfd: number): void {
+    if (this.pipeUsable && !this.pipe && this.opts.pipePath !== null) this.pipe = new PortPipe(rfd, this.opts.pipePath);
+  }
+
+  /**
    * The next bytes of the port: from the session's `cat` while one runs, else a threadpool read.
    * `eof`: no host is connected. `broken`: the reader died holding bytes it may not have passed on.
    */
@@ -236,6 +245,7 @@ export class DataPortTransport implements Transport {
             // before the host has read it.
             served = true;
             serve(conn, `data#${this.sessions}`);
+            this.startPipe(rfd);
           }
           await give(conn, data);
           continue;
@@ -244,8 +254,6 @@ export class DataPortTransport implements Transport {
         const found = hello.find(data);
         if (!found) continue; // Not a hello: bytes of a host whose session is over, dropped.
         await writeAll(wfd, Buffer.from(dataHello(found.nonce), 'latin1'));
-        // The session's bytes come through `cat` until the host leaves (its EOF ends `cat`).
-        if (this.pipeUsable && !this.pipe && this.opts.pipePath !== null) this.pipe = new PortPipe(rfd, this.opts.pipePath);
         const c = new DataConnection(wfd);
         conn = c;
         served = false;
@@ -253,6 +261,7 @@ export class DataPortTransport implements Transport {
         if (found.rest.length > 0) {
           served = true;
           serve(c, `data#${this.sessions}`);
+          this.startPipe(rfd);
           await give(c, Buffer.from(found.rest));
         }
       }

@@ -16,6 +16,11 @@ const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS, HTTP2_
 const MAX_STALE_BYTES = 4 * 1024 * 1024;
 /** How long a CONNECT may wait for the guest's answer before it counts as a failure of the link. */
 const OPEN_TIMEOUT_MS = 30_000;
+/**
+ * How long the agent has, once it answered the hello, to start HTTP/2 (its SETTINGS): a guest
+ * starting dockerd under TCG on a loaded host took more than 5 s. SSH carries the traffic meanwhile.
+ */
+const START_TIMEOUT_MS = 30_000;
 
 /** Whether the data channel is used when COVE_DATA_CHANNEL does not say. */
 export const DATA_CHANNEL_DEFAULT = false;
@@ -225,7 +230,7 @@ export class DataLink extends EventEmitter {
       maxSessionMemory: 256,
     });
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('the agent did not start HTTP/2 on the data channel')), this.opts.helloTimeoutMs);
+      const timer = setTimeout(() => reject(new Error(`the agent did not start HTTP/2 on the data channel within ${START_TIMEOUT_MS / 1000} s`)), Math.max(START_TIMEOUT_MS, this.opts.helloTimeoutMs));
       session.once('remoteSettings', () => {
         clearTimeout(timer);
         resolve();
