@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { makeBusyboxImage } from '../helpers/busybox-image';
 import { HOME, SCRATCH, cove, covedPid, docker, ok, resetTestHome, run, waitUntil, workspace } from '../helpers/harness';
 
-// Until the channel is on by default, this suite turns it on for the coved it starts.
+// The channel is on by default; a developer's COVE_DATA_CHANNEL=off must not turn this suite into a test of SSH.
 process.env.COVE_DATA_CHANNEL = 'on';
 
 const NAME = 'dc1';
@@ -37,13 +37,7 @@ function ping(): Promise<string> {
   });
 }
 
-// The channel is off by default (issue 12: not yet faster than SSH, and two of these cases still
-// fail on a VM: an image load through a fresh channel and the fallback for an agent without it).
-// Until it is proven, this suite runs when asked: COVE_TEST_DATA_CHANNEL=1.
-const SKIP = process.env.COVE_TEST_DATA_CHANNEL === '1' ? false : 'the data channel is off by default and still being proven (docs/data-path.md); COVE_TEST_DATA_CHANNEL=1 runs this suite';
-if (SKIP) console.log(`# skipped: ${SKIP}`);
-
-describe('the data channel on a real sandbox', { timeout: 60 * 60_000, skip: SKIP }, () => {
+describe('the data channel on a real sandbox', { timeout: 60 * 60_000 }, () => {
   before(() => {
     resetTestHome();
     ws = workspace(NAME);

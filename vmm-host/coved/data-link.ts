@@ -22,12 +22,16 @@ const OPEN_TIMEOUT_MS = 30_000;
  */
 const START_TIMEOUT_MS = 30_000;
 
-/** Whether the data channel is used when COVE_DATA_CHANNEL does not say. */
-export const DATA_CHANNEL_DEFAULT = false;
+/**
+ * Whether the data channel is used when COVE_DATA_CHANNEL does not say: yes (docs/data-path.md has
+ * the bench pair that decided it: `load.100m` 8 % of in-guest over SSH channels, 76 % over it).
+ */
+export const DATA_CHANNEL_DEFAULT = true;
 
 /**
- * `COVE_DATA_CHANNEL`: `on` carries the Docker socket and forwarded ports over the data channel
- * where the VM has one; `off` keeps them on SSH channels (for comparison, or to rule it out).
+ * `COVE_DATA_CHANNEL`: `off` keeps the Docker socket, forwarded ports and ssh.sock on SSH channels
+ * (for comparison, or to rule the channel out); anything else, or nothing, uses the data channel
+ * where the VM has one.
  */
 export function dataChannelEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
   const v = (env.COVE_DATA_CHANNEL ?? '').trim().toLowerCase();
