@@ -50,7 +50,10 @@ describe('data channel: framing and targets', () => {
   });
 });
 
-describe('data channel: agent and coved over a FIFO pair', () => {
+// The agent reads and writes its port through `cat` children (port-pipe.ts); where there is no `cat`
+// on its PATH, on the threadpool. Both ways must carry the same protocol.
+for (const io of ['cat', 'threadpool'] as const) {
+describe(`data channel: agent and coved over a FIFO pair (port ${io === 'cat' ? 'read and written by cat' : 'read and written on the threadpool: no cat on the PATH'})`, () => {
   let agent: RunningAgent;
   let qemu: net.Server;
   let dataSock: string;
@@ -66,7 +69,7 @@ describe('data channel: agent and coved over a FIFO pair', () => {
   before(async () => {
     // The agent's dockerd watcher would connect to the fake dockerd every 200 ms and take whichever
     // handler a test has set; polled hourly, it tries once at start (before the fake listens).
-    agent = await startAgent({ data: true, env: { COVE_AGENT_POLL_MS: '3600000' } });
+    agent = await startAgent({ data: true, env: { COVE_AGENT_POLL_MS: '3600000', ...(io === 'threadpool' ? { COVE_AGENT_SYSTEM_PATH: '/nonexistent' } : {}) } });
     docker = net.createServer({ allowHalfOpen: true }, (c) => {
       // A stream reset while the fake dockerd still writes (the agent destroys its socket).
       c.on('error', () => undefined);
@@ -316,3 +319,4 @@ describe('data channel: agent and coved over a FIFO pair', () => {
     }
   });
 });
+}
