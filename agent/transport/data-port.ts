@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import { DATA_HELLO_BYTES, DATA_HELLO_RE, dataHello } from '../../contract/data-channel';
 import { errorText, log } from '../log';
 import { IDLE_POLL_MS, PortConnection, READ_SIZE, RETRY_MS, WRITE_CHUNK, findVirtioPort, openFd, readFd, sleep, writeFd } from './port';
-import { PortPipe, PortWriter } from './port-pipe';
+import { PortPipe } from './port-pipe';
 import type { ServeConnection, Transport } from './transport';
 
 /** How long the agent looks for the data port at start before it concludes the VM has none (an older VM shape). */
@@ -67,11 +67,7 @@ export class DataConnection extends PortConnection {
   /** Bytes queued and not yet written to the port. */
   queued = 0;
 
-  /** `out` writes to the port (through the transport's `cat` writer, or on the threadpool). */
-  constructor(
-    wfd: number,
-    private readonly out: (data: Buffer) => Promise<void>,
-  ) {
+  constructor(private readonly wfd: number) {
     super(wfd);
   }
 
@@ -97,7 +93,7 @@ export class DataConnection extends PortConnection {
           size += part.length;
         }
         this.queued -= size;
-        await this.out(parts.length === 1 ? parts[0] : Buffer.concat(parts, size));
+        await writeAll(this.wfd, parts.length === 1 ? parts[0] : Buffer.concat(parts, size));
       }
     } catch (err) {
       log(`data: write to the port failed: ${errorText(err)}`);
@@ -125,8 +121,6 @@ export class DataPortTransport implements Transport {
   private pipe: PortPipe | null = null;
   /** Cleared when `cat` cannot be run: the port is read on the threadpool from then on. */
   private pipeUsable: boolean;
-  /** The `cat` writing the port while it is open, if any (port-pipe.ts). */
-  private writer: PortWriter | null = null;
 
   constructor(private readonly opts: DataPortOptions) {
     this.name = `data:${opts.port}`;
@@ -141,31 +135,6 @@ export class DataPortTransport implements Transport {
   close(): void {
     this.closed = true;
     this.pipe?.stop();
-    this.writer?.stop();
-  }
-
-  /**
-   * Writes to the port: through the `cat` writer while it works, else on the threadpool. A writer
-   * that fails takes the session with it (bytes it held may be lost); later writes use the threadpool.
-   */
-  private async writePort(wfd: number, data: Buffer): Promise<void> {
-    const writer = this.writer;
-    if (!writer) return writeAll(wfd, data);
-    try {
-      await writer.write(data);
-    } catch (err) {
-      if (this.writer === writer) {
-        this.writer = null;
-        writer.stop();
-        log(`data: ${errorText(err)}; the port is written on the threadpool from now on`);
-      }
-      // `cat` never ran: nothing of this or earlier writes went through it.
-      if (writer.spawnFailed) {
-        this.pipeUsable = false;
-        return writeAll(wfd, data);
-      }
-      throw err;
-    }
   }
 
   /**
@@ -228,13 +197,10 @@ export class DataPortTransport implements Transport {
           rfd = wfd = await openFd(device, 'r+');
         }
         log(`data: serving HTTP/2 on ${device}${this.opts.portOut ? ` (writing ${this.opts.portOut})` : ''}`);
-        if (this.pipeUsable && this.opts.pipePath !== null) this.writer = new PortWriter(wfd, this.opts.pipePath);
         await this.serveFd(rfd, wfd, serve);
       } catch (err) {
         log(`data: ${device}: ${errorText(err)}; retrying in ${RETRY_MS} ms`);
       } finally {
-        this.writer?.stop();
-        this.writer = null;
         for (const fd of new Set([rfd, wfd])) if (fd >= 0) fs.close(fd, () => undefined);
       }
       await sleep(RETRY_MS);
@@ -287,8 +253,8 @@ export class DataPortTransport implements Transport {
         if (conn) endSession('the HTTP/2 side ended');
         const found = hello.find(data);
         if (!found) continue; // Not a hello: bytes of a host whose session is over, dropped.
-        await this.writePort(wfd, Buffer.from(dataHello(found.nonce), 'latin1'));
-        const c = new DataConnection(wfd, (data) => this.writePort(wfd, data));
+        await writeAll(wfd, Buffer.from(dataHello(found.nonce), 'latin1'));
+        const c = new DataConnection(wfd);
         conn = c;
         served = false;
         log(`data: host connected, data#${++this.sessions}`);

@@ -8,7 +8,7 @@
 // pipe with epoll, up to 64 KiB a callback. `cat` exits at the port's EOF, which is what a read of
 // the port returns while no host is connected: the same signal the threadpool read gives.
 import { spawn, type ChildProcess } from 'node:child_process';
-import type { Readable, Writable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { errorText } from '../log';
 
 export type PipeRead = { data: Buffer } | { end: 'eof' } | { end: 'failed'; why: string; spawnFailed: boolean };
@@ -45,63 +45,6 @@ export class PortPipe {
   }
 
   /** Stops the child (the transport is closing); bytes it read and did not hand over are dropped. */
-  stop(): void {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
-  }
-}
-
-/**
- * Writes a virtio-serial port through a `cat` child: Node writes `cat`'s stdin pipe from its own
- * thread, where a write of the port itself was a threadpool round trip (a char device cannot be a
- * net.Socket), and `cat` blocks in the kernel instead, also while no host is connected. One runs for
- * as long as the port is open, so everything written, hello answers included, keeps its order.
- */
-export class PortWriter {
-  private readonly child: ChildProcess;
-  private readonly stdin: Writable;
-  /** Why the writer cannot take more bytes, once it cannot. */
-  failed: string | null = null;
-  /** True when `cat` never ran (not on the PATH): nothing was written through it. */
-  spawnFailed = false;
-  private spawned = false;
-
-  /** Starts `cat` (looked up on `systemPath`) writing the open file `fd`. */
-  constructor(fd: number, systemPath: string) {
-    this.child = spawn('cat', [], { stdio: ['pipe', fd, 'ignore'], env: { PATH: systemPath } });
-    this.stdin = this.child.stdin as Writable;
-    this.stdin.on('error', (err) => (this.failed ??= `the pipe to cat broke: ${errorText(err)}`));
-    this.child.once('spawn', () => (this.spawned = true));
-    this.child.once('error', (err) => {
-      this.failed ??= `cannot run cat: ${errorText(err)}`;
-      this.spawnFailed = !this.spawned;
-    });
-    this.child.once('exit', (code, signal) => (this.failed ??= `cat writing the port ended with ${signal ?? `exit code ${code}`}`));
-  }
-
-  /**
-   * Hands `data` to `cat`; resolves once the pipe wants more. Bytes are committed to the port only
-   * this far ahead (the pipe and cat's buffer): what a session queued beyond it is dropped with the
-   * session, so a next host's stale bytes stay few.
-   */
-  write(data: Buffer): Promise<void> {
-    if (this.failed) return Promise.reject(new Error(this.failed));
-    if (this.stdin.write(data)) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const done = (err?: Error): void => {
-        this.stdin.off('drain', onDrain);
-        this.child.off('exit', onExit);
-        this.child.off('error', onExit);
-        if (err) reject(err);
-        else resolve();
-      };
-      const onDrain = (): void => done();
-      const onExit = (): void => done(new Error(this.failed ?? 'cat writing the port ended'));
-      this.stdin.once('drain', onDrain);
-      this.child.once('exit', onExit);
-      this.child.once('error', onExit);
-    });
-  }
-
   stop(): void {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
   }

@@ -50,10 +50,10 @@ describe('data channel: framing and targets', () => {
   });
 });
 
-// The agent reads and writes its port through `cat` children (port-pipe.ts); where there is no `cat`
+// The agent reads its port through a `cat` child during a session (port-pipe.ts); where there is no `cat`
 // on its PATH, on the threadpool. Both ways must carry the same protocol.
 for (const io of ['cat', 'threadpool'] as const) {
-describe(`data channel: agent and coved over a FIFO pair (port ${io === 'cat' ? 'read and written by cat' : 'read and written on the threadpool: no cat on the PATH'})`, () => {
+describe(`data channel: agent and coved over a FIFO pair (port ${io === 'cat' ? 'read by cat' : 'read on the threadpool: no cat on the PATH'})`, () => {
   let agent: RunningAgent;
   let qemu: net.Server;
   let dataSock: string;
