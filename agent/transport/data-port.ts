@@ -1,6 +1,7 @@
 // The data channel's port (PROTOCOL.md, "The data channel"): a second virtio-serial port, read and
 // written like the agent channel (port.ts: blocking fs reads and writes on the threadpool, EOF while
-// no host is connected), but it carries HTTP/2, whose frames are not encrypted, so nothing inside a
+// no host is connected) except that during a session a `cat` child reads it (port-pipe.ts: the port
+// gives 4 KiB a read; the pipe gives Node up to 64 KiB a callback). It carries HTTP/2, whose frames are not encrypted, so nothing inside a
 // session may be taken for the start of a new one. A session therefore begins only with a hello:
 //
 //   - With no session, the agent reads the port looking for the host's `COVE-DATA/1 <nonce>\n`

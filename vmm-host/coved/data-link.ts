@@ -234,7 +234,8 @@ export class DataLink extends EventEmitter {
       maxSessionMemory: 256,
     });
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`the agent did not start HTTP/2 on the data channel within ${START_TIMEOUT_MS / 1000} s`)), Math.max(START_TIMEOUT_MS, this.opts.helloTimeoutMs));
+      const startMs = Math.max(START_TIMEOUT_MS, this.opts.helloTimeoutMs);
+      const timer = setTimeout(() => reject(new Error(`the agent did not start HTTP/2 on the data channel within ${Math.round(startMs / 1000)} s`)), startMs);
       session.once('remoteSettings', () => {
         clearTimeout(timer);
         resolve();
