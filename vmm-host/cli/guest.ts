@@ -39,6 +39,9 @@ function runChannel(ch: ClientChannel, forwardStdin: boolean): Promise<number> {
     ch.on('close', () => {
       process.stdin.unpipe(ch);
       const signals: Record<string, number> = { HUP: 1, INT: 2, QUIT: 3, KILL: 9, TERM: 15, PIPE: 13, ABRT: 6, SEGV: 11 };
+      // Neither an exit status nor a signal: the connection to the guest broke under the command.
+      // Say so, instead of a bare 255 (coved's log has the sandbox's side of it).
+      if (code === null && sig === null) process.stderr.write('cove: the connection to the sandbox closed before the command reported its exit status; `cove logs` and coved.log in $COVE_HOME say why\n');
       resolve(code ?? (sig ? 128 + (signals[sig] ?? 1) : 255));
     });
   });
