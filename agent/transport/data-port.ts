@@ -1,8 +1,9 @@
 // The data channel's port (PROTOCOL.md, "The data channel"): a second virtio-serial port, read and
 // written like the agent channel (port.ts: blocking fs reads and writes on the threadpool, EOF while
 // no host is connected) except that during a session a `cat` child reads it (port-pipe.ts: the port
-// gives 4 KiB a read; the pipe gives Node up to 64 KiB a callback). It carries HTTP/2, whose frames are not encrypted, so nothing inside a
-// session may be taken for the start of a new one. A session therefore begins only with a hello:
+// gives 4 KiB a read; the pipe gives Node up to 64 KiB a callback). It carries HTTP/2, whose frames
+// are not encrypted, so nothing inside a session may be taken for the start of a new one. A session
+// therefore begins only with a hello:
 //
 //   - With no session, the agent reads the port looking for the host's `COVE-DATA/1 <nonce>\n`
 //     (bytes before it are dropped), answers the same line, and serves HTTP/2 on what follows.
@@ -120,12 +121,12 @@ export class DataPortTransport implements Transport {
   private sessions = 0;
   /** The `cat` reading the port during a session, if any. */
   private pipe: PortPipe | null = null;
-  /** Cleared when `cat` cannot be run: the port is read on the threadpool from then on. */
-  private pipeUsable: boolean;
+  /** Where `cat` is looked up; null once it cannot be run (or never asked for): threadpool reads. */
+  private pipePath: string | null;
 
   constructor(private readonly opts: DataPortOptions) {
     this.name = `data:${opts.port}`;
-    this.pipeUsable = opts.pipePath !== null;
+    this.pipePath = opts.pipePath;
   }
 
   start(serve: ServeConnection): Promise<void> {
@@ -144,7 +145,7 @@ export class DataPortTransport implements Transport {
    * without waiting for the fork under a loaded TCG guest; no read of the port is in flight then.
    */
   private startPipe(rfd: number): void {
-    if (this.pipeUsable && !this.pipe && this.opts.pipePath !== null) this.pipe = new PortPipe(rfd, this.opts.pipePath);
+    if (this.pipePath !== null && !this.pipe) this.pipe = new PortPipe(rfd, this.pipePath);
   }
 
   /**
@@ -158,9 +159,10 @@ export class DataPortTransport implements Transport {
       if ('data' in r) return r.data;
       this.pipe = null;
       if (r.end === 'eof') return { eof: true };
-      if (r.spawnFailed) this.pipeUsable = false;
       log(`data: ${r.why}; the port is read on the threadpool${r.spawnFailed ? ' from now on' : ''}`);
-      return r.spawnFailed ? Buffer.alloc(0) : { broken: r.why };
+      if (!r.spawnFailed) return { broken: r.why };
+      // `cat` never ran, so it read nothing: this session goes on with threadpool reads.
+      this.pipePath = null;
     }
     const buf = Buffer.allocUnsafe(READ_SIZE);
     const n = await readFd(rfd, buf);
@@ -237,7 +239,6 @@ export class DataPortTransport implements Transport {
           endSession(got.broken);
           continue;
         }
-        if (got.length === 0) continue;
         const data = got;
         if (conn && !conn.dead && !conn.destroyed) {
           if (!served) {
