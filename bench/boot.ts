@@ -9,7 +9,7 @@ import { DEFAULT_NETWORK, writeConfigDisk } from '../contract/config-disk';
 import { GUEST } from '../contract/guest';
 import { IMAGE, VM } from '../contract/layout';
 import { QemuDriver, createOverlay, specFromLayout } from '../vmm-host/driver';
-import { HOME, VM_CPUS, VM_MEMORY_MIB, alive, cove as coveCli, log, ok, runningSandboxes, makeRow, nowMs, qemuSplit, readPid, sandboxMemory, sandboxText, sleep, splitText, treePss, type QemuSplit, type SandboxMemory } from './lib';
+import { HOME, VM_CPUS, VM_MEMORY_MIB, alive, listSandboxes, log, runningSandboxes, makeRow, nowMs, qemuSplit, readPid, sandboxMemory, sandboxText, sleep, splitText, treePss, type QemuSplit, type SandboxMemory } from './lib';
 import type { Suite } from './suite';
 
 const SETTLE_MS = 15_000;
@@ -140,7 +140,7 @@ export async function bootGroup(suite: Suite): Promise<void> {
       await sleep(SETTLE_MS);
       const vmDir = path.join(HOME, 'vms', 'bv');
       // coved's share: its memory over the sandboxes it runs (this one alone, in a run of the mem rows).
-      covedSandboxes = runningSandboxes(ok(await coveCli(['ls', '--json'], 60_000), 'cove ls').stdout);
+      covedSandboxes = runningSandboxes(await listSandboxes());
       covePss = sandboxMemory(vmDir, VM_MEMORY_MIB, readPid(path.join(HOME, 'coved.pid')), covedSandboxes);
       suite.profile['mem.cove'] = covePss;
     }

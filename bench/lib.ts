@@ -6,6 +6,7 @@ import { waitUntil as waitUntilEvery } from '../test/helpers/wait';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { run, type RunResult } from '../test/helpers/harness';
+import { VM } from '../contract/layout';
 
 export const REPO = path.resolve(__dirname, '..', '..');
 export const BENCH_ROOT = path.join(REPO, '.cove-bench');
@@ -324,11 +325,11 @@ export interface SandboxMemory {
 
 /** Host memory of the sandbox whose VM folder is VMDIR; coved's PSS is divided by SANDBOXES. */
 export function sandboxMemory(vmDir: string, memoryMiB: number, covedPid: number | null, sandboxes: number): SandboxMemory {
-  const qemuPid = readPid(path.join(vmDir, 'qemu.pid'));
+  const qemuPid = readPid(path.join(vmDir, VM.qemuPid));
   const tree = (f: string) => treePss([readPid(path.join(vmDir, f))]).pssMiB;
   const qemuTree = treePss([qemuPid]).pssMiB;
-  const passtMiB = tree('passt.pid');
-  const virtiofsdMiB = tree('virtiofsd.pid');
+  const passtMiB = tree(VM.passtPid);
+  const virtiofsdMiB = tree(VM.virtiofsdPid);
   const covedShareMiB = covedPid ? treePss([covedPid]).pssMiB / Math.max(1, sandboxes) : 0;
   return { qemu: qemuSplit(qemuPid, memoryMiB), passtMiB, virtiofsdMiB, covedShareMiB, totalMiB: qemuTree + passtMiB + virtiofsdMiB + covedShareMiB };
 }
@@ -369,7 +370,12 @@ export function guestRamFile(qemuPid: number | null, memoryMiB: number): string 
   return null;
 }
 
-/** How many sandboxes are running, from `cove ls --json`'s output. */
-export function runningSandboxes(lsJson: string): number {
-  return (JSON.parse(lsJson) as Array<{ state: string }>).filter((s) => s.state === 'running').length;
+/** The bench home's sandboxes, as `cove ls --json` lists them. */
+export async function listSandboxes(): Promise<Array<{ name: string; state: string; bootKind: string | null }>> {
+  return JSON.parse(ok(await cove(['ls', '--json'], 60_000), 'cove ls').stdout) as Array<{ name: string; state: string; bootKind: string | null }>;
+}
+
+/** How many of LISTED are running. */
+export function runningSandboxes(listed: Array<{ state: string }>): number {
+  return listed.filter((s) => s.state === 'running').length;
 }

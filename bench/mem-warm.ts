@@ -4,7 +4,7 @@
 // every clone maps) among the processes that map it, and coved's PSS is divided by the sandboxes it
 // runs; each clone's written guest pages, TCG cache, qemu and passt are its own.
 import * as path from 'node:path';
-import { HOME, VM_MEMORY_MIB, cove, guestRamFile, log, makeRow, mappersOf, ok, readPid, runningSandboxes, sandboxMemory, sandboxText, sleep, type SandboxMemory } from './lib';
+import { HOME, VM_MEMORY_MIB, guestRamFile, listSandboxes, log, makeRow, mappersOf, readPid, runningSandboxes, sandboxMemory, sandboxText, sleep, type SandboxMemory } from './lib';
 import type { Suite } from './suite';
 
 /** How many clones run side by side. */
@@ -45,11 +45,11 @@ export async function memWarmGroup(suite: Suite): Promise<void> {
     const ms = await suite.up(name, suite.workspace(name), '9p');
     log(`mem.idle.warm: cove up ${name} + docker version in ${(ms / 1000).toFixed(1)} s`);
   }
-  const listed = JSON.parse(ok(await cove(['ls', '--json'], 60_000), 'cove ls').stdout) as Array<{ name: string; state: string; bootKind: string | null }>;
+  const listed = await listSandboxes();
   const notClones = listed.filter((s) => names.includes(s.name) && s.bootKind !== 'template');
   if (notClones.length) throw new Error(`mem.idle.warm: ${notClones.map((s) => `${s.name} came up ${s.bootKind}`).join(', ')}, not restored from the template`);
   await sleep(SETTLE_MS);
-  const running = runningSandboxes(JSON.stringify(listed));
+  const running = runningSandboxes(listed);
   const covedPid = readPid(path.join(HOME, 'coved.pid'));
   const per = names.map((n) => sandboxMemory(path.join(HOME, 'vms', n), VM_MEMORY_MIB, covedPid, running));
   const ramFile = guestRamFile(readPid(path.join(HOME, 'vms', names[0], 'qemu.pid')), VM_MEMORY_MIB);
