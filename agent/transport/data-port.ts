@@ -18,7 +18,7 @@ import * as fs from 'node:fs';
 import { DATA_HELLO_BYTES, DATA_HELLO_RE, dataHello } from '../../contract/data-channel';
 import { errorText, log } from '../log';
 import { IDLE_POLL_MS, PortConnection, READ_SIZE, RETRY_MS, WRITE_CHUNK, findVirtioPort, openFd, readFd, sleep, writeFd } from './port';
-import { PortPipe } from './port-pipe';
+import { PortPipe, stopStaleReaders } from './port-pipe';
 import type { ServeConnection, Transport } from './transport';
 
 /** How long the agent looks for the data port at start before it concludes the VM has none (an older VM shape). */
@@ -203,6 +203,15 @@ export class DataPortTransport implements Transport {
         await this.serveFd(rfd, wfd, serve);
       } catch (err) {
         log(`data: ${device}: ${errorText(err)}; retrying in ${RETRY_MS} ms`);
+        if ((err as NodeJS.ErrnoException).code === 'EBUSY') {
+          let stopped: string[] = [];
+          try {
+            stopped = stopStaleReaders(fs.realpathSync(device));
+          } catch (e) {
+            log(`data: cannot look for what holds ${device}: ${errorText(e)}`);
+          }
+          if (stopped.length > 0) log(`data: ${device} was held by ${stopped.join(', ')}, left by an earlier agent; stopped`);
+        }
       } finally {
         for (const fd of new Set([rfd, wfd])) if (fd >= 0) fs.close(fd, () => undefined);
       }

@@ -8,6 +8,8 @@
 // pipe with epoll, up to 64 KiB a callback. `cat` exits at the port's EOF, which is what a read of
 // the port returns while no host is connected: the same signal the threadpool read gives.
 import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { errorText } from '../log';
 
@@ -48,4 +50,46 @@ export class PortPipe {
   stop(): void {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
   }
+}
+
+/**
+ * Kills every other process that holds `device` open and says which. An agent killed with SIGKILL
+ * leaves its `cat` behind, still reading the port, and a virtio-serial port opens once at a time
+ * (EBUSY): the agent that replaces it calls this when its open is refused. Such a `cat` would die at
+ * its next read anyway (its pipe has no reader), but only after eating a hello the host sent to the
+ * new agent. `procDir` is for tests.
+ */
+export function stopStaleReaders(device: string, procDir = '/proc'): string[] {
+  const stopped: string[] = [];
+  for (const entry of fs.readdirSync(procDir)) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) continue;
+    let fds: string[];
+    try {
+      fds = fs.readdirSync(path.join(procDir, entry, 'fd'));
+    } catch {
+      continue; // Gone meanwhile, or a kernel thread.
+    }
+    const holds = fds.some((fd) => {
+      try {
+        return fs.readlinkSync(path.join(procDir, entry, 'fd', fd)) === device;
+      } catch {
+        return false;
+      }
+    });
+    if (!holds) continue;
+    let comm = '?';
+    try {
+      comm = fs.readFileSync(path.join(procDir, entry, 'comm'), 'utf8').trim();
+    } catch {
+      // Gone meanwhile: the kill below says so.
+    }
+    try {
+      process.kill(pid, 'SIGKILL');
+      stopped.push(`${pid} (${comm})`);
+    } catch (err) {
+      stopped.push(`${pid} (${comm}, not stopped: ${errorText(err)})`);
+    }
+  }
+  return stopped;
 }

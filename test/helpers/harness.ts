@@ -145,3 +145,49 @@ export function processesOf(dir: string): number[] {
     .map(Number)
     .filter((pid) => processAlive(pid, dir));
 }
+
+/** The last `n` lines of a text. */
+const lastLines = (text: string, n: number) => text.trimEnd().split('\n').slice(-n).join('\n');
+
+/**
+ * What a failed VM test needs in its report, since CI keeps only the output: coved's log lines for
+ * the sandbox, its console and init lines (`cove logs`), and, where the guest still answers, the
+ * agent's and dockerd's logs and the process list. Each part has its own deadline and says when it
+ * could not be read.
+ */
+export async function guestDiagnostics(name: string): Promise<string> {
+  const parts: string[] = [];
+  try {
+    const lines = fs.readFileSync(path.join(HOME, 'coved.log'), 'utf8').split('\n').filter((l) => l.includes(`[${name}]`));
+    parts.push(`coved.log, [${name}] lines:\n${lastLines(lines.join('\n'), 30)}`);
+  } catch (e) {
+    parts.push(`coved.log: ${(e as Error).message}`);
+  }
+  const step = async (what: string, args: string[], lines: number) => {
+    try {
+      const r = await cove(args, 60_000);
+      parts.push(`${what} (exit ${r.code}):\n${lastLines(r.stdout + r.stderr, lines)}`);
+    } catch (e) {
+      parts.push(`${what}: ${(e as Error).message.split('\n')[0]}`);
+    }
+  };
+  await step(`cove logs ${name}`, ['logs', name], 30);
+  // Processes without the kernel's threads, memory, disk, then the services' own logs.
+  const script = "ps -o pid,ppid,stat,args | grep -v ' \\[' ; free -m; df -h / /var/lib/docker; cd /var/log/cove && tail -n 15 cove-agent.log dockerd.log containerd.log";
+  await step('in the guest', ['exec', name, '--', 'sh', '-c', script], 90);
+  return parts.join('\n\n');
+}
+
+/** Runs a VM test's body; a failure carries guestDiagnostics(name) in its message. */
+export async function withGuestDiagnostics<T>(name: string, body: () => Promise<T>): Promise<T> {
+  try {
+    return await body();
+  } catch (e) {
+    const report = await guestDiagnostics(name);
+    if (e instanceof Error) {
+      e.message += `\n--- sandbox ${name} at the failure ---\n${report}`;
+      throw e;
+    }
+    throw new Error(`${String(e)}\n--- sandbox ${name} at the failure ---\n${report}`, { cause: e });
+  }
+}

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { GUEST_NETWORK } from '../../contract/guest';
 import { makeBusyboxImage } from '../helpers/busybox-image';
-import { HOME, SCRATCH, TEST_ROOT, cove, covedPid, docker, ok, resetTestHome, run, waitUntil, workspace } from '../helpers/harness';
+import { HOME, SCRATCH, TEST_ROOT, cove, covedPid, docker, ok, resetTestHome, run, waitUntil, withGuestDiagnostics, workspace } from '../helpers/harness';
 
 const NAME = 'f1';
 /** A host port the sandbox is allowed to reach (at the guest's own 127.0.0.1). */
@@ -47,6 +47,11 @@ function checkWriterLog(): number {
   const lines = fs.readFileSync(path.join(ws, 'writer.log'), 'utf8').split('\n').filter((l) => l !== '');
   lines.forEach((l, i) => assert.equal(l, `line-${i + 1}`, `writer.log line ${i + 1} is intact`));
   return lines.length;
+}
+
+/** A test on the running sandbox: its failure report carries coved's, the console's and the guest's logs. */
+function vmTest(name: string, opts: { timeout?: number }, body: () => Promise<void>): void {
+  void test(name, opts, () => withGuestDiagnostics(NAME, body));
 }
 
 async function dockerWorksWithin(ms: number, what: string): Promise<number> {
@@ -151,7 +156,7 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
     assert.match(refused.stderr, /Permission denied/);
   });
 
-  test('kill -9 of the agent: it is restarted and docker works again within seconds', async () => {
+  vmTest('kill -9 of the agent: it is restarted and docker works again within seconds', {}, async () => {
     await startWriter();
     const before = checkWriterLog();
     // The exec that kills the agent runs under it, so its own session ends with it.
@@ -163,7 +168,7 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
     assert.ok(checkWriterLog() >= before, 'the workspace file is intact and still growing');
   });
 
-  test('kill -9 of dockerd: restarted with back-off, restart-always containers return, volumes intact', async () => {
+  vmTest('kill -9 of dockerd: restarted with back-off, restart-always containers return, volumes intact', {}, async () => {
     ok(await docker(CTX, ['volume', 'create', 'precious']), 'volume create');
     ok(await docker(CTX, ['run', '--rm', '-v', 'precious:/data', image, 'sh', '-c', 'echo treasure > /data/t'], 180_000), 'fill volume');
     ok(await docker(CTX, ['run', '-d', '--restart', 'always', '--name', 'phoenix', image, 'sleep', '3600'], 180_000), 'restart-always container');
@@ -178,7 +183,7 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
     assert.equal(v.stdout, 'treasure\n');
   });
 
-  test('the VM stalls for 60 s (SIGSTOP): afterwards the socket and forwarded ports work without user action', { timeout: 10 * 60_000 }, async () => {
+  vmTest('the VM stalls for 60 s (SIGSTOP): afterwards the socket and forwarded ports work without user action', { timeout: 10 * 60_000 }, async () => {
     ok(await docker(CTX, ['run', '-d', '--name', 'stallweb', '-p', '8282:80', image, 'httpd', '-f', '-p', '80', '-h', '/www'], 180_000), 'docker run -p 8282');
     const curl = async () => (await run('curl', ['-sf', '--max-time', '10', 'http://127.0.0.1:8282/'], { timeoutMs: 20_000 })).stdout;
     assert.equal(await waitUntil('the forwarded port before the stall', 60_000, curl), 'hello from cove\n');
@@ -195,7 +200,7 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
     assert.equal((await inspect()).state, 'running');
   });
 
-  test('kill -9 of virtiofsd: reported clearly; a restart restores the mount', { timeout: 15 * 60_000 }, async () => {
+  vmTest('kill -9 of virtiofsd: reported clearly; a restart restores the mount', { timeout: 15 * 60_000 }, async () => {
     const vfs = pidOf('virtiofsd.pid');
     process.kill(vfs, 'SIGKILL');
     const info = await waitUntil('cove inspect to report the dead virtiofsd', 30_000, async () => {
@@ -212,7 +217,7 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
     assert.equal((await inspect()).problem, undefined, 'the problem is cleared');
   });
 
-  test('kill -9 of qemu: shown as crashed with the console tail; cove start brings it back with its Docker data', { timeout: 15 * 60_000 }, async () => {
+  vmTest('kill -9 of qemu: shown as crashed with the console tail; cove start brings it back with its Docker data', { timeout: 15 * 60_000 }, async () => {
     process.kill(pidOf('qemu.pid'), 'SIGKILL');
     const info = await waitUntil('the sandbox to show as crashed', 30_000, async () => {
       const i = await inspect();
@@ -231,7 +236,7 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
     assert.equal(fs.readFileSync(path.join(ws, 'keep.txt'), 'utf8'), 'workspace file that must survive\n');
   });
 
-  test('the guest disk fills up: a clear error, and docker works again after cleanup', { timeout: 15 * 60_000 }, async () => {
+  vmTest('the guest disk fills up: a clear error, and docker works again after cleanup', { timeout: 15 * 60_000 }, async () => {
     // Reserve what is free at once (fallocate), then write out whatever is left.
     const fillScript = "avail=$(df -k / | awk 'NR==2 {print $4}'); fallocate -l $((avail * 1024 - 4096)) /big; dd if=/dev/zero of=/big2 bs=1M 2>/dev/null; df -h /; exit 0";
     const fill = await docker(CTX, ['run', '--name', 'filler', image, 'sh', '-c', fillScript], 600_000);
@@ -313,7 +318,7 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
     ok(await cove(['rm', '--force', 'f2'], 180_000), 'cove rm f2');
   });
 
-  test('every fault left the workspace and the sandbox whole', async () => {
+  vmTest('every fault left the workspace and the sandbox whole', {}, async () => {
     assert.equal(fs.readFileSync(path.join(ws, 'keep.txt'), 'utf8'), 'workspace file that must survive\n');
     checkWriterLog();
     assert.equal((await inspect()).state, 'running');

@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { buildSync } from 'esbuild';
 import { makeBusyboxImage } from '../helpers/busybox-image';
 import { VM } from '../../contract/layout';
-import { COVE_BIN, HOME, REPO, SCRATCH, cove, covedPid, docker, ok, resetTestHome, run, testEnv, waitUntil, workspace } from '../helpers/harness';
+import { COVE_BIN, HOME, REPO, SCRATCH, cove, covedPid, docker, ok, resetTestHome, run, testEnv, waitUntil, withGuestDiagnostics, workspace } from '../helpers/harness';
 import { treeOf } from './helpers';
 
 const A = 'seca';
@@ -187,7 +187,7 @@ describe('a hostile guest against the host, on real VMs', { timeout: 40 * 60_000
     assert.ok(!logs.stdout.includes('\0'), 'cove logs leaves out the punched part');
   });
 
-  test('10,000 listening ports: at most 64 forwards; a port in use on the host and a never-forward port are not taken; the other sandbox and coved answer', { timeout: 20 * 60_000 }, async () => {
+  test('10,000 listening ports: at most 64 forwards; a port in use on the host and a never-forward port are not taken; the other sandbox and coved answer', { timeout: 20 * 60_000 }, () => withGuestDiagnostics(B, async () => {
     const net = await import('node:net');
     const v6 = net.createServer().listen({ host: '::1', port: IN_USE_V6, ipv6Only: true });
     const v4 = net.createServer((c) => c.end('the host service\n')).listen({ host: '127.0.0.1', port: IN_USE_V4 });
@@ -251,5 +251,5 @@ const listen = (p) => new Promise((res) => net.createServer((c) => c.end('guest 
       fs.rmSync(script, { force: true });
       fs.rmSync(path.join(wsA, 'storm.done'), { force: true });
     }
-  });
+  }));
 });

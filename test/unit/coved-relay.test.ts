@@ -5,8 +5,9 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
-import { closingServer, dockerUnavailable, startRelay } from '../../vmm-host/coved/relay';
+import { closingServer, dockerUnavailable, pipeBothWays, startRelay } from '../../vmm-host/coved/relay';
 
 const within = <T>(p: Promise<T>, ms: number, what: string) =>
   Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms))]);
@@ -56,5 +57,34 @@ test('a relay carries half-close both ways and answers with 503 when the guest i
     guest.close();
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a guest side that fails right after its last bytes: a slow client still gets every byte (an exec's exit status is last)", async () => {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as net.AddressInfo).port;
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+  const client = net.connect(port, '127.0.0.1');
+  try {
+    const conn = await accepted;
+    // The guest side: 32 MiB, more than the socket buffers hold while the client does not read, then
+    // an error (a stream reset) before any end.
+    const guest = new PassThrough();
+    pipeBothWays(conn, guest);
+    const payload = Buffer.alloc(32 * 1024 * 1024, 7);
+    guest.on('error', () => undefined);
+    guest.write(payload);
+    await new Promise((r) => setImmediate(r));
+    guest.destroy(new Error('reset by the guest'));
+    // Only now does the client start to read.
+    await new Promise((r) => setTimeout(r, 200));
+    let got = 0;
+    client.on('data', (d: Buffer) => (got += d.length));
+    await within(new Promise((r) => client.once('close', r)), 10_000, 'the client to read to the end');
+    assert.equal(got, payload.length, 'every byte reached the client');
+  } finally {
+    client.destroy();
+    server.close();
   }
 });

@@ -5,10 +5,12 @@
 // CONNECT to dockerd and to TCP ports, half-close both ways, large transfers byte for byte, what the
 // guest refuses, reconnects over stale bytes, and the pool.
 import * as assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
@@ -16,6 +18,7 @@ import { dataAuthority, parseDataTarget } from '../../contract/data-channel';
 import { DataLink, DataTargetError, awaitHello, isDataLinkDown } from '../../vmm-host/coved/data-link';
 import { StreamPool } from '../../vmm-host/coved/stream-pool';
 import { HelloWatch } from '../../agent/transport/data-port';
+import { stopStaleReaders } from '../../agent/transport/port-pipe';
 import { openPortPair, startAgent, waitFor, within, type RunningAgent } from './agent-harness';
 
 /** Collects a stream's bytes until its end. */
@@ -47,6 +50,35 @@ describe('data channel: framing and targets', () => {
     const found = w.find(Buffer.from(`${line.slice(14)}PRI *`));
     assert.deepEqual(found && { nonce: found.nonce, rest: found.rest.toString() }, { nonce: 'ab'.repeat(16), rest: 'PRI *' });
     assert.equal(w.find(Buffer.from('COVE-DATA/1 short\n')), null);
+  });
+
+  test('a reader an earlier agent left holding the port is found and stopped; other processes are not', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cove-stale-'));
+    const port = path.join(dir, 'vport9p9');
+    const other = path.join(dir, 'other');
+    fs.writeFileSync(other, '');
+    execFileSync('mkfifo', [port]);
+    // `cat` on the port as an agent's reader is (stdin = the port), and one holding another file.
+    const fd = fs.openSync(port, fs.constants.O_RDWR);
+    const stale = spawn('cat', [], { stdio: [fd, 'ignore', 'ignore'] });
+    const otherFd = fs.openSync(other, 'r');
+    const bystander = spawn('sleep', ['60'], { stdio: [otherFd, 'ignore', 'ignore'] });
+    try {
+      const gone = new Promise<NodeJS.Signals | null>((resolve) => stale.once('exit', (_c, sig) => resolve(sig)));
+      await waitFor(() => stale.pid !== undefined && fs.existsSync(`/proc/${stale.pid}/fd/0`), 10_000, 'the stale reader to start');
+      // This process holds the port too (fd): it is never its own victim.
+      const stopped = stopStaleReaders(port);
+      assert.deepEqual(stopped, [`${stale.pid} (cat)`]);
+      assert.equal(await within(gone, 10_000, 'the stale reader to exit'), 'SIGKILL');
+      assert.equal(bystander.exitCode, null, 'a process holding another file is left alone');
+      assert.deepEqual(stopStaleReaders(port), [], 'nothing left to stop');
+    } finally {
+      stale.kill('SIGKILL');
+      bystander.kill('SIGKILL');
+      fs.closeSync(fd);
+      fs.closeSync(otherFd);
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -14,15 +14,27 @@ export interface RelayOptions {
   log: (msg: string) => void;
 }
 
+/** How long the survivor of a failed side may take to pass on what it still holds before it is dropped. */
+export const DRAIN_MS = 10_000;
+
+/**
+ * Relays two streams both ways. When one side fails, the other is ended, not destroyed: what was
+ * already handed to it still reaches its peer (an exec's exit status is the last thing its channel
+ * carries, and a client that reads slowly, as every client does while coved is busy, may not have it
+ * yet). A survivor that has not closed within DRAIN_MS is destroyed.
+ */
 export function pipeBothWays(a: Duplex, b: Duplex): void {
   a.pipe(b);
   b.pipe(a);
-  const destroyBoth = () => {
-    a.destroy();
-    b.destroy();
+  const failed = (broken: Duplex, survivor: Duplex) => () => {
+    broken.destroy();
+    survivor.end();
+    const timer = setTimeout(() => survivor.destroy(), DRAIN_MS);
+    timer.unref();
+    survivor.once('close', () => clearTimeout(timer));
   };
-  a.on('error', destroyBoth);
-  b.on('error', destroyBoth);
+  a.on('error', failed(a, b));
+  b.on('error', failed(b, a));
   // When one side is fully closed the other has nothing left to talk to.
   a.on('close', () => b.end());
   b.on('close', () => a.end());
