@@ -41,7 +41,7 @@ export async function startAgent(opts: AgentOptions): Promise<{ stop(reason: str
   // The data channel: HTTP/2 streams to dockerd and guest ports, beside SSH (PROTOCOL.md).
   const mux = new MuxServer(opts.dockerSock, opts.socketPath);
   if (opts.dataPort !== 'none') {
-    const data = new DataPortTransport({ port: opts.dataPort, portOut: opts.dataPortOut, portsDir: opts.virtioPortsDir, portName: GUEST.dataPortName, pipePath: opts.systemPath });
+    const data = new DataPortTransport({ port: opts.dataPort, portOut: opts.dataPortOut, portsDir: opts.virtioPortsDir, portName: GUEST.dataPortName, bridgePath: opts.systemPath });
     transports.push(data);
     await data.start((stream, label) => mux.serve(stream, label));
   }

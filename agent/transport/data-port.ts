@@ -1,9 +1,10 @@
-// The data channel's port (PROTOCOL.md, "The data channel"): a second virtio-serial port, read and
-// written like the agent channel (port.ts: blocking fs reads and writes on the threadpool, EOF while
-// no host is connected) except that during a session a `cat` child reads it (port-pipe.ts: the port
-// gives 4 KiB a read; the pipe gives Node up to 64 KiB a callback). It carries HTTP/2, whose frames
-// are not encrypted, so nothing inside a session may be taken for the start of a new one. A session
-// therefore begins only with a hello:
+// The data channel's port (PROTOCOL.md, "The data channel"): a second virtio-serial port. Between
+// sessions the agent reads it like the agent channel (port.ts: blocking fs reads on the threadpool,
+// EOF while no host is connected); a session runs on a socket that a shell with two `cat`s bridges to
+// the port (port-bridge.ts), so that HTTP/2 reads and writes in native code. Where `sh` or `cat`
+// cannot run, the session is read and written on the threadpool too (DataConnection). The port
+// carries HTTP/2, whose frames are not encrypted, so nothing inside a session may be taken for the
+// start of a new one. A session therefore begins only with a hello:
 //
 //   - With no session, the agent reads the port looking for the host's `COVE-DATA/1 <nonce>\n`
 //     (bytes before it are dropped), answers the same line, and serves HTTP/2 on what follows.
@@ -18,7 +19,7 @@ import * as fs from 'node:fs';
 import { DATA_HELLO_BYTES, DATA_HELLO_RE, dataHello } from '../../contract/data-channel';
 import { errorText, log } from '../log';
 import { IDLE_POLL_MS, PortConnection, READ_SIZE, RETRY_MS, WRITE_CHUNK, findVirtioPort, openFd, readFd, sleep, writeFd } from './port';
-import { PortPipe, stopStaleReaders } from './port-pipe';
+import { PortBridge, stopStaleReaders } from './port-bridge';
 import type { ServeConnection, Transport } from './transport';
 
 /** How long the agent looks for the data port at start before it concludes the VM has none (an older VM shape). */
@@ -31,8 +32,8 @@ export interface DataPortOptions {
   portOut: string | null;
   portsDir: string;
   portName: string;
-  /** PATH to find `cat` on, which reads the port during a session (port-pipe.ts); null reads it on the threadpool. */
-  pipePath: string | null;
+  /** PATH to find `sh` and `cat` on, which bridge a session to a socket (port-bridge.ts); null: the threadpool. */
+  bridgePath: string | null;
 }
 
 /** Finds a hello line in the bytes read while no session runs; keeps a short tail across reads. */
@@ -119,14 +120,14 @@ export class DataPortTransport implements Transport {
   name: string;
   private closed = false;
   private sessions = 0;
-  /** The `cat` reading the port during a session, if any. */
-  private pipe: PortPipe | null = null;
-  /** Where `cat` is looked up; null once it cannot be run (or never asked for): threadpool reads. */
-  private pipePath: string | null;
+  /** The bridge of the session now running, if any. */
+  private bridge: PortBridge | null = null;
+  /** Where `sh` and `cat` are looked up; null once they cannot be run (or never asked for): threadpool sessions. */
+  private bridgePath: string | null;
 
   constructor(private readonly opts: DataPortOptions) {
     this.name = `data:${opts.port}`;
-    this.pipePath = opts.pipePath;
+    this.bridgePath = opts.bridgePath;
   }
 
   start(serve: ServeConnection): Promise<void> {
@@ -136,34 +137,33 @@ export class DataPortTransport implements Transport {
 
   close(): void {
     this.closed = true;
-    this.pipe?.stop();
+    this.bridge?.stop();
   }
 
   /**
-   * From a session's first bytes on, the port is read by `cat` until the host leaves (its EOF ends
-   * `cat`). Started after the HTTP/2 side has its first bytes, so that side's SETTINGS go out
-   * without waiting for the fork under a loaded TCG guest; no read of the port is in flight then.
+   * Runs one session on a bridge, its HTTP/2 side starting with `first` (the host's first bytes,
+   * read on the threadpool), until it ends. False when the bridge cannot run: nothing was served
+   * and the port was not read, so the caller serves the session on the threadpool instead.
    */
-  private startPipe(rfd: number): void {
-    if (this.pipePath !== null && !this.pipe) this.pipe = new PortPipe(rfd, this.pipePath);
-  }
-
-  /**
-   * The next bytes of the port: from the session's `cat` while one runs, else a threadpool read.
-   * `eof`: no host is connected. `broken`: the reader died holding bytes it may not have passed on.
-   */
-  private async readPort(rfd: number): Promise<Buffer | { eof: true } | { broken: string }> {
-    const pipe = this.pipe;
-    if (pipe) {
-      const r = await pipe.read();
-      if ('data' in r) return r.data;
-      this.pipe = null;
-      if (r.end === 'eof') return { eof: true };
-      log(`data: ${r.why}; the port is read on the threadpool${r.spawnFailed ? ' from now on' : ''}`);
-      if (!r.spawnFailed) return { broken: r.why };
-      // `cat` never ran, so it read nothing: this session goes on with threadpool reads.
-      this.pipePath = null;
+  private async bridgeSession(rfd: number, wfd: number, first: Buffer, serve: ServeConnection, label: string): Promise<boolean> {
+    const bridge = new PortBridge(rfd, wfd, this.bridgePath ?? '');
+    if (!(await bridge.started)) {
+      const end = await bridge.done();
+      log(`data: ${'why' in end ? end.why : 'the port bridge did not start'}; sessions are read and written on the threadpool from now on`);
+      this.bridgePath = null;
+      return false;
     }
+    this.bridge = bridge;
+    bridge.socket.unshift(first);
+    serve(bridge.socket, label);
+    const end = await bridge.done();
+    this.bridge = null;
+    log(`data: session ${label} ended (${end.end === 'eof' ? 'host disconnected' : end.end === 'closed' ? 'the HTTP/2 side ended' : end.why})`);
+    return true;
+  }
+
+  /** The next bytes of the port, read on the threadpool; `eof`: no host is connected. */
+  private async readPort(rfd: number): Promise<Buffer | { eof: true }> {
     const buf = Buffer.allocUnsafe(READ_SIZE);
     const n = await readFd(rfd, buf);
     return n === 0 ? { eof: true } : buf.subarray(0, n);
@@ -220,8 +220,10 @@ export class DataPortTransport implements Transport {
   }
 
   private async serveFd(rfd: number, wfd: number, serve: ServeConnection): Promise<void> {
+    /** A session read and written on the threadpool (no bridge), if one runs. */
     let conn: DataConnection | undefined;
-    let served = false;
+    /** The hello was answered; the host's first bytes start the session. */
+    let answered = false;
     const hello = new HelloWatch();
     const endSession = (why: string): void => {
       if (!conn) return;
@@ -235,29 +237,39 @@ export class DataPortTransport implements Transport {
     const give = async (c: DataConnection, data: Buffer): Promise<void> => {
       if (!c.push(data)) await c.waitForDemand();
     };
+    /**
+     * The host's first bytes after the hello (its connection preface): only now may the HTTP/2 side
+     * speak (it writes its SETTINGS at once), so nothing follows the answer line before the host has
+     * read it.
+     */
+    const startSession = async (first: Buffer): Promise<void> => {
+      answered = false;
+      const label = `data#${this.sessions}`;
+      if (this.bridgePath !== null && (await this.bridgeSession(rfd, wfd, first, serve, label))) {
+        hello.reset();
+        return;
+      }
+      const c = new DataConnection(wfd);
+      conn = c;
+      serve(c, label);
+      await give(c, first);
+    };
     try {
       while (!this.closed) {
         const got = await this.readPort(rfd);
         if ('eof' in got) {
           endSession('host disconnected');
+          answered = false;
           hello.reset();
           await sleep(IDLE_POLL_MS);
           continue;
         }
-        if ('broken' in got) {
-          endSession(got.broken);
+        const data = got;
+        if (answered) {
+          await startSession(data);
           continue;
         }
-        const data = got;
         if (conn && !conn.dead && !conn.destroyed) {
-          if (!served) {
-            // The host's first bytes after the hello (its connection preface): only now may the
-            // HTTP/2 side speak (it writes its SETTINGS at once), so nothing follows the answer line
-            // before the host has read it.
-            served = true;
-            serve(conn, `data#${this.sessions}`);
-            this.startPipe(rfd);
-          }
           await give(conn, data);
           continue;
         }
@@ -265,21 +277,14 @@ export class DataPortTransport implements Transport {
         const found = hello.find(data);
         if (!found) continue; // Not a hello: bytes of a host whose session is over, dropped.
         await writeAll(wfd, Buffer.from(dataHello(found.nonce), 'latin1'));
-        const c = new DataConnection(wfd);
-        conn = c;
-        served = false;
         log(`data: host connected, data#${++this.sessions}`);
-        if (found.rest.length > 0) {
-          served = true;
-          serve(c, `data#${this.sessions}`);
-          this.startPipe(rfd);
-          await give(c, Buffer.from(found.rest));
-        }
+        answered = true;
+        if (found.rest.length > 0) await startSession(Buffer.from(found.rest));
       }
     } finally {
       endSession('transport closed');
-      this.pipe?.stop();
-      this.pipe = null;
+      this.bridge?.stop();
+      this.bridge = null;
     }
   }
 }

@@ -18,7 +18,7 @@ import { dataAuthority, parseDataTarget } from '../../contract/data-channel';
 import { DataLink, DataTargetError, awaitHello, isDataLinkDown } from '../../vmm-host/coved/data-link';
 import { StreamPool } from '../../vmm-host/coved/stream-pool';
 import { HelloWatch } from '../../agent/transport/data-port';
-import { stopStaleReaders } from '../../agent/transport/port-pipe';
+import { stopStaleReaders } from '../../agent/transport/port-bridge';
 import { openPortPair, startAgent, waitFor, within, type RunningAgent } from './agent-harness';
 
 /** Collects a stream's bytes until its end. */
@@ -82,10 +82,10 @@ describe('data channel: framing and targets', () => {
   });
 });
 
-// The agent reads its port through a `cat` child during a session (port-pipe.ts); where there is no `cat`
-// on its PATH, on the threadpool. Both ways must carry the same protocol.
+// A session runs on a socket that `sh` and two `cat`s bridge to the port (port-bridge.ts); where they
+// are not on the agent's PATH, on the threadpool. Both ways must carry the same protocol.
 for (const io of ['cat', 'threadpool'] as const) {
-describe(`data channel: agent and coved over a FIFO pair (port ${io === 'cat' ? 'read by cat' : 'read on the threadpool: no cat on the PATH'})`, () => {
+describe(`data channel: agent and coved over a FIFO pair (${io === 'cat' ? 'sessions on the port bridge' : 'sessions on the threadpool: no sh or cat on the PATH'})`, () => {
   let agent: RunningAgent;
   let qemu: net.Server;
   let dataSock: string;
@@ -148,6 +148,12 @@ describe(`data channel: agent and coved over a FIFO pair (port ${io === 'cat' ? 
     docker?.close();
     for (const c of dockerConns) c.destroy();
     await agent?.stop();
+  });
+
+  test(`sessions run ${io === 'cat' ? 'on the port bridge (sh and cat): a native socket for HTTP/2' : 'on the threadpool, and the agent says why'}`, () => {
+    const bridgeFailed = /sessions are read and written on the threadpool from now on/.test(agent.log());
+    assert.equal(bridgeFailed, io === 'threadpool', `agent:\n${agent.log()}`);
+    assert.match(agent.log(), /data: host connected, data#1/);
   });
 
   test('a CONNECT to docker.sock reaches dockerd; the host half-closes and the answer still comes', async () => {

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
-import type { Duplex } from 'node:stream';
+import { Duplex } from 'node:stream';
 import { DATA_CONNECTION_WINDOW, DATA_SETTINGS, dataAuthority, dataHello, type DataTarget } from '../../contract/data-channel';
 
 const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS, HTTP2_METHOD_CONNECT } = http2.constants;
@@ -102,6 +102,39 @@ export function awaitHello(sock: net.Socket, hello: string, timeoutMs: number): 
     sock.once('close', onClose);
     sock.once('error', onError);
   });
+}
+
+/**
+ * The qemu socket as coved's HTTP/2 sees it: every write completes at once (it waits in the socket,
+ * bounded by the HTTP/2 windows), so coved never stops reading the guest. The agent's port bridge
+ * makes the guest's writes wait for coved to read, and Node's HTTP/2 stops reading while a write of
+ * its own is in progress: if coved did the same, a transfer both ways at once could stall for good
+ * (agent/transport/port-bridge.ts). The host has the CPU for the JavaScript this puts in the way.
+ */
+export function alwaysReading(sock: net.Socket): Duplex {
+  const d = new Duplex({
+    read() {
+      sock.resume();
+    },
+    write(chunk: Buffer, _encoding, cb) {
+      sock.write(chunk);
+      cb();
+    },
+    final(cb) {
+      sock.end();
+      cb();
+    },
+    destroy(err, cb) {
+      sock.destroy();
+      cb(err);
+    },
+  });
+  sock.on('data', (b: Buffer) => {
+    if (!d.push(b)) sock.pause();
+  });
+  sock.on('end', () => d.push(null));
+  sock.on('close', () => d.destroy());
+  return d;
 }
 
 type WriteCallback = (err?: Error | null) => void;
@@ -229,7 +262,7 @@ export class DataLink extends EventEmitter {
     sock.write(hello);
     await awaitHello(sock, hello, this.everUp ? this.opts.helloTimeoutMs : this.opts.firstHelloTimeoutMs);
     const session = http2.connect('http://cove.data', {
-      createConnection: () => sock,
+      createConnection: () => alwaysReading(sock),
       settings: DATA_SETTINGS,
       maxSessionMemory: 256,
     });
