@@ -46,3 +46,26 @@ export function readPid(file: string): number | null {
     return null;
   }
 }
+
+/** The programs a VM runs as host processes: what may be left of one after coved died mid-start. */
+const VM_PROGRAMS = /^(qemu-system-|passt|virtiofsd)/;
+
+/**
+ * Every live qemu, passt or virtiofsd whose command line names a file in `dir`. A coved killed while
+ * it started a helper (between the fork and the pid file) leaves one that no pid file names.
+ */
+export function vmProcessesIn(dir: string): number[] {
+  const inDir = `${dir.replace(/\/+$/, '')}/`;
+  const found: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) continue;
+    try {
+      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      if (VM_PROGRAMS.test(argv[0].slice(argv[0].lastIndexOf('/') + 1)) && argv.some((a) => a.includes(inDir)) && processAlive(pid)) found.push(pid);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return found;
+}

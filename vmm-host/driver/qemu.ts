@@ -13,7 +13,7 @@ import { waitFor } from '../../contract/wait';
 import { DriverError } from './errors';
 import { MissingToolError } from '../image/errors';
 import { createOverlay } from './overlay';
-import { processAlive, readPid, signal, waitGone } from './proc';
+import { processAlive, readPid, signal, vmProcessesIn, waitGone } from './proc';
 import { qmpCommand, qmpQuit } from './qmp';
 import { qemuFeatures } from './qemu-features';
 import { loadState, saveState, saveBlockers } from './snapshot';
@@ -345,6 +345,11 @@ export class QemuDriver implements Driver {
       }
     }
     await this.stopHelpers(dir);
+    // What no pid file names: a helper coved started just before it was killed.
+    for (const pid of vmProcessesIn(owner)) {
+      signal(pid, 'SIGKILL', owner);
+      await waitGone(pid, 5000, owner);
+    }
     for (const f of [VM.qemuPid, VM.virtiofsdPid, VM.passtPid, VM.qmpSock, VM.agentSock, VM.dataSock, VM.virtiofsSock, VM.netSock]) fs.rmSync(path.join(dir, f), { force: true });
   }
 
