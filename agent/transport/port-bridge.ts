@@ -89,9 +89,10 @@ export class PortBridge {
  * leaves its bridge behind, still reading the port, and a virtio-serial port opens once at a time
  * (EBUSY): the agent that replaces it calls this when its open is refused. Such a `cat` would die at
  * its next read anyway (its socket has no reader), but only after eating a hello the host sent to the
- * new agent. `procDir` is for tests.
+ * new agent.
  */
-export function stopStaleReaders(device: string, procDir = '/proc'): string[] {
+export function stopStaleReaders(device: string): string[] {
+  const procDir = '/proc';
   const stopped: string[] = [];
   for (const entry of fs.readdirSync(procDir)) {
     const pid = Number(entry);
