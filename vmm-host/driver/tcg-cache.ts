@@ -1,12 +1,14 @@
 // The size of qemu's TCG translation cache (`-accel tcg,tb-size=N`, MiB). QEMU 7.2's default is
 // 1 GiB, and a guest that boots dockerd translates enough code to fill most of it: the cache is
-// never shrunk, so it stayed resident as the largest part of an idle sandbox's memory. The default
-// here was chosen from bench/tcg-cache.ts (docs/memory.md has the numbers). Under KVM there is no
-// translation cache and nothing is passed.
+// never shrunk, so it stays resident as the largest part of an idle sandbox's memory. A smaller
+// cache saves that memory, but it is flushed more often, and QEMU 7.2 now and then corrupts a vCPU's
+// state at a flush under this load: the guest kernel oopses with impossible EFLAGS (docs/memory.md,
+// "The translation cache"). So the default is QEMU's own; a size stays a setting. Under KVM there is
+// no translation cache and nothing is passed.
 import { DriverError } from './errors';
 
-/** MiB of translation cache per VM under TCG unless COVE_TCG_TB_MIB says otherwise. */
-export const DEFAULT_TCG_CACHE_MIB = 128;
+/** MiB of translation cache per VM under TCG unless COVE_TCG_TB_MIB says otherwise; null: QEMU's own default. */
+export const DEFAULT_TCG_CACHE_MIB: number | null = null;
 
 /** The range COVE_TCG_TB_MIB accepts; 0 means QEMU's own default (1 GiB on QEMU 7.2). */
 export const TCG_CACHE_LIMITS = { minMiB: 8, maxMiB: 4096 } as const;
@@ -23,7 +25,7 @@ export function tcgCacheMiB(env: NodeJS.ProcessEnv = process.env): number | null
   if (!Number.isInteger(n) || n < TCG_CACHE_LIMITS.minMiB || n > TCG_CACHE_LIMITS.maxMiB) {
     throw new DriverError(
       `COVE_TCG_TB_MIB=${text} is not a translation cache size`,
-      `set it to a whole number of MiB from ${TCG_CACHE_LIMITS.minMiB} to ${TCG_CACHE_LIMITS.maxMiB}, 0 for QEMU's own default, or unset it for ${DEFAULT_TCG_CACHE_MIB}`,
+      `set it to a whole number of MiB from ${TCG_CACHE_LIMITS.minMiB} to ${TCG_CACHE_LIMITS.maxMiB}, or 0 or unset for QEMU's own default (smaller caches are flushed more often, and QEMU 7.2 can crash the guest at a flush)`,
     );
   }
   return n;
