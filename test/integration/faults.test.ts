@@ -323,4 +323,20 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
     checkWriterLog();
     assert.equal((await inspect()).state, 'running');
   });
+
+  // Last: it ends the sandbox (the way back, `cove start`, is the kill -9 of qemu case's).
+  vmTest('a guest kernel crash ends the VM at once: crashed, with the kernel\'s own line', { timeout: 5 * 60_000 }, async () => {
+    const oops = ok(await cove(['exec', NAME, '--', 'cat', '/proc/sys/kernel/panic_on_oops'], 120_000), 'read panic_on_oops');
+    assert.equal(oops.stdout.trim(), '1', 'an oops becomes a panic (oops=panic), so no half-alive guest is left');
+    // The exec cannot finish: the VM is gone under it.
+    await cove(['exec', NAME, '--', 'sh', '-c', 'echo c > /proc/sysrq-trigger'], 60_000).catch(() => undefined);
+    const info = await waitUntil('the sandbox to show as crashed', 60_000, async () => {
+      const i = await inspect();
+      return i.state === 'crashed' ? i : null;
+    });
+    assert.match(info.problem ?? '', /^the guest kernel crashed: Kernel panic - not syncing: sysrq triggered crash/);
+    const down = await docker(CTX, ['ps'], 30_000);
+    assert.notEqual(down.code, 0);
+    assert.match(down.stderr, /guest kernel crashed/, 'docker says why');
+  });
 });

@@ -26,7 +26,7 @@ test('tcg + 9p', () => {
   assert.deepEqual(after(argv, '-smp'), ['2']);
   assert.deepEqual(after(argv, '-kernel'), ['/h/images/docker-abc/vmlinux']);
   assert.deepEqual(after(argv, '-initrd'), ['/h/images/docker-abc/initrd.img']);
-  assert.equal(after(argv, '-append')[0], 'console=ttyS0 reboot=k panic=-1 quiet loglevel=4 tsc_early_khz=2445428 tsc=reliable');
+  assert.equal(after(argv, '-append')[0], 'console=ttyS0 reboot=k panic=-1 oops=panic quiet loglevel=4 tsc_early_khz=2445428 tsc=reliable');
   assert.deepEqual(after(argv, '-global'), ['virtio-mmio.force-legacy=false']);
   assert.deepEqual(after(argv, '-drive'), [
     'id=root,file=/h/vms/t1/disk.qcow2,format=qcow2,if=none,cache=writeback,discard=unmap',
@@ -49,7 +49,7 @@ test('kvm + virtiofs', () => {
   assert.deepEqual(after(argv, '-M'), ['microvm,pit=on,pic=on,rtc=on,memory-backend=mem']);
   assert.deepEqual(after(argv, '-accel'), ['kvm']);
   assert.deepEqual(after(argv, '-cpu'), ['host']);
-  assert.equal(after(argv, '-append')[0], 'console=ttyS0 reboot=k panic=-1 quiet loglevel=4 cove.debug');
+  assert.equal(after(argv, '-append')[0], 'console=ttyS0 reboot=k panic=-1 oops=panic quiet loglevel=4 cove.debug');
   assert.deepEqual(after(argv, '-object'), ['memory-backend-memfd,id=mem,size=1024M,share=on']);
   assert.ok(after(argv, '-chardev').includes('socket,id=vfs,path=/h/vms/t1/vfs.sock'));
   assert.ok(after(argv, '-device').includes('vhost-user-fs-device,chardev=vfs,tag=cove-ws'));
@@ -83,7 +83,7 @@ test('no mount: neither 9p nor virtio-fs devices', () => {
 });
 
 test('kernel command line and host TSC', () => {
-  assert.equal(kernelCmdline({ accel: 'tcg', tscKhz: null }), 'console=ttyS0 reboot=k panic=-1 quiet loglevel=4 tsc=reliable');
+  assert.equal(kernelCmdline({ accel: 'tcg', tscKhz: null }), 'console=ttyS0 reboot=k panic=-1 oops=panic quiet loglevel=4 tsc=reliable');
   assert.equal(hostTscKhz('processor\t: 0\ncpu MHz\t\t: 2445.428\n'), 2445428);
   assert.equal(hostTscKhz('nothing'), null);
 });

@@ -25,6 +25,7 @@ import { readJson, tailFile, writeJsonAtomic } from './files';
 import { sandboxSpec, writeSandboxConfigDisk, type SandboxConfig } from './guest-config';
 import { readKeys, type SandboxKeys } from './keys';
 import { boundConsoleLog } from './console-bound';
+import { kernelCrashReason } from './guest-crash';
 import { PortForwarder } from './ports';
 import { startRelay } from './relay';
 import { startDockerProxy } from './docker-proxy';
@@ -657,10 +658,17 @@ export class Sandbox extends EventEmitter {
     }
     if (st === 'starting') return; // start() reports it.
     const tail = tailFile(this.file('consoleLog'));
-    this.log('qemu exited unexpectedly');
+    const problem = this.exitReason('the VM exited unexpectedly (qemu is gone)');
+    this.log(problem);
     void this.detach();
     void this.driver().stop(this.dir, { timeoutMs: 0 });
-    this.setState('crashed', { problem: 'the VM exited unexpectedly (qemu is gone)', consoleTail: tail });
+    this.setState('crashed', { problem, consoleTail: tail });
+  }
+
+  /** Why the VM ended: the guest kernel's crash line when the console has one, else `otherwise`. */
+  private exitReason(otherwise: string): string {
+    const crash = kernelCrashReason(tailFile(this.file('consoleLog'), 400));
+    return crash ? `the guest kernel crashed: ${crash}` : otherwise;
   }
 
   /** The qemu process's CPU time in clock ticks (utime + stime). */
@@ -963,7 +971,7 @@ export class Sandbox extends EventEmitter {
     this.setState(st === 'stopping' ? 'stopped' : 'crashed', {
       pids: { qemu: null, virtiofsd: null, passt: null },
       pending: undefined,
-      ...(st === 'stopping' ? {} : { problem: 'the VM exited while coved was not running', consoleTail: tailFile(this.file('consoleLog')) }),
+      ...(st === 'stopping' ? {} : { problem: this.exitReason('the VM exited while coved was not running'), consoleTail: tailFile(this.file('consoleLog')) }),
     });
   }
 

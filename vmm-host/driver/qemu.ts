@@ -20,7 +20,12 @@ import { loadState, saveState, saveBlockers } from './snapshot';
 import { findPasst, findQemu, requireVirtiofsd } from './tools';
 import { DEFAULT_TCG_CACHE_MIB, tcgCacheMiB } from './tcg-cache';
 
-export const BASE_KERNEL_ARGS = ['console=ttyS0', 'reboot=k', 'panic=-1', 'quiet', 'loglevel=4'];
+/**
+ * `oops=panic` with `panic=-1` and qemu's `-no-reboot`: any kernel oops ends the VM at once, so the
+ * sandbox shows as crashed with the kernel's reason (coved/guest-crash.ts) instead of living on with
+ * an agent and a dockerd that no longer answer.
+ */
+export const BASE_KERNEL_ARGS = ['console=ttyS0', 'reboot=k', 'panic=-1', 'oops=panic', 'quiet', 'loglevel=4'];
 
 export function kernelCmdline(spec: Pick<VmSpec, 'accel' | 'tscKhz' | 'kernelArgsExtra'>): string {
   const args = [...BASE_KERNEL_ARGS];
