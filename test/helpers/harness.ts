@@ -135,15 +135,17 @@ export function workspace(name: string): string {
 }
 
 /**
- * Every live process whose command line names `dir`: a VM's qemu and its helpers (virtiofsd, passt),
- * found by their folder, as the driver finds them (a zombie counts as gone).
+ * Every live process whose command line names a file in `dir`: a VM's qemu and its helpers
+ * (virtiofsd, passt), found by their folder, as the driver finds them (a zombie counts as gone).
+ * `dir/`, so that the VM folder `…/vms/wd` does not also match `…/vms/wd2`.
  */
 export function processesOf(dir: string): number[] {
+  const inside = `${path.resolve(dir)}/`;
   return fs
     .readdirSync('/proc')
     .filter((p) => /^\d+$/.test(p))
     .map(Number)
-    .filter((pid) => processAlive(pid, dir));
+    .filter((pid) => processAlive(pid, inside));
 }
 
 /** The last `n` lines of a text. */
