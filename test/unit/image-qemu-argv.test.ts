@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import { buildQemuArgv as argvOf, buildVirtiofsdArgv as vfsArgvOf, kernelCmdline } from '../../vmm-host/driver/qemu';
 import { specFromLayout, type LayoutSpec } from '../../vmm-host/driver/spec';
 import { hostTscKhz } from '../../vmm-host/driver/accel';
-import { DEFAULT_TCG_CACHE_MIB, tcgCacheMiB } from '../../vmm-host/driver/tcg-cache';
+import { DEFAULT_TCG_CACHE_MIB, tcgCacheCheck, tcgCacheMiB } from '../../vmm-host/driver/tcg-cache';
 
 const base = { imageDir: '/h/images/docker-abc', vmDir: '/h/vms/t1', cpus: 2, memoryMiB: 1024, network: 'user' as const };
 type OldSpec = Omit<LayoutSpec, 'share'> & { mount: LayoutSpec['share'] };
@@ -67,6 +67,19 @@ test('the TCG translation cache: QEMU\'s own size by default, sized by the spec 
   assert.equal(tcgCacheMiB({ COVE_TCG_TB_MIB: '256' }), 256);
   assert.equal(tcgCacheMiB({ COVE_TCG_TB_MIB: '0' }), null);
   for (const bad of ['4', '5000', '64.5', 'big']) assert.throws(() => tcgCacheMiB({ COVE_TCG_TB_MIB: bad }), /COVE_TCG_TB_MIB/);
+});
+
+test("cove doctor on the translation cache: QEMU's own size is fine; a bound on QEMU before 10 is flagged with what to do", () => {
+  const v72 = 'QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18+b3)';
+  assert.deepEqual(tcgCacheCheck(v72, {}).ok, true);
+  const bounded = tcgCacheCheck(v72, { COVE_TCG_TB_MIB: '128' });
+  assert.equal(bounded.ok, false);
+  assert.match(bounded.detail, /COVE_TCG_TB_MIB=128 with QEMU 7\.2/);
+  assert.match(bounded.hint ?? '', /unset COVE_TCG_TB_MIB/);
+  assert.deepEqual(tcgCacheCheck('QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)', { COVE_TCG_TB_MIB: '128' }), { ok: true, detail: '128 MiB per sandbox (COVE_TCG_TB_MIB)' });
+  const bad = tcgCacheCheck(v72, { COVE_TCG_TB_MIB: 'big' });
+  assert.equal(bad.ok, false);
+  assert.match(bad.detail, /COVE_TCG_TB_MIB=big is not a translation cache size/);
 });
 
 test('the balloon: free-page reporting when the VM owns its RAM; refused over a template RAM file mapped copy-on-write', () => {

@@ -11,4 +11,5 @@ export { createOverlay } from './overlay';
 export { processAlive, readPid, signal, waitGone } from './proc';
 export { DriverError, DeadlineError, isDriverError, isDeadlineError } from './errors';
 export { specFromLayout } from './spec';
+export { tcgCacheCheck } from './tcg-cache';
 export type { LayoutSpec } from './spec';

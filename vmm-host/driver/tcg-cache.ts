@@ -30,3 +30,24 @@ export function tcgCacheMiB(env: NodeJS.ProcessEnv = process.env): number | null
   }
   return n;
 }
+
+/** `cove doctor`'s word on the cache: what size runs, and whether this QEMU is known to crash at its flushes. */
+export function tcgCacheCheck(qemuVersionLine: string, env: NodeJS.ProcessEnv = process.env): { ok: boolean; detail: string; hint?: string } {
+  let size: number | null;
+  try {
+    size = tcgCacheMiB(env);
+  } catch (e) {
+    const err = e as DriverError;
+    return { ok: false, detail: err.message, hint: err.hint };
+  }
+  if (size === null) return { ok: true, detail: "QEMU's own size (1 GiB on QEMU 7.2): it fills as the guest works and stays with the sandbox" };
+  const v = /(\d+)\.(\d+)/.exec(qemuVersionLine);
+  if (v && Number(v[1]) < 10) {
+    return {
+      ok: false,
+      detail: `COVE_TCG_TB_MIB=${size} with QEMU ${v[1]}.${v[2]}: a bounded cache is flushed more often, and at its flushes QEMU 7.2 was seen to corrupt the guest's CPU state (the guest kernel crashes); QEMU 10.0.2 ran 2,601 flushes without it`,
+      hint: 'unset COVE_TCG_TB_MIB, or use QEMU >= 10 (bookworm-backports has 10.0.2)',
+    };
+  }
+  return { ok: true, detail: `${size} MiB per sandbox (COVE_TCG_TB_MIB)` };
+}
