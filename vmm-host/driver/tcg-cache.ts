@@ -6,6 +6,7 @@
 // "The translation cache"). So the default is QEMU's own; a size stays a setting. Under KVM there is
 // no translation cache and nothing is passed.
 import { DriverError } from './errors';
+import { parseVersion } from './qemu-features';
 
 /** MiB of translation cache per VM under TCG unless COVE_TCG_TB_MIB says otherwise; null: QEMU's own default. */
 export const DEFAULT_TCG_CACHE_MIB: number | null = null;
@@ -41,11 +42,11 @@ export function tcgCacheCheck(qemuVersionLine: string, env: NodeJS.ProcessEnv = 
     return { ok: false, detail: err.message, hint: err.hint };
   }
   if (size === null) return { ok: true, detail: "QEMU's own size (1 GiB on QEMU 7.2): it fills as the guest works and stays with the sandbox" };
-  const v = /(\d+)\.(\d+)/.exec(qemuVersionLine);
-  if (v && Number(v[1]) < 10) {
+  const v = parseVersion(qemuVersionLine);
+  if (v && v[0] < 10) {
     return {
       ok: false,
-      detail: `COVE_TCG_TB_MIB=${size} with QEMU ${v[1]}.${v[2]}: a bounded cache is flushed more often, and at its flushes QEMU 7.2 was seen to corrupt the guest's CPU state (the guest kernel crashes); QEMU 10.0.2 ran 2,601 flushes without it`,
+      detail: `COVE_TCG_TB_MIB=${size} with QEMU ${v[0]}.${v[1]}: a bounded cache is flushed more often, and at its flushes QEMU 7.2 was seen to corrupt the guest's CPU state (the guest kernel crashes); QEMU 10.0.2 ran 2,601 flushes without it`,
       hint: 'unset COVE_TCG_TB_MIB, or use QEMU >= 10 (bookworm-backports has 10.0.2)',
     };
   }
