@@ -1,6 +1,7 @@
 // The data channel's service (PROTOCOL.md, "The data channel"): HTTP/2 (Node's http2, nghttp2
 // underneath: framing and flow control in native code), one CONNECT stream per host connection, to
-// dockerd's socket, the agent's own SSH socket or a guest TCP address, and nothing else. Each stream is bridged to its socket with
+// dockerd's socket, the agent's own SSH socket or a guest TCP address, or a command's stdio
+// (exec-stream.ts), and nothing else. Each stream is bridged to its socket with
 // half-close both ways, as the SSH channels are (forward.ts): the host's END_STREAM shuts down the
 // socket's write side and the answer keeps flowing; the socket's EOF becomes END_STREAM and the host
 // may keep sending. A socket error resets the stream (RST_STREAM CANCEL), and a reset stream
@@ -9,18 +10,19 @@ import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { DATA_CONNECTION_WINDOW, DATA_SETTINGS, parseDataTarget, type DataTarget } from '../contract/data-channel';
+import { EXEC_STDERR_TARGET, EXEC_TARGET } from '../contract/exec-stream';
+import { ExecStreams } from './exec-stream';
 import { errorText, log } from './log';
+import { respondError } from './stream-error';
 
 const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS, HTTP2_METHOD_CONNECT, NGHTTP2_CANCEL } = http2.constants;
-
-/** The header that carries why a CONNECT failed, for the host's log and its client's error. */
-export const DATA_ERROR_HEADER = 'cove-error';
 
 let streamCount = 0;
 
 export class MuxServer {
   private readonly server: http2.Http2Server;
   private readonly sessions = new Set<http2.ServerHttp2Session>();
+  private readonly exec = new ExecStreams();
 
   constructor(
     private readonly dockerSock: string,
@@ -54,10 +56,13 @@ export class MuxServer {
   private onStream(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
     const given = headers[HTTP2_HEADER_AUTHORITY];
     const authority = typeof given === 'string' ? given : '';
-    const target = headers[HTTP2_HEADER_METHOD] === HTTP2_METHOD_CONNECT ? parseDataTarget(authority) : null;
+    const connect = headers[HTTP2_HEADER_METHOD] === HTTP2_METHOD_CONNECT;
+    if (connect && authority === EXEC_STDERR_TARGET) return this.exec.parkStderr(stream, headers);
+    if (connect && authority === EXEC_TARGET) return this.exec.run(stream, headers);
+    const target = connect ? parseDataTarget(authority) : null;
     if (!target || (target.kind === 'agent' && !this.agentSock)) {
-      log(`data: refused ${String(headers[HTTP2_HEADER_METHOD])} ${JSON.stringify(authority)}: only CONNECT to docker.sock, agent.sock or IP:port`);
-      respondError(stream, 400, 'only CONNECT to docker.sock, agent.sock or an IP address and port');
+      log(`data: refused ${String(headers[HTTP2_HEADER_METHOD])} ${JSON.stringify(authority)}: only CONNECT to docker.sock, agent.sock, exec, exec-stderr or IP:port`);
+      respondError(stream, 400, 'only CONNECT to docker.sock, agent.sock, exec, exec-stderr or an IP address and port');
       return;
     }
     const id = ++streamCount;
@@ -88,15 +93,6 @@ function connectTarget(target: DataTarget, dockerSock: string, agentSock: string
   if (target.kind === 'docker') return net.connect({ path: dockerSock, allowHalfOpen: true });
   if (target.kind === 'agent') return net.connect({ path: agentSock, allowHalfOpen: true });
   return net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
-}
-
-function respondError(stream: http2.ServerHttp2Stream, status: number, message: string): void {
-  if (stream.destroyed || stream.headersSent) {
-    stream.close(NGHTTP2_CANCEL);
-    return;
-  }
-  // Header values are one line of visible ASCII.
-  stream.respond({ [HTTP2_HEADER_STATUS]: status, [DATA_ERROR_HEADER]: message.replace(/[^\x20-\x7e]/g, '?').slice(0, 500) }, { endStream: true });
 }
 
 /** Pipes an HTTP/2 stream and a socket both ways with half-close (see the top of this file). */

@@ -19,13 +19,13 @@ const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/b
 
 let sessionCount = 0;
 
-interface UserInfo {
+export interface UserInfo {
   name: string;
   home: string;
   shell: string;
 }
 
-function currentUser(): UserInfo {
+export function currentUser(): UserInfo {
   try {
     const u = os.userInfo();
     return { name: u.username, home: u.homedir || '/', shell: u.shell && fs.existsSync(u.shell) ? u.shell : '/bin/sh' };
@@ -93,12 +93,12 @@ export function handleSession(session: Session, ctx: ConnectionContext): void {
   });
 }
 
-function cwdFrom(clientEnv: Record<string, string>): string {
+export function cwdFrom(clientEnv: Record<string, string>): string {
   const asked = clientEnv[CWD_ENV];
   return asked && asked.startsWith('/') ? asked : currentUser().home;
 }
 
-function buildEnv(clientEnv: Record<string, string>, user: UserInfo): NodeJS.ProcessEnv {
+export function buildEnv(clientEnv: Record<string, string>, user: UserInfo): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH || DEFAULT_PATH,
     HOME: user.home,

@@ -113,6 +113,8 @@ export const VM = {
   dockerSock: 'docker.sock',
   /** An SSH endpoint for any SSH client: each connection reaches the agent's SSH server. */
   sshSock: 'ssh.sock',
+  /** `cove exec` without a terminal: HTTP/2 exec streams relayed to the data channel (coved/exec-relay.ts). */
+  execSock: 'exec.sock',
   /** The client key that coved and the CLI use to reach the agent. */
   clientKey: 'id_ed25519',
   clientPubKey: 'id_ed25519.pub',

@@ -346,3 +346,38 @@ export function openAgentPort(agent: Pick<RunningAgent, 'portIn' | 'portOut'>): 
     'the agent to open the port',
   );
 }
+
+/**
+ * A unix socket standing in for qemu's chardev socket of the agent's data port: one host at a time,
+ * its bytes bridged to the FIFO pair (a host that leaves closes the writer, so the agent reads EOF).
+ * `current()` is the host connection now open, so a test can cut it as a vanished coved would.
+ */
+export async function serveDataPort(agent: Pick<RunningAgent, 'dataIn' | 'dataOut'>, sockPath: string): Promise<{ server: net.Server; current: () => net.Socket | null }> {
+  let current: net.Socket | null = null;
+  const server = net.createServer((conn) => {
+    current = conn;
+    conn.on('error', () => undefined);
+    conn.pause();
+    // The agent may not have the FIFO open yet (it opens it at start, and again after an error).
+    void waitFor(
+      () => {
+        try {
+          return openPortPair(agent.dataIn, agent.dataOut);
+        } catch {
+          return null;
+        }
+      },
+      10_000,
+      'the agent to open its data port',
+    ).then((port) => {
+      conn.pipe(port);
+      port.pipe(conn);
+      port.on('error', () => undefined);
+      conn.once('close', () => port.destroy());
+      if (conn.destroyed) port.destroy();
+    });
+  });
+  server.maxConnections = 1;
+  await new Promise<void>((r) => server.listen(sockPath, r));
+  return { server, current: () => current };
+}

@@ -19,7 +19,7 @@ import { DataLink, DataTargetError, awaitHello, isDataLinkDown } from '../../vmm
 import { StreamPool } from '../../vmm-host/coved/stream-pool';
 import { HelloWatch } from '../../agent/transport/data-port';
 import { stopStaleReaders } from '../../agent/transport/port-bridge';
-import { openPortPair, startAgent, waitFor, within, type RunningAgent } from './agent-harness';
+import { serveDataPort, startAgent, waitFor, within, type RunningAgent } from './agent-harness';
 
 /** Collects a stream's bytes until its end. */
 function readAll(s: Duplex): Promise<Buffer> {
@@ -96,7 +96,7 @@ describe(`data channel: agent and coved over a FIFO pair (${io === 'cat' ? 'sess
   let link: DataLink;
   const logs: string[] = [];
   /** The bridged host connection now open, so a test can cut it as a vanished coved would. */
-  let current: net.Socket | null = null;
+  let current: () => net.Socket | null = () => null;
 
   before(async () => {
     // The agent's dockerd watcher would connect to the fake dockerd every 200 ms and take whichever
@@ -111,31 +111,7 @@ describe(`data channel: agent and coved over a FIFO pair (${io === 'cat' ? 'sess
     await new Promise<void>((r) => docker.listen(agent.dockerSock, r));
     dataSock = path.join(agent.dir, 'data.sock');
     // qemu's chardev: one host at a time; its bytes go to the port, the port's to it.
-    qemu = net.createServer((conn) => {
-      current = conn;
-      conn.on('error', () => undefined);
-      conn.pause();
-      // The agent may not have the FIFO open yet (it opens it at start, and again after an error).
-      void waitFor(
-        () => {
-          try {
-            return openPortPair(agent.dataIn, agent.dataOut);
-          } catch {
-            return null;
-          }
-        },
-        10_000,
-        'the agent to open its data port',
-      ).then((port) => {
-        conn.pipe(port);
-        port.pipe(conn);
-        port.on('error', () => undefined);
-        conn.once('close', () => port.destroy());
-        if (conn.destroyed) port.destroy();
-      });
-    });
-    qemu.maxConnections = 1;
-    await new Promise<void>((r) => qemu.listen(dataSock, r));
+    ({ server: qemu, current } = await serveDataPort(agent, dataSock));
     link = new DataLink({ dataSock, log: (m) => logs.push(m), helloTimeoutMs: 5000, firstHelloTimeoutMs: 5000 });
     const up = new Promise<void>((r) => link.once('up', r));
     link.start();
@@ -311,7 +287,7 @@ describe(`data channel: agent and coved over a FIFO pair (${io === 'cat' ? 'sess
       s.pause();
       const down = new Promise<void>((r) => link.once('down', r));
       const up = new Promise<void>((r) => link.once('up', r));
-      current?.destroy(); // As when coved is killed: its end of qemu's socket closes.
+      current()?.destroy(); // As when coved is killed: its end of qemu's socket closes.
       await within(down, 10_000, 'the link to notice');
       await within(up, 30_000, `the link to come back; coved said:\n${logs.join('\n')}\nagent:\n${agent.log()}`);
       dockerHandler = (c) => c.end('fresh');

@@ -1,4 +1,5 @@
-// Commands that reach into a guest over SSH: exec, shell, cp, logs and the OpenSSH proxy.
+// Commands that reach into a guest: exec (over exec streams, or SSH), shell, cp, logs and the
+// OpenSSH proxy (SSH).
 import { CWD_ENV } from '../../contract/guest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -10,6 +11,7 @@ import { UsageError } from './output';
 import { copyLimitsFromEnv, getTree, putTree } from './copy-tree';
 import { escapeGuestLines } from '../../contract/escape';
 import { connectSandbox, shellJoin, sshProxy } from '../../contract/ssh';
+import { execOverStreams, execStreamsEnabled } from './exec-stream';
 
 function workspaceOf(name: string): string | undefined {
   try {
@@ -50,9 +52,18 @@ function runChannel(ch: ClientChannel, forwardStdin: boolean): Promise<number> {
 export async function execCommand(name: string, argv: string[], opts: { tty: boolean; interactive: boolean }): Promise<number> {
   checkName(name);
   if (argv.length === 0) throw new UsageError('cove exec needs a command: cove exec NAME -- CMD [ARG…]');
-  const client = await connectSandbox(name);
   const cwd = workspaceOf(name);
   const forwardStdin = opts.interactive || !process.stdin.isTTY;
+  // Without a terminal the command's bytes go over exec streams on the data channel, not SSH.
+  if (!opts.tty && execStreamsEnabled()) {
+    const req = { command: shellJoin(argv), env: {}, ...(cwd ? { cwd } : {}) };
+    const code = await execOverStreams(vmFile(name, 'execSock'), req, { stdin: forwardStdin ? process.stdin : null, stdout: process.stdout, stderr: process.stderr });
+    if (code !== null) {
+      process.stdin.pause();
+      return code;
+    }
+  }
+  const client = await connectSandbox(name);
   try {
     const ch = await new Promise<ClientChannel>((resolve, reject) =>
       client.exec(

@@ -309,12 +309,21 @@ export class DataLink extends EventEmitter {
   }
 
   /** One stream to `target` in the guest; resolves once the guest has connected it. */
-  open(target: DataTarget): Promise<Duplex> {
+  async open(target: DataTarget): Promise<Duplex> {
+    return (await this.request(dataAuthority(target))).stream;
+  }
+
+  /**
+   * One CONNECT to `authority` with `extra` request headers; resolves with the stream and the
+   * guest's answer once it is 200. The stream is a Duplex of the two bodies; trailers, when the
+   * guest sends any, come as its 'trailers' event.
+   */
+  request(authority: string, extra: http2.OutgoingHttpHeaders = {}): Promise<{ stream: http2.ClientHttp2Stream; headers: http2.IncomingHttpHeaders }> {
     const session = this.session;
     if (!session || session.closed || session.destroyed) return Promise.reject(new DataLinkDown('the data channel is down'));
     let stream: http2.ClientHttp2Stream;
     try {
-      stream = session.request({ [HTTP2_HEADER_METHOD]: HTTP2_METHOD_CONNECT, [HTTP2_HEADER_AUTHORITY]: dataAuthority(target) });
+      stream = session.request({ ...extra, [HTTP2_HEADER_METHOD]: HTTP2_METHOD_CONNECT, [HTTP2_HEADER_AUTHORITY]: authority });
     } catch (e) {
       return Promise.reject(new DataLinkDown(`the data channel refused a stream: ${(e as Error).message}`));
     }
@@ -333,14 +342,14 @@ export class DataLink extends EventEmitter {
           stream.off('error', onError);
           stream.off('close', onClose);
           stream.on('error', () => undefined); // pipeBothWays adds its own; a late reset is not fatal here.
-          resolve(stream);
+          resolve({ stream, headers });
           return;
         }
         const given = headers['cove-error'];
         const why = typeof given === 'string' ? given : `status ${status}`;
         // 400: this agent does not serve that target (an older one may not know agent.sock), so
         // the caller falls back to SSH; 502: the target itself cannot be reached.
-        fail(status === 400 ? new DataLinkDown(`the agent refused ${dataAuthority(target)}: ${why}`) : new DataTargetError(why));
+        fail(status === 400 ? new DataLinkDown(`the agent refused ${authority}: ${why}`) : new DataTargetError(why));
       });
       const onError = (err: Error) => fail(new DataLinkDown(`the data channel stream failed: ${err.message}`));
       const onClose = () => fail(new DataLinkDown('the data channel stream closed before the guest answered'));

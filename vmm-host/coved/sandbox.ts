@@ -7,6 +7,7 @@ import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Duplex } from 'node:stream';
+import type * as http2 from 'node:http2';
 import * as net from 'node:net';
 import type { AgentEvent } from '../../contract/events';
 import { CoveError, conflict, messageOf } from '../../contract/errors';
@@ -18,7 +19,8 @@ import { CONTROL_ENTROPY_BYTES } from '../../contract/control';
 import type { DataTarget } from '../../contract/data-channel';
 import { processAlive, type AccelResult, type Driver, type VmSpec } from '../driver';
 import { AgentLink } from './agent-link';
-import { DataLink, dataChannelEnabled, isDataLinkDown } from './data-link';
+import { DataLink, DataLinkDown, dataChannelEnabled, isDataLinkDown } from './data-link';
+import { startExecRelay } from './exec-relay';
 import { StreamPool } from './stream-pool';
 import { watchConsole } from './boot-progress';
 import { readJson, tailFile, writeJsonAtomic } from './files';
@@ -290,13 +292,19 @@ export class Sandbox extends EventEmitter {
         open: () => this.openGuest(GUEST.agentSock, 'the agent'),
         unavailable: (conn) => conn.destroy(),
       }),
+      await startExecRelay({
+        path: this.file('execSock'),
+        log: (m) => this.log(m),
+        open: (authority, headers) => this.openExec(authority, headers),
+        useSsh: (e) => isDataLinkDown(e),
+      }),
     );
   }
 
   async closeSockets(): Promise<void> {
     const relays = this.relays.splice(0);
     await Promise.all(relays.map((s) => new Promise<void>((r) => s.close(() => r()))));
-    for (const f of ['dockerSock', 'sshSock'] as const) fs.rmSync(this.file(f), { force: true });
+    for (const f of ['dockerSock', 'sshSock', 'execSock'] as const) fs.rmSync(this.file(f), { force: true });
   }
 
   /** Counts a client connection for idleness until its channel closes. */
@@ -313,7 +321,8 @@ export class Sandbox extends EventEmitter {
     return ch;
   }
 
-  private async openGuest(socketPath: string, what: string): Promise<Duplex> {
+  /** Wakes the sandbox and waits out a warm start; throws what to do when it is not running. */
+  private async readyForClient(): Promise<void> {
     await this.ensureAwake();
     // A VM restored from the template is not this sandbox until its rebirth is done (keys, RNG,
     // clock, folder): no client reaches it before that.
@@ -325,6 +334,23 @@ export class Sandbox extends EventEmitter {
       const how = state === 'crashed' ? `crashed (${this.runtime.problem ?? 'see cove logs'}); start it again with \`cove start ${this.name}\`` : `${state}; start it with \`cove start ${this.name}\``;
       throw new Error(`sandbox ${this.name} is ${how}`);
     }
+  }
+
+  /** An exec stream for exec.sock; DataLinkDown when the client should use SSH instead. */
+  private async openExec(authority: string, headers: http2.OutgoingHttpHeaders): Promise<http2.ClientHttp2Stream> {
+    await this.readyForClient();
+    const data = this.data;
+    if (!data?.isUp) throw new DataLinkDown('the data channel is not up');
+    try {
+      return this.track((await data.request(authority, headers)).stream);
+    } catch (e) {
+      if (isDataLinkDown(e)) this.log(`data channel: ${messageOf(e)}; cove exec uses SSH`);
+      throw e;
+    }
+  }
+
+  private async openGuest(socketPath: string, what: string): Promise<Duplex> {
+    await this.readyForClient();
     const link = this.link;
     if (!link) throw new Error(`sandbox ${this.name} has no agent link`);
     if (socketPath === GUEST.dockerSock) {

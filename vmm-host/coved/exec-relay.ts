@@ -1,0 +1,102 @@
+// The sandbox's exec.sock: `cove exec` (without a terminal) speaks HTTP/2 here, and each of its
+// streams, `exec` or `exec-stderr` (agent/PROTOCOL.md, "Exec streams"), is relayed to a stream of
+// the same name on the data channel, headers, both bodies and the exit trailers included. The
+// relay is HTTP/2 on both sides so that the trailers pass through as they are.
+//
+// A client told 503 uses SSH instead (the data channel is down, or the agent does not serve exec
+// streams): nothing has run in the guest then. Any other refusal is an error to show.
+import * as http2 from 'node:http2';
+import * as net from 'node:net';
+import { DATA_SETTINGS } from '../../contract/data-channel';
+import { EXEC_EXIT_TRAILER, EXEC_ID_HEADER, EXEC_REQUEST_HEADER, EXEC_SIGNAL_TRAILER, EXEC_STDERR_TARGET, EXEC_TARGET } from '../../contract/exec-stream';
+import { closingServer, listenPrivate } from './relay';
+
+const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS, HTTP2_METHOD_CONNECT, NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
+
+/** The status that tells the client to use SSH for this command. */
+export const EXEC_USE_SSH_STATUS = 503;
+export const EXEC_ERROR_HEADER = 'cove-error';
+
+export interface ExecRelayOptions {
+  path: string;
+  log: (msg: string) => void;
+  /** Opens the guest's stream; `useSsh` in the rejection says the client should fall back. */
+  open: (authority: string, headers: http2.OutgoingHttpHeaders) => Promise<http2.ClientHttp2Stream>;
+  /** Whether an open's failure means "use SSH" rather than an error to show. */
+  useSsh: (err: unknown) => boolean;
+}
+
+function refuse(stream: http2.ServerHttp2Stream, status: number, message: string): void {
+  if (stream.destroyed || stream.headersSent) return;
+  stream.respond({ [HTTP2_HEADER_STATUS]: status, [EXEC_ERROR_HEADER]: message.replace(/[^\x20-\x7e]/g, '?').slice(0, 500) }, { endStream: true });
+}
+
+/** Only the exit trailers pass: a guest does not get to send the host client anything else. */
+function exitTrailers(t: http2.IncomingHttpHeaders | null): http2.OutgoingHttpHeaders {
+  const out: http2.OutgoingHttpHeaders = {};
+  for (const k of [EXEC_EXIT_TRAILER, EXEC_SIGNAL_TRAILER]) {
+    const v = t?.[k];
+    if (typeof v === 'string' && /^[A-Za-z0-9]{1,16}$/.test(v)) out[k] = v;
+  }
+  return out;
+}
+
+function relayStream(client: http2.ServerHttp2Stream, up: http2.ClientHttp2Stream, withTrailers: boolean): void {
+  let trailers: http2.IncomingHttpHeaders | null = null;
+  up.on('trailers', (t: http2.IncomingHttpHeaders) => (trailers = t));
+  client.respond({ [HTTP2_HEADER_STATUS]: 200 }, { waitForTrailers: withTrailers });
+  if (withTrailers) client.on('wantTrailers', () => client.sendTrailers(exitTrailers(trailers)));
+  client.pipe(up);
+  up.pipe(client);
+  const reset = (s: http2.Http2Stream) => {
+    if (!s.destroyed) s.close(NGHTTP2_CANCEL);
+  };
+  // A reset on either side resets the other: a client that left hangs up the command, and a guest
+  // stream that broke ends the client's without an exit status, which it reports as such.
+  client.on('close', () => {
+    if (client.rstCode !== NGHTTP2_NO_ERROR || !up.readableEnded) reset(up);
+  });
+  up.on('close', () => {
+    if (up.rstCode !== NGHTTP2_NO_ERROR && !client.writableFinished) reset(client);
+  });
+  client.on('error', () => undefined);
+  up.on('error', () => undefined);
+}
+
+export async function startExecRelay(opts: ExecRelayOptions): Promise<net.Server> {
+  const h2 = http2.createServer({ settings: DATA_SETTINGS, maxSessionMemory: 256 });
+  h2.on('session', (session: http2.ServerHttp2Session) => session.on('error', (err: Error) => opts.log(`exec.sock: session error: ${err.message}`)));
+  h2.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
+    stream.on('error', () => undefined);
+    const authority = headers[HTTP2_HEADER_AUTHORITY];
+    if (headers[HTTP2_HEADER_METHOD] !== HTTP2_METHOD_CONNECT || (authority !== EXEC_TARGET && authority !== EXEC_STDERR_TARGET)) {
+      refuse(stream, 400, `only CONNECT to ${EXEC_TARGET} or ${EXEC_STDERR_TARGET}`);
+      return;
+    }
+    const pass: http2.OutgoingHttpHeaders = {};
+    for (const k of [EXEC_REQUEST_HEADER, EXEC_ID_HEADER]) {
+      const v = headers[k];
+      if (typeof v === 'string') pass[k] = v;
+    }
+    opts.open(authority, pass).then(
+      (up) => {
+        if (stream.destroyed) {
+          up.close(NGHTTP2_CANCEL);
+          return;
+        }
+        relayStream(stream, up, authority === EXEC_TARGET);
+      },
+      (err: unknown) => {
+        const message = err instanceof Error ? err.message : String(err);
+        if (opts.useSsh(err)) refuse(stream, EXEC_USE_SSH_STATUS, message);
+        else {
+          opts.log(`exec.sock: ${message}`);
+          refuse(stream, 502, message);
+        }
+      },
+    );
+  });
+  const server = closingServer(net.createServer((sock) => h2.emit('connection', sock)));
+  await listenPrivate(server, opts.path);
+  return server;
+}
