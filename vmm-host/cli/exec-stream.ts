@@ -11,7 +11,7 @@ import { encodeExecRequest, EXEC_ID_HEADER, EXEC_REQUEST_HEADER, EXEC_STDERR_TAR
 import { CoveError } from '../../contract/errors';
 import { ErrorCodes } from '../../contract/protocol';
 
-const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS, HTTP2_METHOD_CONNECT, NGHTTP2_NO_ERROR } = http2.constants;
+const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS, HTTP2_METHOD_CONNECT, NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
 
 /** The status coved answers when the command should go over SSH (coved/exec-relay.ts). */
 const USE_SSH_STATUS = 503;
@@ -117,10 +117,25 @@ function pump(errStream: http2.ClientHttp2Stream, exStream: http2.ClientHttp2Str
       stdin?.unpipe(exStream);
       if (!exStream.writableFinished) exStream.close(NGHTTP2_NO_ERROR);
     });
+    // A reader of our stdout or stderr that went away (`cove exec … | head`): as a local command
+    // would, stop; the command in the guest loses its pipes (the agent hangs it up).
+    let readerGone = false;
+    const onWriteError = () => {
+      readerGone = true;
+      errStream.unpipe();
+      exStream.unpipe();
+      exStream.close(NGHTTP2_CANCEL);
+      errStream.close(NGHTTP2_CANCEL);
+    };
+    stdio.stdout.on('error', onWriteError);
+    stdio.stderr.on('error', onWriteError);
     let open = 2;
     const done = () => {
       if (--open > 0) return;
       stdin?.unpipe(exStream);
+      stdio.stdout.off('error', onWriteError);
+      stdio.stderr.off('error', onWriteError);
+      if (readerGone) return resolve(code ?? 128 + 13); // As a shell reports a command killed by SIGPIPE.
       if (code === null) {
         stdio.stderr.write('cove: the connection to the sandbox closed before the command reported its exit status; `cove logs` and coved.log in $COVE_HOME say why\n');
       }
