@@ -1,5 +1,5 @@
 // The agent logs human text to stderr, one line per event; the init appends it to
-// /var/log/cove/agent.log. Never log key material or environment values.
+// /var/log/cove/cove-agent.log. Never log key material or environment values.
 
 export function log(message: string): void {
   process.stderr.write(`${new Date().toISOString()} ${message}\n`);

@@ -2,8 +2,10 @@
 // the Docker socket and forwarded ports cross HTTP/2 streams on the second virtio-serial port, and
 // everything the SSH channels did still works over it — hijacked streams that end with stdin's EOF,
 // a forwarded port, the agent killed (the channel comes back by itself), and an agent that does not
-// serve the channel (as an older image's would), where coved falls back to SSH channels.
+// serve the channel (as an older image's would), where coved falls back to SSH channels; `cove exec`
+// over exec streams, and over SSH when the channel is down.
 import { strict as assert } from 'node:assert';
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
@@ -58,6 +60,20 @@ describe('the data channel on a real sandbox', { timeout: 60 * 60_000 }, () => {
     assert.match(await ping(), /200 OK[\s\S]*OK$/);
   });
 
+  test('cove exec without a terminal runs over exec streams: exit status, stdout and stderr apart, 4 MiB of stdin byte for byte', async () => {
+    const r = await cove(['exec', NAME, '--', 'sh', '-c', 'echo out; echo err >&2; exit 7'], 120_000);
+    assert.equal(r.code, 7, r.stderr);
+    assert.equal(r.stdout, 'out\n');
+    assert.equal(r.stderr, 'err\n');
+    // Letters, so the harness's text input is these bytes exactly.
+    const input = Array.from({ length: 4 * 1024 * 1024 }, (_, i) => String.fromCharCode(97 + ((i * 7919) % 26))).join('');
+    const sum = ok(await cove(['exec', NAME, '--', 'md5sum'], 300_000, input), 'cove exec md5sum');
+    assert.equal(sum.stdout.split(' ')[0], crypto.createHash('md5').update(input).digest('hex'));
+    // The agent ran them as exec streams (its SSH sessions log as <connection>/s<n>).
+    const log = ok(await cove(['exec', NAME, '--', 'cat', '/var/log/cove/cove-agent.log'], 120_000), 'read the agent log');
+    assert.match(log.stdout, /exec#\d+: exited 7/);
+  });
+
   test('hijacked streams: docker run -i and docker exec -i see stdin EOF and finish', async () => {
     const input = 'line one\nline two\n';
     const r = ok(await docker(CTX, ['run', '--rm', '-i', image, 'sh', '-c', 'cat; echo END'], 180_000, input), 'docker run -i');
@@ -106,6 +122,11 @@ describe('the data channel on a real sandbox', { timeout: 60 * 60_000 }, () => {
       assert.equal(r.stdout, 'over ssh\nEND\n');
       const web = await run('curl', ['-sf', '--max-time', '60', '-o', '/dev/null', '-w', '%{size_download}', 'http://127.0.0.1:8383/big'], { timeoutMs: 90_000 });
       assert.equal(web.stdout, String(8 * 1024 * 1024), 'the forwarded port works over SSH');
+      // cove exec: exec.sock answers "use SSH", and the command runs once, over SSH.
+      const e = await cove(['exec', NAME, '--', 'sh', '-c', 'echo via-ssh; echo once >> /tmp/ran; exit 5'], 120_000);
+      assert.equal(e.code, 5, e.stderr);
+      assert.equal(e.stdout, 'via-ssh\n');
+      assert.equal(ok(await cove(['exec', NAME, '--', 'cat', '/tmp/ran'], 120_000), 'cat /tmp/ran').stdout, 'once\n');
     } finally {
       const before = count(covedLog(), UP);
       await cove(['exec', NAME, '--', 'sh', '-c', 'mv /opt/cove/agent-real.js /opt/cove/agent.js && kill -9 $(cat /run/cove/cove-agent.pid)'], 60_000);
