@@ -25,12 +25,12 @@ export function log(msg: string): void {
   process.stderr.write(`bench: ${msg}\n`);
 }
 
-export function sh(cmd: string, args: string[], timeoutMs: number, input?: string | Buffer): Promise<RunResult> {
-  return run(cmd, args, { timeoutMs, input, env: benchEnv() });
+export function sh(cmd: string, args: string[], timeoutMs: number, input?: string | Buffer, env: NodeJS.ProcessEnv = {}): Promise<RunResult> {
+  return run(cmd, args, { timeoutMs, input, env: benchEnv(env) });
 }
 
-export function cove(args: string[], timeoutMs = 120_000, input?: string | Buffer): Promise<RunResult> {
-  return sh(process.execPath, [COVE_BIN, ...args], timeoutMs, input);
+export function cove(args: string[], timeoutMs = 120_000, input?: string | Buffer, env: NodeJS.ProcessEnv = {}): Promise<RunResult> {
+  return sh(process.execPath, [COVE_BIN, ...args], timeoutMs, input, env);
 }
 
 export function docker(name: string, args: string[], timeoutMs = 120_000): Promise<RunResult> {

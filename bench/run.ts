@@ -40,6 +40,7 @@ export const ROW_IDS: readonly string[] = [
   'api.ps20.cli',
   'load.100m',
   'ssh.tput',
+  'ssh.tput.ssh',
   'port.latency',
   'port.tput',
   ...FS_ROWS.map((k) => `fs.virtiofs.${k}`),
