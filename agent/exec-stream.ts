@@ -115,6 +115,12 @@ export class ExecStreams {
     // Without a stderr stream (a client that did not ask for one) stderr joins stdout.
     child.stderr.pipe(stderr, { end: false });
     stream.pipe(child.stdin);
+    let inBytes = 0;
+    let inReads = 0;
+    stream.on('data', (d: Buffer) => {
+      inBytes += d.length;
+      inReads++;
+    });
     child.stdin.on('error', () => undefined); // EPIPE when the process exits before reading stdin.
     // Once the command stops reading, what the host still sends is dropped, so its window never fills.
     child.stdin.once('close', () => {
@@ -134,7 +140,7 @@ export class ExecStreams {
       } else {
         // A command that could not start reports a negative errno; 127 is the shell's "not found".
         trailers = { [EXEC_EXIT_TRAILER]: String(code !== null && code >= 0 ? code : 127) };
-        log(`${id}: exited ${code}`);
+        log(`${id}: exited ${code} (stdin: ${inBytes} bytes in ${inReads} reads)`);
       }
       // stderr ends first, so the host has all of it when the exit status arrives.
       if (errStream && !errStream.destroyed) errStream.end();
