@@ -26,9 +26,9 @@ export const DATA_TARGET_DOCKER = 'docker.sock';
 export const DATA_TARGET_AGENT = 'agent.sock';
 
 /**
- * HTTP/2 settings both ends announce: frames of up to 1 MiB (nghttp2 handles each in native code,
- * so fewer, larger frames mean fewer trips into JavaScript), and windows wide enough that a stream
- * is never held up by flow control on a link this short.
+ * HTTP/2 settings both ends announce: frames of up to 1 MiB may be received (a Node sender still
+ * sends DATA frames of at most 16 KiB, nghttp2's default payload length: docs/data-path.md), and
+ * windows wide enough that a stream is never held up by flow control on a link this short.
  */
 export const DATA_SETTINGS = {
   maxFrameSize: 1024 * 1024,
