@@ -15,7 +15,7 @@ import { MissingToolError } from '../image/errors';
 import { createOverlay } from './overlay';
 import { processAlive, readPid, signal, vmProcessesIn, waitGone } from './proc';
 import { qmpCommand, qmpQuit } from './qmp';
-import { qemuFeatures } from './qemu-features';
+import { qemuFeatures, toolVersion } from './qemu-features';
 import { loadState, saveState, saveBlockers } from './snapshot';
 import { findPasst, findQemu, requireVirtiofsd } from './tools';
 import { DEFAULT_TCG_CACHE_MIB, tcgCacheMiB } from './tcg-cache';
@@ -282,9 +282,16 @@ export class QemuDriver implements Driver {
     return this.launch(spec, buildQemuArgv(this.sized(spec)), false);
   }
 
-  /** The spec with this driver's translation cache size (COVE_TCG_TB_MIB) unless it names one. */
+  /** The spec with this driver's translation cache size (COVE_TCG_TB_MIB, else this QEMU's default) unless it names one. */
   private sized(spec: VmSpec): VmSpec {
-    return spec.tcgCacheMiB !== undefined || spec.accel !== 'tcg' ? spec : { ...spec, tcgCacheMiB: tcgCacheMiB(this.env) };
+    if (spec.tcgCacheMiB !== undefined || spec.accel !== 'tcg') return spec;
+    let version = '';
+    try {
+      version = toolVersion(findQemu(this.env));
+    } catch {
+      // No qemu: the launch reports it with the package to install.
+    }
+    return { ...spec, tcgCacheMiB: tcgCacheMiB(this.env, version) };
   }
 
   private async launch(spec: VmSpec, argv: string[], restoring: boolean): Promise<VmPids> {
