@@ -116,10 +116,10 @@ export class ExecStreams {
     child.stderr.pipe(stderr, { end: false });
     stream.pipe(child.stdin);
     let inBytes = 0;
-    let inReads = 0;
+    let inChunks = 0;
     stream.on('data', (d: Buffer) => {
       inBytes += d.length;
-      inReads++;
+      inChunks++;
     });
     child.stdin.on('error', () => undefined); // EPIPE when the process exits before reading stdin.
     // Once the command stops reading, what the host still sends is dropped, so its window never fills.
@@ -140,7 +140,7 @@ export class ExecStreams {
       } else {
         // A command that could not start reports a negative errno; 127 is the shell's "not found".
         trailers = { [EXEC_EXIT_TRAILER]: String(code !== null && code >= 0 ? code : 127) };
-        log(`${id}: exited ${code} (stdin: ${inBytes} bytes in ${inReads} reads)`);
+        log(`${id}: exited ${code} (stdin: ${inBytes} bytes in ${inChunks} chunks)`);
       }
       // stderr ends first, so the host has all of it when the exit status arrives.
       if (errStream && !errStream.destroyed) errStream.end();
@@ -160,8 +160,8 @@ export class ExecStreams {
         // A stderr stream reset by the host: stderr's bytes have nowhere to go, so they are dropped.
         if (!exited && errStream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) child.stderr.unpipe().resume();
       });
-      errStream.once('error', () => undefined);
+      errStream.on('error', () => undefined);
     }
-    stream.once('error', () => undefined);
+    stream.on('error', () => undefined);
   }
 }

@@ -50,7 +50,7 @@ describe('exec streams: cove exec → exec.sock → data channel → agent', () 
     relay = await startExecRelay({
       path: execSock,
       log: (m) => logs.push(m),
-      open: async (authority, headers) => (await link.request(authority, headers)).stream,
+      open: (authority, headers) => link.request(authority, headers),
       useSsh: (e) => isDataLinkDown(e),
     });
   });

@@ -82,6 +82,9 @@ export async function execOverStreams(sockPath: string, req: ExecRequest, stdio:
       [EXEC_ID_HEADER]: id,
     });
     errReq.end();
+    // Caught from the start: a short command's trailers can come in the same read as its answer.
+    let trailers: http2.IncomingHttpHeaders | null = null;
+    exReq.once('trailers', (t: http2.IncomingHttpHeaders) => (trailers = t));
     let errStream: http2.ClientHttp2Stream | null;
     let exStream: http2.ClientHttp2Stream | null;
     try {
@@ -96,16 +99,14 @@ export async function execOverStreams(sockPath: string, req: ExecRequest, stdio:
       exReq.destroy();
       return null;
     }
-    return await pump(errStream, exStream, stdio);
+    return await pump(errStream, exStream, stdio, () => trailers);
   } finally {
     session.close();
   }
 }
 
-function pump(errStream: http2.ClientHttp2Stream, exStream: http2.ClientHttp2Stream, stdio: ExecStdio): Promise<number> {
+function pump(errStream: http2.ClientHttp2Stream, exStream: http2.ClientHttp2Stream, stdio: ExecStdio, trailers: () => http2.IncomingHttpHeaders | null): Promise<number> {
   return new Promise((resolve) => {
-    let code: number | null = null;
-    exStream.on('trailers', (t: http2.IncomingHttpHeaders) => (code = exitCodeOf(t)));
     errStream.pipe(stdio.stderr, { end: false });
     exStream.pipe(stdio.stdout, { end: false });
     const { stdin } = stdio;
@@ -135,6 +136,7 @@ function pump(errStream: http2.ClientHttp2Stream, exStream: http2.ClientHttp2Str
       stdin?.unpipe(exStream);
       stdio.stdout.off('error', onWriteError);
       stdio.stderr.off('error', onWriteError);
+      const code = exitCodeOf(trailers());
       if (readerGone) return resolve(code ?? 128 + 13); // As a shell reports a command killed by SIGPIPE.
       if (code === null) {
         stdio.stderr.write('cove: the connection to the sandbox closed before the command reported its exit status; `cove logs` and coved.log in $COVE_HOME say why\n');

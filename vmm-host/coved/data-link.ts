@@ -173,6 +173,13 @@ export function buffersOnly(stream: http2.ClientHttp2Stream): void {
   };
 }
 
+/** A stream the guest answered with 200 (DataLink.request). */
+export interface OpenedStream {
+  stream: http2.ClientHttp2Stream;
+  headers: http2.IncomingHttpHeaders;
+  trailers(): http2.IncomingHttpHeaders | null;
+}
+
 /** Events: 'up', 'down'. */
 export class DataLink extends EventEmitter {
   private session: http2.ClientHttp2Session | null = null;
@@ -315,10 +322,11 @@ export class DataLink extends EventEmitter {
 
   /**
    * One CONNECT to `authority` with `extra` request headers; resolves with the stream and the
-   * guest's answer once it is 200. The stream is a Duplex of the two bodies; trailers, when the
-   * guest sends any, come as its 'trailers' event.
+   * guest's answer once it is 200. The stream is a Duplex of the two bodies; `trailers()` is what
+   * the guest sent as trailers so far (caught from the start: a short answer's trailers can be
+   * emitted before a caller that awaits this could listen for them).
    */
-  request(authority: string, extra: http2.OutgoingHttpHeaders = {}): Promise<{ stream: http2.ClientHttp2Stream; headers: http2.IncomingHttpHeaders }> {
+  request(authority: string, extra: http2.OutgoingHttpHeaders = {}): Promise<OpenedStream> {
     const session = this.session;
     if (!session || session.closed || session.destroyed) return Promise.reject(new DataLinkDown('the data channel is down'));
     let stream: http2.ClientHttp2Stream;
@@ -328,6 +336,8 @@ export class DataLink extends EventEmitter {
       return Promise.reject(new DataLinkDown(`the data channel refused a stream: ${(e as Error).message}`));
     }
     buffersOnly(stream);
+    let trailers: http2.IncomingHttpHeaders | null = null;
+    stream.once('trailers', (t: http2.IncomingHttpHeaders) => (trailers = t));
     return new Promise((resolve, reject) => {
       const fail = (err: Error) => {
         clearTimeout(timer);
@@ -342,7 +352,7 @@ export class DataLink extends EventEmitter {
           stream.off('error', onError);
           stream.off('close', onClose);
           stream.on('error', () => undefined); // pipeBothWays adds its own; a late reset is not fatal here.
-          resolve({ stream, headers });
+          resolve({ stream, headers, trailers: () => trailers });
           return;
         }
         const given = headers['cove-error'];

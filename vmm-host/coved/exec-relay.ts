@@ -9,6 +9,7 @@ import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { DATA_SETTINGS } from '../../contract/data-channel';
 import { EXEC_EXIT_TRAILER, EXEC_ID_HEADER, EXEC_REQUEST_HEADER, EXEC_SIGNAL_TRAILER, EXEC_STDERR_TARGET, EXEC_TARGET } from '../../contract/exec-stream';
+import type { OpenedStream } from './data-link';
 import { closingServer, listenPrivate } from './relay';
 
 const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS, HTTP2_METHOD_CONNECT, NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
@@ -21,7 +22,7 @@ export interface ExecRelayOptions {
   path: string;
   log: (msg: string) => void;
   /** Opens the guest's stream; `useSsh` in the rejection says the client should fall back. */
-  open: (authority: string, headers: http2.OutgoingHttpHeaders) => Promise<http2.ClientHttp2Stream>;
+  open: (authority: string, headers: http2.OutgoingHttpHeaders) => Promise<OpenedStream>;
   /** Whether an open's failure means "use SSH" rather than an error to show. */
   useSsh: (err: unknown) => boolean;
 }
@@ -41,11 +42,11 @@ function exitTrailers(t: http2.IncomingHttpHeaders | null): http2.OutgoingHttpHe
   return out;
 }
 
-function relayStream(client: http2.ServerHttp2Stream, up: http2.ClientHttp2Stream, withTrailers: boolean): void {
-  let trailers: http2.IncomingHttpHeaders | null = null;
-  up.on('trailers', (t: http2.IncomingHttpHeaders) => (trailers = t));
+function relayStream(client: http2.ServerHttp2Stream, opened: OpenedStream, withTrailers: boolean): void {
+  const up = opened.stream;
   client.respond({ [HTTP2_HEADER_STATUS]: 200 }, { waitForTrailers: withTrailers });
-  if (withTrailers) client.on('wantTrailers', () => client.sendTrailers(exitTrailers(trailers)));
+  // Asked for once the guest's answer has ended, so its trailers are in by then.
+  if (withTrailers) client.on('wantTrailers', () => client.sendTrailers(exitTrailers(opened.trailers())));
   client.pipe(up);
   up.pipe(client);
   const reset = (s: http2.Http2Stream) => {
@@ -79,12 +80,12 @@ export async function startExecRelay(opts: ExecRelayOptions): Promise<net.Server
       if (typeof v === 'string') pass[k] = v;
     }
     opts.open(authority, pass).then(
-      (up) => {
+      (opened) => {
         if (stream.destroyed) {
-          up.close(NGHTTP2_CANCEL);
+          opened.stream.close(NGHTTP2_CANCEL);
           return;
         }
-        relayStream(stream, up, authority === EXEC_TARGET);
+        relayStream(stream, opened, authority === EXEC_TARGET);
       },
       (err: unknown) => {
         const message = err instanceof Error ? err.message : String(err);

@@ -19,7 +19,7 @@ import { CONTROL_ENTROPY_BYTES } from '../../contract/control';
 import type { DataTarget } from '../../contract/data-channel';
 import { processAlive, type AccelResult, type Driver, type VmSpec } from '../driver';
 import { AgentLink } from './agent-link';
-import { DataLink, DataLinkDown, dataChannelEnabled, isDataLinkDown } from './data-link';
+import { DataLink, DataLinkDown, dataChannelEnabled, isDataLinkDown, type OpenedStream } from './data-link';
 import { startExecRelay } from './exec-relay';
 import { StreamPool } from './stream-pool';
 import { watchConsole } from './boot-progress';
@@ -337,12 +337,14 @@ export class Sandbox extends EventEmitter {
   }
 
   /** An exec stream for exec.sock; DataLinkDown when the client should use SSH instead. */
-  private async openExec(authority: string, headers: http2.OutgoingHttpHeaders): Promise<http2.ClientHttp2Stream> {
+  private async openExec(authority: string, headers: http2.OutgoingHttpHeaders): Promise<OpenedStream> {
     await this.readyForClient();
     const data = this.data;
     if (!data?.isUp) throw new DataLinkDown('the data channel is not up');
     try {
-      return this.track((await data.request(authority, headers)).stream);
+      const opened = await data.request(authority, headers);
+      this.track(opened.stream);
+      return opened;
     } catch (e) {
       if (isDataLinkDown(e)) this.log(`data channel: ${messageOf(e)}; cove exec uses SSH`);
       throw e;
