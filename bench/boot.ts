@@ -9,7 +9,7 @@ import { DEFAULT_NETWORK, writeConfigDisk } from '../contract/config-disk';
 import { GUEST } from '../contract/guest';
 import { IMAGE, VM } from '../contract/layout';
 import { QemuDriver, createOverlay, specFromLayout } from '../vmm-host/driver';
-import { HOME, VM_CPUS, VM_MEMORY_MIB, alive, listSandboxes, log, runningSandboxes, makeRow, nowMs, qemuSplit, readPid, sandboxMemory, sandboxText, sleep, splitText, treePss, type QemuSplit, type SandboxMemory } from './lib';
+import { HOME, VM_CPUS, VM_MEMORY_MIB, alive, listSandboxes, log, runningSandboxes, makeRow, nowMs, qemuSplit, readPid, sandboxMemory, sandboxText, sleep, splitText, tcgCacheText, treePss, type QemuSplit, type SandboxMemory } from './lib';
 import type { Suite } from './suite';
 
 const SETTLE_MS = 15_000;
@@ -179,7 +179,7 @@ export async function bootGroup(suite: Suite): Promise<void> {
         baselineWhat: 'the bare-limit VM (qemu + virtiofsd), same size, idle after /_ping',
         baseline: suite.bare.pssMiB,
         goal: (r) => ({ text: '≤ 250 MiB', met: r.figure.median <= 250 }),
-        note: `cove: ${sandboxText(covePss)} MiB (coved's PSS over the ${covedSandboxes} running sandbox(es)). bare: ${splitText(bareSplit)} MiB. Guest has ${VM_MEMORY_MIB} MiB; TCG cache: COVE_TCG_TB_MIB=${process.env.COVE_TCG_TB_MIB ?? 'unset (QEMU\'s own size)'}; measured ${SETTLE_MS / 1000} s after ready`,
+        note: `cove: ${sandboxText(covePss)} MiB (coved's PSS over the ${covedSandboxes} running sandbox(es)). bare: ${splitText(bareSplit)} MiB. Guest has ${VM_MEMORY_MIB} MiB; TCG cache: ${tcgCacheText()}; measured ${SETTLE_MS / 1000} s after ready`,
       }),
     );
   }

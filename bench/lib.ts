@@ -7,6 +7,31 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { run, type RunResult } from '../test/helpers/harness';
 import { VM } from '../contract/layout';
+import { tcgCacheMiB } from '../vmm-host/driver/tcg-cache';
+import { toolVersion } from '../vmm-host/driver/qemu-features';
+import { findQemu } from '../vmm-host/driver/tools';
+
+/** The first line of `--version` of the qemu coved runs (COVE_QEMU, else the PATH's). */
+export function qemuVersionLine(): string {
+  try {
+    return toolVersion(findQemu(process.env));
+  } catch {
+    return 'qemu unknown';
+  }
+}
+
+/** What the bench's sandboxes run with as their TCG translation cache, for a row's note. */
+export function tcgCacheText(): string {
+  const set = process.env.COVE_TCG_TB_MIB?.trim();
+  let size: number | null;
+  try {
+    size = tcgCacheMiB(process.env, qemuVersionLine());
+  } catch {
+    return `COVE_TCG_TB_MIB=${set} (refused)`;
+  }
+  const what = size === null ? "QEMU's own size" : `${size} MiB`;
+  return set ? `COVE_TCG_TB_MIB=${set}: ${what}` : `${what} (this QEMU's default)`;
+}
 
 export const REPO = path.resolve(__dirname, '..', '..');
 export const BENCH_ROOT = path.join(REPO, '.cove-bench');

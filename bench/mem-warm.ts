@@ -4,7 +4,7 @@
 // every clone maps) among the processes that map it, and coved's PSS is divided by the sandboxes it
 // runs; each clone's written guest pages, TCG cache, qemu and passt are its own.
 import * as path from 'node:path';
-import { HOME, VM_MEMORY_MIB, guestRamFile, listSandboxes, log, makeRow, mappersOf, readPid, runningSandboxes, sandboxMemory, sandboxText, sleep, type SandboxMemory } from './lib';
+import { HOME, VM_MEMORY_MIB, guestRamFile, listSandboxes, log, makeRow, mappersOf, readPid, runningSandboxes, sandboxMemory, sandboxText, sleep, tcgCacheText, type SandboxMemory } from './lib';
 import type { Suite } from './suite';
 
 /** How many clones run side by side. */
@@ -72,7 +72,7 @@ export async function memWarmGroup(suite: Suite): Promise<void> {
         `mean of the ${WARM_CLONES} clones: ${sandboxText(mean)} MiB. ` +
         `The template's RAM file pages (guest RAM file) are page cache mapped by ${mappers} process(es) at the time (${WARM_CLONES} from this row; others are other clones of the same template), and PSS divides each page among those that map it; ` +
         `guest RAM anon is what each clone wrote since its restore; coved's PSS is divided by the ${running} running sandbox(es). ` +
-        `Measured ${SETTLE_MS / 1000} s after the last clone answered \`docker version\`; guest has ${VM_MEMORY_MIB} MiB; TCG cache: COVE_TCG_TB_MIB=${process.env.COVE_TCG_TB_MIB ?? 'unset (QEMU\'s own size)'}`,
+        `Measured ${SETTLE_MS / 1000} s after the last clone answered \`docker version\`; guest has ${VM_MEMORY_MIB} MiB; TCG cache: ${tcgCacheText()}`,
     }),
   );
 }

@@ -9,7 +9,7 @@ import { bootGroup } from './boot';
 import { warmGroup } from './warm';
 import { memWarmGroup } from './mem-warm';
 import { lifecycleGroup } from './lifecycle';
-import { RESULTS, VM_CPUS, VM_MEMORY_MIB, log, machineBase, type MachineFacts } from './lib';
+import { RESULTS, VM_CPUS, VM_MEMORY_MIB, log, machineBase, qemuVersionLine, type MachineFacts } from './lib';
 import { portsGroup } from './ports';
 import { Suite } from './suite';
 import { markdown, textTable } from './table';
@@ -69,11 +69,7 @@ const GROUPS: Array<[string, (s: Suite) => Promise<void>]> = [
 ];
 
 function qemuVersion(): string {
-  try {
-    return child_process.execFileSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' }).split('\n')[0].replace(/^QEMU emulator version /, 'QEMU ');
-  } catch {
-    return 'qemu unknown';
-  }
+  return qemuVersionLine().replace(/^QEMU emulator version /, 'QEMU ');
 }
 
 async function main(): Promise<number> {

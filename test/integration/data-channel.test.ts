@@ -11,7 +11,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { makeBusyboxImage } from '../helpers/busybox-image';
-import { HOME, SCRATCH, cove, covedPid, docker, ok, resetTestHome, run, waitUntil, workspace } from '../helpers/harness';
+import { COVE_BIN, HOME, SCRATCH, cove, covedPid, docker, ok, resetTestHome, run, testEnv, waitUntil, workspace } from '../helpers/harness';
 
 // The channel is on by default; a developer's COVE_DATA_CHANNEL=off must not turn this suite into a test of SSH.
 process.env.COVE_DATA_CHANNEL = 'on';
@@ -72,6 +72,14 @@ describe('the data channel on a real sandbox', { timeout: 60 * 60_000 }, () => {
     // The agent ran them as exec streams (its SSH sessions log as <connection>/s<n>).
     const log = ok(await cove(['exec', NAME, '--', 'cat', '/var/log/cove/cove-agent.log'], 120_000), 'read the agent log');
     assert.match(log.stdout, /exec#\d+: exited 7/);
+  });
+
+  test("a reader of cove exec's output that goes away ends it with 141 (as SIGPIPE would), over exec streams and over SSH", async () => {
+    for (const transport of ['', 'ssh']) {
+      const line = `"${process.execPath}" "${COVE_BIN}" exec ${NAME} -- seq 1 1000000 | head -2; echo "rc=\${PIPESTATUS[0]}"`;
+      const r = await run('bash', ['-c', line], { timeoutMs: 180_000, env: testEnv({ COVE_EXEC_TRANSPORT: transport }) });
+      assert.equal(r.stdout, '1\n2\nrc=141\n', `over ${transport || 'exec streams'}: ${r.stderr}`);
+    }
   });
 
   test('hijacked streams: docker run -i and docker exec -i see stdin EOF and finish', async () => {

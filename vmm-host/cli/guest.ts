@@ -38,8 +38,21 @@ function runChannel(ch: ClientChannel, forwardStdin: boolean): Promise<number> {
     ch.stderr.pipe(process.stderr, { end: false });
     if (forwardStdin) process.stdin.pipe(ch);
     else ch.end();
+    // A reader of our output that went away (`cove exec … | head`): stop, as SIGPIPE would.
+    let readerGone = false;
+    const onWriteError = () => {
+      readerGone = true;
+      ch.unpipe();
+      ch.stderr.unpipe();
+      ch.close();
+    };
+    process.stdout.on('error', onWriteError);
+    process.stderr.on('error', onWriteError);
     ch.on('close', () => {
+      process.stdout.off('error', onWriteError);
+      process.stderr.off('error', onWriteError);
       process.stdin.unpipe(ch);
+      if (readerGone) return resolve(code ?? 128 + 13);
       const signals: Record<string, number> = { HUP: 1, INT: 2, QUIT: 3, KILL: 9, TERM: 15, PIPE: 13, ABRT: 6, SEGV: 11 };
       // Neither an exit status nor a signal: the connection to the guest broke under the command.
       // Say so, instead of a bare 255 (coved's log has the sandbox's side of it).
