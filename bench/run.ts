@@ -1,6 +1,5 @@
 // `npm run bench [-- --json] [--only ROW[,ROW…]] [--runs N]`: Cove's figures against their limits,
 // each baseline measured in the same run on the same machine, as ratios. See bench/README.md.
-import * as child_process from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';

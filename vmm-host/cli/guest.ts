@@ -44,6 +44,9 @@ function runChannel(ch: ClientChannel, forwardStdin: boolean): Promise<number> {
       readerGone = true;
       ch.unpipe();
       ch.stderr.unpipe();
+      // Drained into nothing: the channel emits 'close' only once its output has been read.
+      ch.resume();
+      ch.stderr.resume();
       ch.close();
     };
     process.stdout.on('error', onWriteError);
