@@ -94,6 +94,11 @@ export async function execOverStreams(sockPath: string, req: ExecRequest, stdio:
       exReq.destroy();
       throw e;
     }
+    if (exStream && !errStream) {
+      // The command was accepted but its stderr stream went: never run it a second time over SSH.
+      exReq.close(NGHTTP2_CANCEL);
+      throw new CoveError(ErrorCodes.conflict, 'the sandbox accepted the command but its stderr stream closed; it may have started and was hung up', 'run it again; coved.log in $COVE_HOME says why');
+    }
     if (!errStream || !exStream) {
       errReq.destroy();
       exReq.destroy();
