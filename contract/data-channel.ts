@@ -16,6 +16,14 @@ export function dataHello(nonce: string): string {
   return `${DATA_HELLO_PREFIX}${nonce}\n`;
 }
 
+/** The header that carries why a stream was refused, for the host's log and its client's error. */
+export const DATA_ERROR_HEADER = 'cove-error';
+
+/** Response headers that refuse a stream with `status`; the reason as one line of visible ASCII. */
+export function refusalHeaders(status: number, message: string): Record<string, string | number> {
+  return { ':status': status, [DATA_ERROR_HEADER]: message.replace(/[^\x20-\x7e]/g, '?').slice(0, 500) };
+}
+
 /** The `:authority` of a CONNECT to dockerd's socket (GUEST.dockerSock). */
 export const DATA_TARGET_DOCKER = 'docker.sock';
 /**

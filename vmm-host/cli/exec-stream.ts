@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import type { Readable, Writable } from 'node:stream';
-import { DATA_SETTINGS } from '../../contract/data-channel';
+import { DATA_ERROR_HEADER, DATA_SETTINGS } from '../../contract/data-channel';
 import { encodeExecRequest, EXEC_ID_HEADER, EXEC_REQUEST_HEADER, EXEC_STDERR_TARGET, EXEC_TARGET, exitCodeOf, type ExecRequest } from '../../contract/exec-stream';
 import { CoveError } from '../../contract/errors';
 import { ErrorCodes } from '../../contract/protocol';
@@ -17,6 +17,9 @@ const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS, HTTP2_
 const USE_SSH_STATUS = 503;
 /** How long coved and the guest may take to answer the two opens (a sleeping sandbox wakes first). */
 const OPEN_TIMEOUT_MS = 180_000;
+
+/** What `cove exec` says when the command's exit status never came, over either path. */
+export const LOST_EXIT_STATUS = 'cove: the connection to the sandbox closed before the command reported its exit status; `cove logs` and coved.log in $COVE_HOME say why\n';
 
 /** `COVE_EXEC_TRANSPORT=ssh` sends every `cove exec` over SSH (to compare, or to rule exec streams out). */
 export function execStreamsEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -54,7 +57,7 @@ function answered(stream: http2.ClientHttp2Stream, what: string): Promise<http2.
       if (status === 200) return resolve(stream);
       stream.destroy();
       if (status === USE_SSH_STATUS || status === 400) return resolve(null);
-      const why = headers['cove-error'];
+      const why = headers[DATA_ERROR_HEADER];
       reject(new CoveError(ErrorCodes.conflict, typeof why === 'string' ? why : `coved refused ${what} (status ${status})`, 'see `cove ls`'));
     });
     stream.once('close', () => {
@@ -144,7 +147,7 @@ function pump(errStream: http2.ClientHttp2Stream, exStream: http2.ClientHttp2Str
       const code = exitCodeOf(trailers());
       if (readerGone) return resolve(code ?? 128 + 13); // As a shell reports a command killed by SIGPIPE.
       if (code === null) {
-        stdio.stderr.write('cove: the connection to the sandbox closed before the command reported its exit status; `cove logs` and coved.log in $COVE_HOME say why\n');
+        stdio.stderr.write(LOST_EXIT_STATUS);
       }
       resolve(code ?? 255);
     };

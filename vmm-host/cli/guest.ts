@@ -11,7 +11,7 @@ import { UsageError } from './output';
 import { copyLimitsFromEnv, getTree, putTree } from './copy-tree';
 import { escapeGuestLines } from '../../contract/escape';
 import { connectSandbox, shellJoin, sshProxy } from '../../contract/ssh';
-import { execOverStreams, execStreamsEnabled } from './exec-stream';
+import { execOverStreams, execStreamsEnabled, LOST_EXIT_STATUS } from './exec-stream';
 
 function workspaceOf(name: string): string | undefined {
   try {
@@ -59,7 +59,7 @@ function runChannel(ch: ClientChannel, forwardStdin: boolean): Promise<number> {
       const signals: Record<string, number> = { HUP: 1, INT: 2, QUIT: 3, KILL: 9, TERM: 15, PIPE: 13, ABRT: 6, SEGV: 11 };
       // Neither an exit status nor a signal: the connection to the guest broke under the command.
       // Say so, instead of a bare 255 (coved's log has the sandbox's side of it).
-      if (code === null && sig === null) process.stderr.write('cove: the connection to the sandbox closed before the command reported its exit status; `cove logs` and coved.log in $COVE_HOME say why\n');
+      if (code === null && sig === null) process.stderr.write(LOST_EXIT_STATUS);
       resolve(code ?? (sig ? 128 + (signals[sig] ?? 1) : 255));
     });
   });

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { Duplex } from 'node:stream';
-import { DATA_CONNECTION_WINDOW, DATA_SETTINGS, dataAuthority, dataHello, type DataTarget } from '../../contract/data-channel';
+import { DATA_CONNECTION_WINDOW, DATA_ERROR_HEADER, DATA_SETTINGS, dataAuthority, dataHello, type DataTarget } from '../../contract/data-channel';
 
 const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS, HTTP2_METHOD_CONNECT } = http2.constants;
 
@@ -355,7 +355,7 @@ export class DataLink extends EventEmitter {
           resolve({ stream, headers, trailers: () => trailers });
           return;
         }
-        const given = headers['cove-error'];
+        const given = headers[DATA_ERROR_HEADER];
         const why = typeof given === 'string' ? given : `status ${status}`;
         // 400: this agent does not serve that target (an older one may not know agent.sock), so
         // the caller falls back to SSH; 502: the target itself cannot be reached.

@@ -7,7 +7,7 @@
 // streams): nothing has run in the guest then. Any other refusal is an error to show.
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
-import { DATA_SETTINGS } from '../../contract/data-channel';
+import { DATA_SETTINGS, refusalHeaders } from '../../contract/data-channel';
 import { EXEC_EXIT_TRAILER, EXEC_ID_HEADER, EXEC_REQUEST_HEADER, EXEC_SIGNAL_TRAILER, EXEC_STDERR_TARGET, EXEC_TARGET } from '../../contract/exec-stream';
 import type { OpenedStream } from './data-link';
 import { closingServer, listenPrivate } from './relay';
@@ -16,7 +16,6 @@ const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS, HTTP2_
 
 /** The status that tells the client to use SSH for this command. */
 export const EXEC_USE_SSH_STATUS = 503;
-export const EXEC_ERROR_HEADER = 'cove-error';
 
 export interface ExecRelayOptions {
   path: string;
@@ -29,7 +28,7 @@ export interface ExecRelayOptions {
 
 function refuse(stream: http2.ServerHttp2Stream, status: number, message: string): void {
   if (stream.destroyed || stream.headersSent) return;
-  stream.respond({ [HTTP2_HEADER_STATUS]: status, [EXEC_ERROR_HEADER]: message.replace(/[^\x20-\x7e]/g, '?').slice(0, 500) }, { endStream: true });
+  stream.respond(refusalHeaders(status, message), { endStream: true });
 }
 
 /** Only the exit trailers pass: a guest does not get to send the host client anything else. */
