@@ -17,6 +17,7 @@ export class EventHub {
 
   hello(): HelloEvent {
     const problems = this.problems();
+    const forwardAddress = this.forwardAddress();
     return {
       type: 'hello',
       agentVersion: AGENT_VERSION,
@@ -25,7 +26,19 @@ export class EventHub {
       dockerd: this.dockerd,
       ports: this.ports.map((p) => ({ ...p })),
       ...(problems.length > 0 ? { problems } : {}),
+      ...(forwardAddress ? { forwardAddress } : {}),
     };
+  }
+
+  /** The forwarding NIC's address, as the init recorded it when it set the NIC up (init-lib.sh). */
+  forwardAddress(): string | null {
+    if (!this.runDir) return null;
+    try {
+      const text = fs.readFileSync(path.join(this.runDir, 'forward-address'), 'utf8').trim();
+      return /^\d{1,3}(\.\d{1,3}){3}$/.test(text) ? text : null;
+    } catch {
+      return null;
+    }
   }
 
   /**

@@ -18,6 +18,12 @@ export interface HelloEvent {
    * init could not read); absent when nothing is wrong. coved marks such a sandbox degraded.
    */
   problems?: string[];
+  /**
+   * The guest's address on the forwarding NIC (contract/guest.ts GUEST_FORWARD_NIC), present when
+   * the init set that NIC up: coved then sends forwarded ports to listeners on every address
+   * through it rather than through the agent.
+   */
+  forwardAddress?: string;
 }
 
 /**

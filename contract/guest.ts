@@ -44,5 +44,21 @@ export const GUEST_NETWORK = {
   dns: '10.0.2.3',
 } as const;
 
+/**
+ * The forwarding NIC (docs/data-path.md, "Forwarded ports over the forwarding NIC"): a second
+ * virtio-net on qemu's own slirp with `restrict=on`, so the guest can send nothing through it,
+ * carrying only connections the host opens to forwarded ports (slirp `hostfwd`). The guest finds
+ * it by this MAC address and gives it this address; tier-docker/rootfs/usr/lib/cove/init-lib.sh
+ * repeats both, since the guest cannot import this module.
+ */
+export const GUEST_FORWARD_NIC = {
+  mac: '52:54:00:c0:fe:02',
+  address: '10.0.3.15',
+  prefixLength: 24,
+  /** slirp's network and its own address on it (the source of every forwarded connection). */
+  net: '10.0.3.0/24',
+  host: '10.0.3.2',
+} as const;
+
 /** The client's working directory request: `env COVE_CWD=/path` on an SSH session, before exec or shell. */
 export const CWD_ENV = 'COVE_CWD';

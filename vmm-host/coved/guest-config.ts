@@ -82,5 +82,6 @@ export function sandboxSpec(i: SpecInput): VmSpec {
     // template's RAM file, which every clone maps (docs/memory.md).
     balloon: !i.memoryFile,
     dataPort: true,
+    forwardNic: true,
   });
 }

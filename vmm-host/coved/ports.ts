@@ -87,9 +87,20 @@ export function hostListening(port: number, procNet = '/proc/net'): boolean {
   return false;
 }
 
-/** What the forwarder needs from the agent link: a stream to a guest TCP address. */
+/** What the forwarder needs from the sandbox: a stream to a guest TCP address. */
 export interface TcpOpener {
-  forwardTcp(host: string, port: number): Promise<Duplex>;
+  /**
+   * `everyAddress`: the guest last reported a listener on `port` bound to every IPv4 address, so
+   * the port is reachable from outside the guest (the forwarding NIC), not only on `host`.
+   */
+  forwardTcp(host: string, port: number, everyAddress: boolean): Promise<Duplex>;
+  /** No forward goes to guest `port` any more: what was kept for it can go. */
+  release?(port: number): void;
+}
+
+/** A listener bound to this address takes connections on every IPv4 address of the guest. */
+export function bindsEveryAddress(address: string): boolean {
+  return address === '0.0.0.0' || address === '';
 }
 
 export class PortForwarder {
@@ -100,6 +111,8 @@ export class PortForwarder {
   private readonly waiting = new Map<number, ListeningPort>();
   /** Set while the guest announces more ports than the cap, so the cap is reported once. */
   private overCap = false;
+  /** The addresses the guest listens on, by port, as last reported (manual forwards use them too). */
+  private readonly listening = new Map<number, Set<string>>();
   private readonly policy: PortPolicy;
 
   constructor(
@@ -160,6 +173,8 @@ export class PortForwarder {
 
   /** Makes the automatic forwards match the guest's listening ports; manual ones are untouched. */
   syncAuto(ports: ListeningPort[]): void {
+    this.listening.clear();
+    for (const p of ports) this.noteListening(p);
     const wanted = new Map<number, ListeningPort>();
     for (const p of ports) if (!wanted.has(p.port)) wanted.set(p.port, p);
     for (const [hostPort, f] of this.forwards) {
@@ -171,11 +186,26 @@ export class PortForwarder {
     for (const p of wanted.values()) this.addAuto(p);
   }
 
+  private noteListening(p: ListeningPort): void {
+    let addresses = this.listening.get(p.port);
+    if (!addresses) this.listening.set(p.port, (addresses = new Set()));
+    addresses.add(p.address);
+  }
+
+  /** Whether the guest listens on `port` on every IPv4 address, as last reported. */
+  private everyAddress(port: number): boolean {
+    return [...(this.listening.get(port) ?? [])].some(bindsEveryAddress);
+  }
+
   addAuto(p: ListeningPort): void {
+    this.noteListening(p);
     if (this.mayAuto(p)) void this.add(p.port, p.port, 'auto', guestTarget(p.address));
   }
 
   removeAuto(p: ListeningPort): void {
+    const addresses = this.listening.get(p.port);
+    addresses?.delete(p.address);
+    if (addresses?.size === 0) this.listening.delete(p.port);
     this.refused.delete(p.port);
     this.waiting.delete(p.port);
     const f = this.forwards.get(p.port);
@@ -197,7 +227,7 @@ export class PortForwarder {
     this.forwards.set(hostPort, f);
     const server = closingServer(net.createServer({ allowHalfOpen: true }, (conn) => {
       conn.on('error', () => conn.destroy());
-      this.link.forwardTcp(f.guestHost, guestPort).then(
+      this.link.forwardTcp(f.guestHost, guestPort, this.everyAddress(guestPort)).then(
         (ch) => pipeBothWays(conn, ch),
         (err: unknown) => {
           this.log(`port ${hostPort}: cannot reach guest ${f.guestHost}:${guestPort}: ${err instanceof Error ? err.message : String(err)}`);
@@ -239,6 +269,7 @@ export class PortForwarder {
     if (server) await new Promise<void>((r) => server.close(() => r()));
     this.log(`stopped forwarding 127.0.0.1:${hostPort}`);
     this.onChange({ ...f.info }, 'removed');
+    if (![...this.forwards.values()].some((o) => o.info.guestPort === f.info.guestPort)) this.link.release?.(f.info.guestPort);
     if (f.info.origin === 'auto' && this.autoCount() < this.policy.maxAuto) {
       this.overCap = false;
       // A port that waited for room takes the freed place.

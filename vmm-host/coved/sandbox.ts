@@ -29,6 +29,8 @@ import { readKeys, type SandboxKeys } from './keys';
 import { boundConsoleLog } from './console-bound';
 import { kernelCrashReason } from './guest-crash';
 import { PortForwarder } from './ports';
+import { NicForwards } from './nic-forwards';
+import { GUEST_FORWARD_NIC } from '../../contract/guest';
 import { startRelay } from './relay';
 import { startDockerProxy } from './docker-proxy';
 import type { BindPolicy } from './bind-guard';
@@ -124,6 +126,19 @@ export class Sandbox extends EventEmitter {
   private data: DataLink | null = null;
   private pool: StreamPool | null = null;
   private ports: PortForwarder | null = null;
+  /** hostfwds on the forwarding NIC, used while the guest reports that NIC set up (`forwardAddress`). */
+  private readonly nic = new NicForwards(
+    {
+      forwardPort: (hostPort, guestPort) => this.driver().forwardPort(this.dir, hostPort, guestPort),
+      // A gone VM took its hostfwds with it.
+      unforwardPort: async (hostPort) => (this.alive() ? this.driver().unforwardPort(this.dir, hostPort) : undefined),
+    },
+    (m) => this.log(m),
+  );
+  /** The guest set its forwarding NIC up (its hello said so): forwarded ports to every address go through it. */
+  private nicReady = false;
+  /** Set once a connection through the forwarding NIC failed, so the fallback is logged once. */
+  private nicFailed = false;
   private relays: net.Server[] = [];
   private dockerReady = false;
   private readyWaiters: Array<() => void> = [];
@@ -642,6 +657,9 @@ export class Sandbox extends EventEmitter {
   private onAgentEvent(ev: AgentEvent): void {
     switch (ev.type) {
       case 'hello':
+        // Believed only for the address Cove gives that NIC: any other claim leaves the ports on
+        // the data channel (a hostile guest can choose the path, not where a connection goes).
+        this.nicReady = this.runtime.spec?.forwardNic === true && ev.forwardAddress === GUEST_FORWARD_NIC.address;
         this.setDockerReady(ev.dockerd === 'running');
         this.ports?.syncAuto(ev.ports);
         break;
@@ -890,6 +908,7 @@ export class Sandbox extends EventEmitter {
     await this.ports?.closeAll();
     this.ports = null;
     this.dockerReady = false;
+    this.nicReady = false;
   }
 
   /** Kills qemu and its helpers at once. */
@@ -1010,13 +1029,23 @@ export class Sandbox extends EventEmitter {
   private ensurePorts(): void {
     if (this.ports) return;
     const opener = {
-      forwardTcp: async (host: string, port: number) => {
+      forwardTcp: async (host: string, port: number, everyAddress: boolean) => {
         await this.ensureAwake();
         if (!this.link) throw new Error(`sandbox ${this.name} is ${this.runtime.state}`);
+        const qemu = this.runtime.pids.qemu;
+        if (everyAddress && this.nicReady && qemu) {
+          try {
+            return this.track(await this.nic.connect(qemu, port));
+          } catch (e) {
+            if (!this.nicFailed) this.log(`forwarding NIC: guest port ${port}: ${messageOf(e)}; using the data channel`);
+            this.nicFailed = true;
+          }
+        }
         const viaData = net.isIP(host) ? await this.openData({ kind: 'tcp', host, port }) : null;
         if (viaData) return viaData;
         return this.track(await this.link.forwardTcp(host, port));
       },
+      release: (port: number) => this.nic.release(port),
     };
     this.ports = new PortForwarder(opener, (port, action) => this.emit('port', port, action), (m) => this.log(m));
     for (const p of this.config.published) void this.ports.add(p.hostPort, p.guestPort, 'manual');

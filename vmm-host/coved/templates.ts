@@ -78,6 +78,8 @@ export function templateBinding(imageDir: string, driver: Driver, accel: AccelRe
     extraShares: slotShares('/VM', [], '/SHARE'),
     network: shape.network,
     memoryFile: { path: '/RAM', shared: true },
+    dataPort: true,
+    forwardNic: true,
   });
   return {
     layout: 3,
@@ -191,6 +193,7 @@ export class Templates {
         network: shape.network,
         memoryFile: { path: path.join(dir, TEMPLATE.ram), shared: true },
         dataPort: true,
+        forwardNic: true,
       }),
       disk: path.join(dir, TEMPLATE.disk),
       configDisk: path.join(dir, TEMPLATE.configDisk),

@@ -70,6 +70,12 @@ export interface VmSpec {
    * devices it was saved with.
    */
   dataPort?: boolean;
+  /**
+   * The forwarding NIC (contract/guest.ts GUEST_FORWARD_NIC): host → guest TCP for forwarded ports
+   * without the agent in the byte path (`forwardPort`). Optional so that a VM saved before it
+   * existed restores with the devices it was saved with.
+   */
+  forwardNic?: boolean;
 }
 
 export interface DriverFeatures {
@@ -157,6 +163,14 @@ export interface Driver {
    * its helpers. Safe on a stopped VM, and on recorded pids that now belong to someone else.
    */
   stop(dir: string, opts?: StopOptions): Promise<void>;
+  /**
+   * Makes host 127.0.0.1:`hostPort` reach the guest's `guestPort` on the forwarding NIC (a VM whose
+   * spec has `forwardNic`); rejects when the host port cannot be bound. Only the host side exists
+   * after this: whether the guest answers is the guest's business. Ends with the VM.
+   */
+  forwardPort(dir: string, hostPort: number, guestPort: number): Promise<void>;
+  /** Undoes `forwardPort` (open connections stay); resolves also when there was no such forward. */
+  unforwardPort(dir: string, hostPort: number): Promise<void>;
   /** The VM's live pids, read from its folder (null where a process is gone). */
   pids(dir: string): { qemu: number | null; virtiofsd: number | null; passt: number | null };
 }

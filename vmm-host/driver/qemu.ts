@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { GUEST, GUEST_NETWORK } from '../../contract/guest';
+import { GUEST, GUEST_FORWARD_NIC, GUEST_NETWORK } from '../../contract/guest';
 import { VM } from '../../contract/layout';
 import type { Accel } from '../../contract/protocol';
 import type { Driver, DriverFeatures, RestoreOptions, SaveOptions, SaveResult, StopOptions, VmPids, VmSpec } from './driver';
@@ -50,6 +50,21 @@ export function machineArgs(accel: Accel, cpus: number, memoryMiB: number, memor
   // seen here as "Oops: int3" in runc, then qemu gone. One TCG thread keeps translations coherent.
   const acc = accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', `tcg,thread=single${tcgCacheMiB ? `,tb-size=${tcgCacheMiB}` : ''}`, '-cpu', 'max'];
   return ['-M', machine, ...acc, '-m', `${memoryMiB}`, '-smp', `${cpus}`, '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot'];
+}
+
+/** The netdev id of the forwarding NIC. */
+export const FORWARD_NETDEV = 'fwd';
+
+/** The HMP commands that add and remove a forward on the forwarding NIC (QMP has none for slirp). */
+export function hostfwdCommand(action: 'add', hostPort: number, guestPort: number): string;
+export function hostfwdCommand(action: 'remove', hostPort: number): string;
+export function hostfwdCommand(action: 'add' | 'remove', hostPort: number, guestPort?: number): string {
+  for (const p of [hostPort, guestPort ?? 1]) {
+    if (!Number.isInteger(p) || p < 1 || p > 65535) throw new DriverError(`not a TCP port: ${p}`, 'ports are whole numbers from 1 to 65535');
+  }
+  return action === 'add'
+    ? `hostfwd_add ${FORWARD_NETDEV} tcp:127.0.0.1:${hostPort}-${GUEST_FORWARD_NIC.address}:${guestPort}`
+    : `hostfwd_remove ${FORWARD_NETDEV} tcp:127.0.0.1:${hostPort}`;
 }
 
 /** A path as a QEMU option value: commas are doubled, as QEMU's option parser wants. */
@@ -97,6 +112,13 @@ export function buildQemuArgv(spec: VmSpec, opts: { incoming?: boolean } = {}): 
   if (spec.network === 'passt') a.push('-netdev', `stream,id=net0,server=off,addr.type=unix,addr.path=${vm('netSock')}`);
   else a.push('-netdev', 'user,id=net0');
   a.push('-device', 'virtio-net-device,netdev=net0');
+  if (spec.forwardNic) {
+    // Only for connections the host opens (hostfwd, added at run time by forwardPort): restrict=on
+    // lets the guest send nothing through slirp, and no IPv6, DHCP or DNS is offered on it.
+    const n = GUEST_FORWARD_NIC;
+    a.push('-netdev', `user,id=${FORWARD_NETDEV},restrict=on,ipv6=off,net=${n.net},host=${n.host}`);
+    a.push('-device', `virtio-net-device,netdev=${FORWARD_NETDEV},mac=${n.mac}`);
+  }
   a.push('-device', 'virtio-rng-device');
   if (spec.balloon) a.push('-device', 'virtio-balloon-device,free-page-reporting=on');
   if (spec.share && virtiofs) {
@@ -333,6 +355,16 @@ export class QemuDriver implements Driver {
 
   async resume(dir: string): Promise<void> {
     await qmpCommand(path.join(dir, VM.qmpSock), 'cont');
+  }
+
+  async forwardPort(dir: string, hostPort: number, guestPort: number): Promise<void> {
+    const said = await qmpCommand(path.join(dir, VM.qmpSock), 'human-monitor-command', { 'command-line': hostfwdCommand('add', hostPort, guestPort) });
+    // HMP answers with text: nothing on success, the reason otherwise.
+    if (typeof said === 'string' && said.trim() !== '') throw new DriverError(`cannot forward 127.0.0.1:${hostPort} to the guest: ${said.trim()}`, 'the host port may be in use');
+  }
+
+  async unforwardPort(dir: string, hostPort: number): Promise<void> {
+    await qmpCommand(path.join(dir, VM.qmpSock), 'human-monitor-command', { 'command-line': hostfwdCommand('remove', hostPort) });
   }
 
   saveBlockers(dir: string): Promise<string[]> {

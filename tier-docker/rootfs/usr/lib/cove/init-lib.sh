@@ -10,6 +10,10 @@ cove_config_defaults() {
   COVE_ADDRESS=10.0.2.15/24
   COVE_GATEWAY=10.0.2.2
   COVE_DNS=10.0.2.3
+  # The forwarding NIC, found by its MAC (contract/guest.ts GUEST_FORWARD_NIC; not in the config:
+  # it is the same for every sandbox, and a template's clones keep what the template's boot set).
+  COVE_FORWARD_MAC=52:54:00:c0:fe:02
+  COVE_FORWARD_ADDRESS=10.0.3.15/24
   COVE_RESIZE_ROOT=yes
   COVE_MOUNT_TAGS=()
   COVE_MOUNT_TYPES=()
@@ -95,4 +99,24 @@ cove_mount_share() {
   printf '%s\t%s\n' "$where" "$reason" >> "$run/mount-failed"
   say "workspace mount FAILED $where: $reason"
   return 1
+}
+
+# Brings up the forwarding NIC (the interface whose MAC is $COVE_FORWARD_MAC, when the VM has one)
+# with $COVE_FORWARD_ADDRESS and no route beyond its own network, and writes the address to
+# <run dir>/forward-address, which the agent reports in its hello: coved sends forwarded ports
+# through that NIC only then. Returns 1 (and says why) when there is a NIC it could not set up.
+cove_forward_nic() {
+  local run="${COVE_RUN_DIR:-/run/cove}" sys="${COVE_SYS_NET:-/sys/class/net}" d nic="" err=""
+  rm -f "$run/forward-address"
+  for d in "$sys"/*; do
+    [ "$(cat "$d/address" 2>/dev/null)" = "$COVE_FORWARD_MAC" ] && nic="${d##*/}"
+  done
+  [ -n "$nic" ] || return 0
+  if err="$(ip link set "$nic" up 2>&1 && ip addr add "$COVE_FORWARD_ADDRESS" dev "$nic" 2>&1)"; then
+    echo "${COVE_FORWARD_ADDRESS%/*}" > "$run/forward-address"
+    say "forwarding NIC $nic: ${COVE_FORWARD_ADDRESS}"
+  else
+    say "forwarding NIC $nic: cannot set it up (${err:-ip failed}); forwarded ports use the data channel"
+    return 1
+  fi
 }
