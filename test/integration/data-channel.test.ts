@@ -1,7 +1,7 @@
 // The data channel on a real sandbox (agent/PROTOCOL.md, "The data channel"; docs/data-path.md):
 // the Docker socket and forwarded ports cross HTTP/2 streams on the second virtio-serial port, and
 // everything the SSH channels did still works over it — hijacked streams that end with stdin's EOF,
-// a forwarded port, the agent killed (the channel comes back by itself), and an agent that does not
+// a forwarded port (through the forwarding NIC when it listens on every address), the agent killed (the channel comes back by itself), and an agent that does not
 // serve the channel (as an older image's would), where coved falls back to SSH channels; `cove exec`
 // over exec streams, and over SSH when the channel is down.
 import { strict as assert } from 'node:assert';
@@ -10,6 +10,8 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { GUEST_FORWARD_NIC } from '../../contract/guest';
+import { qmpCommand } from '../../vmm-host/driver/qmp';
 import { makeBusyboxImage } from '../helpers/busybox-image';
 import { COVE_BIN, HOME, SCRATCH, cove, covedPid, docker, ok, resetTestHome, run, testEnv, waitUntil, workspace } from '../helpers/harness';
 
@@ -26,6 +28,29 @@ let image = '';
 const covedLog = () => fs.readFileSync(path.join(HOME, 'coved.log'), 'utf8');
 const count = (text: string, what: string) => text.split(what).length - 1;
 const UP = `[${NAME}] data channel up (HTTP/2)`;
+
+/** Sends `data` to 127.0.0.1:port, half-closes, and resolves with everything the other end says before it closes. */
+function sendAndHalfClose(port: number, data: Buffer): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    let text = '';
+    const timer = setTimeout(() => {
+      c.destroy();
+      reject(new Error('no answer within 60 s'));
+    }, 60_000);
+    c.on('data', (d: Buffer) => (text += d.toString()));
+    c.on('end', () => {
+      clearTimeout(timer);
+      c.end();
+      resolve(text);
+    });
+    c.on('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    c.end(data);
+  });
+}
 
 /** One GET /_ping on a new connection to the sandbox's docker.sock; resolves with the body. */
 function ping(): Promise<string> {
@@ -91,19 +116,47 @@ describe('the data channel on a real sandbox', { timeout: 60 * 60_000 }, () => {
     assert.equal(e.stdout.replace(/\s+/g, ' ').trim(), '12 END');
   });
 
-  test('a published port answers through the data channel, 8 MiB byte for byte', async () => {
+  test('a published port answers through the forwarding NIC, 8 MiB byte for byte, half-close kept; one on the guest loopback through the data channel; the hostfwd goes with the container', async () => {
     // The workspace is shared at the same path: httpd serves a file the host wrote.
     const big = Buffer.alloc(8 * 1024 * 1024);
     for (let i = 0; i < big.length; i += 4) big.writeUInt32LE(i, i);
     fs.mkdirSync(path.join(ws, 'www'), { recursive: true });
     fs.writeFileSync(path.join(ws, 'www', 'big'), big);
+    fs.writeFileSync(path.join(ws, 'www', 'small'), 'on the loopback\n');
+    const guestAddr = ok(await cove(['exec', NAME, '--', 'cat', '/run/cove/forward-address'], 60_000), 'read the forwarding address');
+    assert.equal(guestAddr.stdout.trim(), GUEST_FORWARD_NIC.address, 'the init set the forwarding NIC up');
     ok(await docker(CTX, ['run', '-d', '--name', 'web', '-p', '8383:80', '-v', `${ws}/www:/www`, image, 'httpd', '-f', '-p', '80', '-h', '/www'], 180_000), 'docker run -p');
+    ok(await docker(CTX, ['run', '-d', '--name', 'webLo', '-p', '127.0.0.1:8384:80', '-v', `${ws}/www:/www`, image, 'httpd', '-f', '-p', '80', '-h', '/www'], 180_000), 'docker run -p 127.0.0.1:…');
+    ok(await docker(CTX, ['run', '-d', '--name', 'count', '-p', '8385:80', image, 'nc', '-ll', '-p', '80', '-e', 'wc', '-c'], 180_000), 'docker run -p (a byte counter)');
     const out = path.join(SCRATCH, 'big.out');
     await waitUntil('the forwarded port to serve the file', 180_000, async () => {
       const r = await run('curl', ['-sf', '--max-time', '120', '-o', out, 'http://127.0.0.1:8383/big'], { timeoutMs: 150_000 });
       return r.code === 0 && fs.statSync(out).size === big.length;
     }, 2000);
     assert.ok(fs.readFileSync(out).equals(big), 'the file came through unchanged');
+    let small = '';
+    await waitUntil('the loopback-published port to answer', 180_000, async () => {
+      const r = await run('curl', ['-sf', '--max-time', '60', 'http://127.0.0.1:8384/small'], { timeoutMs: 90_000 });
+      small = r.stdout;
+      return r.code === 0;
+    }, 2000);
+    assert.equal(small, 'on the loopback\n');
+    // Half-close: the host sends 3 MB and its FIN; the container answers with the count after its EOF.
+    let counted = '';
+    await waitUntil('the byte counter to answer through the forwarded port', 180_000, async () => {
+      counted = await sendAndHalfClose(8385, Buffer.alloc(3_000_000, 120)).catch(() => '');
+      return counted !== '';
+    }, 2000);
+    assert.equal(counted.trim(), '3000000');
+    const log = covedLog();
+    assert.match(log, new RegExp(`\\[${NAME}\\] forwarding NIC: 127\\.0\\.0\\.1:\\d+ -> guest port 8383`));
+    assert.match(log, new RegExp(`\\[${NAME}\\] forwarding NIC: 127\\.0\\.0\\.1:\\d+ -> guest port 8385`));
+    assert.doesNotMatch(log, /forwarding NIC: 127\.0\.0\.1:\d+ -> guest port 8384/, 'a port on the guest loopback is not reachable on the NIC');
+    const usernet = async () => String(await qmpCommand(path.join(VMDIR, 'qmp.sock'), 'human-monitor-command', { 'command-line': 'info usernet' }));
+    assert.match(await usernet(), new RegExp(`HOST_FORWARD.*${GUEST_FORWARD_NIC.address.replace(/\./g, '\\.')}\\s+8383`));
+    // webLo stays: the fallback case below reaches it through SSH channels.
+    ok(await docker(CTX, ['rm', '-f', 'web', 'count'], 180_000), 'docker rm');
+    await waitUntil("qemu's forward of 8383 to go with its container", 120_000, async () => !/\s8383\s/.test(await usernet()), 1000);
   });
 
   test('kill -9 of the agent: the data channel comes back by itself and docker works over it', async () => {
@@ -128,7 +181,8 @@ describe('the data channel on a real sandbox', { timeout: 60 * 60_000 }, () => {
       assert.match(await ping(), /200 OK[\s\S]*OK$/);
       const r = ok(await docker(CTX, ['run', '--rm', '-i', image, 'sh', '-c', 'cat; echo END'], 180_000, 'over ssh\n'), 'docker run -i over SSH');
       assert.equal(r.stdout, 'over ssh\nEND\n');
-      const web = await run('curl', ['-sf', '--max-time', '60', '-o', '/dev/null', '-w', '%{size_download}', 'http://127.0.0.1:8383/big'], { timeoutMs: 90_000 });
+      // A port on the guest's loopback: the agent carries it (a port on every address would take the forwarding NIC).
+      const web = await run('curl', ['-sf', '--max-time', '60', '-o', '/dev/null', '-w', '%{size_download}', 'http://127.0.0.1:8384/big'], { timeoutMs: 90_000 });
       assert.equal(web.stdout, String(8 * 1024 * 1024), 'the forwarded port works over SSH');
       // cove exec: exec.sock answers "use SSH", and the command runs once, over SSH.
       const e = await cove(['exec', NAME, '--', 'sh', '-c', 'echo via-ssh; echo once >> /tmp/ran; exit 5'], 120_000);

@@ -316,6 +316,7 @@ describe('agent control channel', () => {
     const c = await connect(agent, { privateKey: next.clientPrivate, expectHostKey: next.hostPrivate });
     try {
       fs.writeFileSync(path.join(fx.run, 'config-failed'), 'config-env.js exited 1: the config is not valid JSON\n');
+      fs.writeFileSync(path.join(fx.run, 'forward-address'), '10.0.3.15\n');
       const stream = await new Promise<ClientChannel>((resolve, reject) => c.subsys(EVENTS_SUBSYSTEM, (err, s) => (err ? reject(err) : resolve(s))));
       const hello = await new LineReader(stream).next((l) => l.type === 'hello', 10_000, 'hello');
       assert.deepEqual(agentEventProblems(hello), []);
@@ -323,9 +324,11 @@ describe('agent control channel', () => {
       assert.equal(problems.length, 2);
       assert.match(problems[0], /^config unreadable, booted with defaults: config-env.js exited 1/);
       assert.ok(problems[1].startsWith(`workspace mount failed: ${bad}: `), problems[1]);
+      assert.equal(hello.forwardAddress, '10.0.3.15', 'the init set the forwarding NIC up');
       stream.close();
     } finally {
       fs.rmSync(path.join(fx.run, 'config-failed'), { force: true });
+      fs.rmSync(path.join(fx.run, 'forward-address'), { force: true });
       c.end();
     }
   });

@@ -1,13 +1,15 @@
 // The guest init's config and mount handling, run on this host with bash and node: config-env.js
 // on good and broken configs, cove_config_load (init-lib.sh) surviving every failure under
 // `set -u` with defaults and a `cove: config unreadable` line, and cove_mount_share recording a
-// failed mount for the agent to report. Nothing here boots a VM; a stub `mount` stands in.
+// failed mount for the agent to report, and cove_forward_nic (its MAC and address are the ones of
+// contract/guest.ts). Nothing here boots a VM; stubs of `mount` and `ip` stand in.
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { GUEST_FORWARD_NIC } from '../../contract/guest';
 import { REPO } from './agent-harness';
 
 const LIB = path.join(REPO, 'tier-docker', 'rootfs', 'usr', 'lib', 'cove');
@@ -140,10 +142,35 @@ exit 0
     ]);
   });
 
+  test('cove_forward_nic sets up the NIC with the forwarding MAC, records its address, and says why when it cannot', () => {
+    const sys = path.join(dir, 'sys-net');
+    for (const [nic, mac] of [['eth0', '52:54:00:12:34:56'], ['eth1', GUEST_FORWARD_NIC.mac]]) {
+      fs.mkdirSync(path.join(sys, nic), { recursive: true });
+      fs.writeFileSync(path.join(sys, nic, 'address'), `${mac}\n`);
+    }
+    // ip: records its arguments; fails `addr add` when FAIL_IP is set.
+    fs.writeFileSync(path.join(bin, 'ip'), `#!/bin/sh\necho "ip $*" >> '${dir}/ip-calls'\n[ -n "\${FAIL_IP:-}" ] && [ "$1" = addr ] && { echo "RTNETLINK answers: File exists" >&2; exit 2; }\nexit 0\n`, { mode: 0o755 });
+    const forward = path.join(run, 'forward-address');
+    const setUp = bash('cove_config_defaults; cove_forward_nic; echo "rc=$?"', { COVE_SYS_NET: sys });
+    assert.equal(setUp.stdout, `cove: forwarding NIC eth1: ${GUEST_FORWARD_NIC.address}/${GUEST_FORWARD_NIC.prefixLength}\nrc=0\n`, setUp.stderr);
+    assert.equal(fs.readFileSync(forward, 'utf8'), `${GUEST_FORWARD_NIC.address}\n`);
+    assert.deepEqual(fs.readFileSync(path.join(dir, 'ip-calls'), 'utf8').trim().split('\n'), ['ip link set eth1 up', `ip addr add ${GUEST_FORWARD_NIC.address}/${GUEST_FORWARD_NIC.prefixLength} dev eth1`]);
+
+    const failed = bash('cove_config_defaults; cove_forward_nic; echo "rc=$?"', { COVE_SYS_NET: sys, FAIL_IP: '1' });
+    assert.match(failed.stdout, /^cove: forwarding NIC eth1: cannot set it up \(RTNETLINK answers: File exists\); forwarded ports use the data channel\nrc=1\n$/);
+    assert.equal(fs.existsSync(forward), false, 'no address is recorded for a NIC that is not set up');
+
+    fs.rmSync(path.join(sys, 'eth1'), { recursive: true });
+    const none = bash('cove_config_defaults; cove_forward_nic; echo "rc=$?"', { COVE_SYS_NET: sys });
+    assert.equal(none.stdout, 'rc=0\n', 'a VM without the NIC boots quietly');
+    assert.equal(fs.existsSync(forward), false);
+  });
+
   test('cove-init sources init-lib.sh and no longer evaluates config-env.js directly', () => {
     const init = fs.readFileSync(path.join(REPO, 'tier-docker', 'rootfs', 'sbin', 'cove-init'), 'utf8');
     assert.match(init, /^\. \/usr\/lib\/cove\/init-lib\.sh$/m);
     assert.match(init, /^cove_config_load \/run\/cove\/config\.json$/m);
+    assert.match(init, /^cove_forward_nic \|\| true$/m);
     assert.doesNotMatch(init, /eval "\$\(node/);
     assert.equal(spawnSync('bash', ['-n', path.join(REPO, 'tier-docker', 'rootfs', 'sbin', 'cove-init')]).status, 0);
   });

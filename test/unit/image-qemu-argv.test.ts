@@ -1,7 +1,7 @@
 // The qemu command line of docs/guest.md, for TCG with a 9p workspace and KVM with virtio-fs.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { buildQemuArgv as argvOf, buildVirtiofsdArgv as vfsArgvOf, kernelCmdline } from '../../vmm-host/driver/qemu';
+import { buildQemuArgv as argvOf, buildVirtiofsdArgv as vfsArgvOf, hostfwdCommand, kernelCmdline } from '../../vmm-host/driver/qemu';
 import { specFromLayout, type LayoutSpec } from '../../vmm-host/driver/spec';
 import { hostTscKhz } from '../../vmm-host/driver/accel';
 import { BOUNDED_TCG_CACHE_MIB, DEFAULT_TCG_CACHE_MIB, tcgCacheCheck, tcgCacheMiB } from '../../vmm-host/driver/tcg-cache';
@@ -98,6 +98,18 @@ test('the balloon: free-page reporting when the VM owns its RAM; refused over a 
   assert.ok(!devices({}).some((d) => d.startsWith('virtio-balloon')));
   assert.ok(devices({ balloon: true, share: { type: 'virtiofs', hostPath: '/p', readonly: false } }).includes('virtio-balloon-device,free-page-reporting=on'));
   assert.throws(() => devices({ balloon: true, memoryFile: { path: '/h/t/ram', shared: false } }), /punch holes/);
+});
+
+test('the forwarding NIC: a second virtio-net on slirp that lets the guest send nothing, after the primary one; hostfwd only to its address', () => {
+  const argv = (extra: Partial<LayoutSpec>) => argvOf(specFromLayout({ ...base, network: 'passt', accel: 'tcg', share: null, ...extra }));
+  const withNic = argv({ forwardNic: true });
+  assert.deepEqual(after(withNic, '-netdev'), ['stream,id=net0,server=off,addr.type=unix,addr.path=/h/vms/t1/net.sock', 'user,id=fwd,restrict=on,ipv6=off,net=10.0.3.0/24,host=10.0.3.2']);
+  // The primary NIC first, so the guest still names it eth0.
+  assert.deepEqual(after(withNic, '-device').filter((d) => d.startsWith('virtio-net')), ['virtio-net-device,netdev=net0', 'virtio-net-device,netdev=fwd,mac=52:54:00:c0:fe:02']);
+  assert.deepEqual(after(argv({}), '-netdev'), ['stream,id=net0,server=off,addr.type=unix,addr.path=/h/vms/t1/net.sock']);
+  assert.equal(hostfwdCommand('add', 41000, 8080), 'hostfwd_add fwd tcp:127.0.0.1:41000-10.0.3.15:8080');
+  assert.equal(hostfwdCommand('remove', 41000), 'hostfwd_remove fwd tcp:127.0.0.1:41000');
+  for (const bad of [0, 65536, 1.5, NaN]) assert.throws(() => hostfwdCommand('add', 41000, bad), /not a TCP port/);
 });
 
 test('no mount: neither 9p nor virtio-fs devices', () => {
