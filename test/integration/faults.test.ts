@@ -118,7 +118,7 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
     ok(await docker(CTX, ['load', '-i', imageTar], 300_000), 'docker load');
   });
 
-  test('sockets are 0600 in 0700 folders, and nothing listens on TCP but published ports on 127.0.0.1', async () => {
+  test("sockets are 0600 in 0700 folders, and nothing listens on TCP but published ports and qemu's forwards of them, on 127.0.0.1", async () => {
     const walk = (dir: string): string[] =>
       fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : e.isSocket() ? [path.join(dir, e.name)] : []));
     // coved's own socket and everything in this sandbox's folder (other tests' VMs are not ours).
@@ -140,6 +140,11 @@ describe('faults, hostile input and isolation', { timeout: 60 * 60_000 }, () => 
       return l.length > 0 ? l : null;
     });
     assert.deepEqual(after, ['127.0.0.1:8181'], 'only the published port, only on 127.0.0.1');
+    // A connection through it makes qemu's forward on the forwarding NIC: on 127.0.0.1 too.
+    await waitUntil('the published port to answer', 120_000, async () => (await run('curl', ['-s', '-o', '/dev/null', '--max-time', '30', 'http://127.0.0.1:8181/'], { timeoutMs: 60_000 })).code === 0, 2000);
+    const withNic = await listeners();
+    assert.equal(withNic.length, 2, `coved's listener and qemu's forward: ${withNic.join(', ')}`);
+    for (const l of withNic) assert.match(l, /^127\.0\.0\.1:\d+$/, 'every listener is on 127.0.0.1');
   });
 
   test('a client without the pinned key is refused by the agent', async () => {

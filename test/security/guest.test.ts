@@ -3,7 +3,8 @@
 // (as any Docker user of the sandbox can), and from there the guest attacks the host: a folder of
 // links that the old `cove cp` followed, a replaced agent socket that answers `cove cp` with
 // traversal names and endless trees, and 10,000 listening ports with a port already in use on the
-// host and one on the never-forward list. The other sandbox and coved must answer throughout.
+// host and one on the never-forward list. The other sandbox and coved must answer throughout. The
+// forwarding NIC's slirp lets the guest reach nothing.
 // docs/security.md lists each attack and points here.
 import { strict as assert } from 'node:assert';
 import * as fs from 'node:fs';
@@ -12,6 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { buildSync } from 'esbuild';
 import { makeBusyboxImage } from '../helpers/busybox-image';
 import { VM } from '../../contract/layout';
+import { GUEST_FORWARD_NIC } from '../../contract/guest';
 import { COVE_BIN, HOME, REPO, SCRATCH, cove, covedPid, docker, ok, resetTestHome, run, testEnv, waitUntil, withGuestDiagnostics, workspace } from '../helpers/harness';
 import { treeOf } from './helpers';
 
@@ -185,6 +187,40 @@ describe('a hostile guest against the host, on real VMs', { timeout: 40 * 60_000
     assert.equal(logs.code, 0);
     assert.match(logs.stdout, /cove-console-flood-end/);
     assert.ok(!logs.stdout.includes('\0'), 'cove logs leaves out the punched part');
+  });
+
+  test('the forwarding NIC carries only what the host opens: from the guest, its slirp reaches neither the host loopback nor beyond', async () => {
+    const net = await import('node:net');
+    const host = net.createServer((c) => c.end('the host service\n')).listen({ host: '127.0.0.1', port: 0 });
+    await new Promise((res) => (host.listening ? res(null) : host.once('listening', res)));
+    const port = (host.address() as import('node:net').AddressInfo).port;
+    try {
+      assert.equal((await exec(A, 'cat /run/cove/forward-address')).trim(), GUEST_FORWARD_NIC.address, 'the NIC is up in the guest');
+      // slirp without restrict=on maps its host address to the host's 127.0.0.1, and routes anything else out.
+      const probe = `const net = require('net');
+const tryConnect = (host, port) => new Promise((res) => {
+  const c = net.connect({ host, port, localAddress: '${GUEST_FORWARD_NIC.address}' });
+  const done = (what) => { c.destroy(); res(what); };
+  c.setTimeout(8000, () => done('timeout'));
+  c.on('data', (d) => done('answered: ' + d.toString().trim()));
+  c.on('error', (e) => done(e.code));
+  c.on('end', () => done('closed'));
+});
+(async () => {
+  for (const [h, p] of [['${GUEST_FORWARD_NIC.host}', ${port}], ['10.0.3.3', 53], ['1.1.1.1', 80]]) console.log(h, await tryConnect(h, p));
+})();`;
+      fs.writeFileSync(path.join(wsA, 'nic-probe.js'), probe);
+      // Guest root routes an outside address through the NIC, as a hostile guest would.
+      const route = `1.1.1.1/32 via ${GUEST_FORWARD_NIC.host} dev $(ip -o -4 addr show to ${GUEST_FORWARD_NIC.address} | cut -d' ' -f2)`;
+      const out = await exec(A, `ip route replace ${route} && node ${path.join(wsA, 'nic-probe.js')}; ip route del 1.1.1.1/32`, 120_000);
+      process.stdout.write(`forwarding NIC from the guest: ${out.trim().replace(/\n/g, '; ')}\n`);
+      const lines = out.trim().split('\n');
+      assert.equal(lines.length, 3, out);
+      for (const line of lines) assert.doesNotMatch(line, /answered|closed/, `the guest reached something through the forwarding NIC: ${line}`);
+    } finally {
+      host.close();
+      fs.rmSync(path.join(wsA, 'nic-probe.js'), { force: true });
+    }
   });
 
   test('10,000 listening ports: at most 64 forwards; a port in use on the host and a never-forward port are not taken; the other sandbox and coved answer', { timeout: 20 * 60_000 }, () => withGuestDiagnostics(B, async () => {
