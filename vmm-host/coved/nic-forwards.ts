@@ -80,12 +80,6 @@ export class NicForwards {
     );
   }
 
-  /** Forgets every hostfwd (the VM is gone, and they with it). */
-  reset(): void {
-    this.made.clear();
-    this.vm = null;
-  }
-
   private async make(guestPort: number): Promise<number> {
     let lastError: unknown = null;
     // A port another process takes between the pick and slirp's bind is retried with another.
