@@ -15,11 +15,14 @@ import {
   EXEC_REQUEST_HEADER,
   EXEC_SIGNAL_TRAILER,
   EXEC_STDERR_WAIT_MS,
+  EXEC_STDIN_PORT_HEADER,
+  EXEC_STDIN_PORT_WAIT_MS,
   type ExecRequest,
 } from '../contract/exec-stream';
 import { CWD_ENV } from '../contract/guest';
 import { errorText, log } from './log';
 import { buildEnv, currentUser, cwdFrom } from './session';
+import { StdinPort, type OpenedStdinPort } from './stdin-port';
 import { respondError } from './stream-error';
 
 const { HTTP2_HEADER_STATUS } = http2.constants;
@@ -32,6 +35,9 @@ interface Parked {
 }
 
 export class ExecStreams {
+  /** `stdinPort`: the port a command may take as its stdin (null: none, stdin is always the stream). */
+  constructor(private readonly stdinPort: StdinPort | null = null) {}
+
   /** `exec-stderr` streams waiting for their `exec`, by id. */
   private readonly parked = new Map<string, Parked>();
 
@@ -69,13 +75,13 @@ export class ExecStreams {
     const req = decodeExecRequest(headers[EXEC_REQUEST_HEADER]);
     if (typeof req === 'string') return respondError(stream, 400, req);
     const id = headers[EXEC_ID_HEADER];
-    if (id === undefined) return this.start(stream, req, null);
+    if (id === undefined) return this.start(stream, req, null, headers);
     if (typeof id !== 'string' || !EXEC_ID_RE.test(id)) return respondError(stream, 400, `the ${EXEC_ID_HEADER} header is not 32 lowercase hex digits`);
     const p = this.parked.get(id);
     if (p) {
       clearTimeout(p.timer);
       this.parked.delete(id);
-      if (!p.stream.destroyed) return this.start(stream, req, p.stream);
+      if (!p.stream.destroyed) return this.start(stream, req, p.stream, headers);
     }
     if (this.waiting.has(id)) return respondError(stream, 400, `an exec with id ${id} is already waiting for its exec-stderr`);
     const timer = setTimeout(() => {
@@ -85,7 +91,7 @@ export class ExecStreams {
     this.waiting.set(id, (errStream) => {
       clearTimeout(timer);
       if (stream.destroyed) errStream.close(http2.constants.NGHTTP2_CANCEL);
-      else this.start(stream, req, errStream);
+      else this.start(stream, req, errStream, headers);
     });
     stream.once('close', () => {
       if (!this.waiting.has(id)) return;
@@ -94,53 +100,115 @@ export class ExecStreams {
     });
   }
 
-  /** Runs the command: the stream is its stdin and stdout, errStream (or the stream) its stderr. */
-  private start(stream: http2.ServerHttp2Stream, req: ExecRequest, errStream: http2.ServerHttp2Stream | null): void {
-    const id = `exec#${++execCount}`;
-    const user = currentUser();
-    const env = buildEnv(req.env, user);
-    let cwd = cwdFrom(req.cwd !== undefined ? { [CWD_ENV]: req.cwd } : {});
+  /**
+   * Runs the command: the stream is its stdout (and its stdin, unless the host asked for the stdin
+   * port and the agent could take it), errStream (or the stream) its stderr.
+   */
+  private start(stream: http2.ServerHttp2Stream, req: ExecRequest, errStream: http2.ServerHttp2Stream | null, headers: http2.IncomingHttpHeaders): void {
     const stderr = errStream ?? stream;
+    let cwd = cwdFrom(req.cwd !== undefined ? { [CWD_ENV]: req.cwd } : {});
     if (!fs.existsSync(cwd)) {
       stderr.write(Buffer.from(`cove-agent: working directory ${cwd} does not exist; using /\n`));
       cwd = '/';
     }
-    const child = spawn('/bin/sh', ['-c', req.command], { cwd, env, stdio: 'pipe', detached: true });
-    stream.respond({ [HTTP2_HEADER_STATUS]: 200 }, { waitForTrailers: true });
-    let exited = false;
-    let trailers: Record<string, string> = { [EXEC_EXIT_TRAILER]: '127' };
-    stream.on('wantTrailers', () => stream.sendTrailers(trailers));
+    const asked = headers[EXEC_STDIN_PORT_HEADER];
+    const port = asked !== undefined && this.stdinPort ? this.stdinPort.open(asked) : null;
+    // The echo tells the host to send stdin on the port; without it stdin is this stream's body.
+    stream.respond({ [HTTP2_HEADER_STATUS]: 200, ...(port ? { [EXEC_STDIN_PORT_HEADER]: port.nonce } : {}) }, { waitForTrailers: true });
+    const run = new ExecRun(stream, errStream, req, cwd);
+    if (!port) return run.launch(null);
+    StdinPort.preamble(port, EXEC_STDIN_PORT_WAIT_MS, () => stream.destroyed).then(
+      (problem) => {
+        if (problem === null) return run.launch(port);
+        fs.closeSync(port.fd);
+        run.refuse(problem);
+      },
+      (err: unknown) => {
+        fs.closeSync(port.fd);
+        run.refuse(errorText(err));
+      },
+    );
+  }
+}
 
-    child.stdout.pipe(stream, { end: false });
+/** One command on exec streams, from its answer (already sent) to its exit trailers. */
+class ExecRun {
+  private readonly id = `exec#${++execCount}`;
+  private trailers: Record<string, string> = { [EXEC_EXIT_TRAILER]: '127' };
+
+  constructor(
+    private readonly stream: http2.ServerHttp2Stream,
+    private readonly errStream: http2.ServerHttp2Stream | null,
+    private readonly req: ExecRequest,
+    private readonly cwd: string,
+  ) {
+    stream.on('wantTrailers', () => stream.sendTrailers(this.trailers));
+    stream.on('error', () => undefined);
+    errStream?.on('error', () => undefined);
+  }
+
+  /** The command never ran: says why on stderr and ends both streams with exit status 127. */
+  refuse(problem: string): void {
+    log(`${this.id}: not run: ${problem}`);
+    const stderr = this.errStream ?? this.stream;
+    if (!stderr.destroyed) stderr.write(Buffer.from(`cove-agent: ${problem}; the command did not run\n`));
+    if (this.errStream && !this.errStream.destroyed) this.errStream.end();
+    if (!this.stream.destroyed) {
+      this.stream.resume();
+      this.stream.end();
+    }
+  }
+
+  /** Starts the command, its stdin the stdin port when one is given (the agent's copy is closed once it has). */
+  launch(port: OpenedStdinPort | null): void {
+    const { stream, errStream, id } = this;
+    const stderr = errStream ?? stream;
+    const user = currentUser();
+    const env = buildEnv(this.req.env, user);
+    let child: ReturnType<typeof spawn>;
+    try {
+      child = spawn('/bin/sh', ['-c', this.req.command], { cwd: this.cwd, env, stdio: [port ? port.fd : 'pipe', 'pipe', 'pipe'], detached: true });
+    } finally {
+      if (port) fs.closeSync(port.fd);
+    }
+    let exited = false;
+    const { stdout: out, stderr: err } = child;
+    if (!out || !err) throw new Error('spawn gave the command no stdout or stderr pipe');
+    out.pipe(stream, { end: false });
     // Without a stderr stream (a client that did not ask for one) stderr joins stdout.
-    child.stderr.pipe(stderr, { end: false });
-    stream.pipe(child.stdin);
+    err.pipe(stderr, { end: false });
     let inBytes = 0;
     let inChunks = 0;
-    stream.on('data', (d: Buffer) => {
-      inBytes += d.length;
-      inChunks++;
-    });
-    child.stdin.on('error', () => undefined); // EPIPE when the process exits before reading stdin.
-    // Once the command stops reading, what the host still sends is dropped, so its window never fills.
-    child.stdin.once('close', () => {
-      stream.unpipe(child.stdin);
-      stream.resume();
-    });
+    const stdin = child.stdin;
+    if (stdin) {
+      stream.pipe(stdin);
+      stream.on('data', (d: Buffer) => {
+        inBytes += d.length;
+        inChunks++;
+      });
+      stdin.on('error', () => undefined); // EPIPE when the process exits before reading stdin.
+      // Once the command stops reading, what the host still sends is dropped, so its window never fills.
+      stdin.once('close', () => {
+        stream.unpipe(stdin);
+        stream.resume();
+      });
+    } else {
+      stream.resume(); // The host sends stdin on the port; this body is empty.
+    }
 
-    child.on('error', (err) => {
-      log(`${id}: cannot start: ${errorText(err)}`);
-      if (!stderr.destroyed) stderr.write(Buffer.from(`cove-agent: ${errorText(err)}\n`));
+    child.on('error', (e) => {
+      log(`${id}: cannot start: ${errorText(e)}`);
+      if (!stderr.destroyed) stderr.write(Buffer.from(`cove-agent: ${errorText(e)}\n`));
     });
     child.on('close', (code, signal) => {
       exited = true;
       if (signal) {
-        trailers = { [EXEC_SIGNAL_TRAILER]: signal.replace(/^SIG/, '') };
+        this.trailers = { [EXEC_SIGNAL_TRAILER]: signal.replace(/^SIG/, '') };
         log(`${id}: killed by ${signal}`);
       } else {
         // A command that could not start reports a negative errno; 127 is the shell's "not found".
-        trailers = { [EXEC_EXIT_TRAILER]: String(code !== null && code >= 0 ? code : 127) };
-        log(`${id}: exited ${code} (stdin: ${inBytes} bytes in ${inChunks} chunks)`);
+        this.trailers = { [EXEC_EXIT_TRAILER]: String(code !== null && code >= 0 ? code : 127) };
+        log(`${id}: exited ${code} (stdin: ${port ? 'the stdin port' : `${inBytes} bytes in ${inChunks} chunks`})`);
       }
       // stderr ends first, so the host has all of it when the exit status arrives.
       if (errStream && !errStream.destroyed) errStream.end();
@@ -148,20 +216,19 @@ export class ExecStreams {
     });
 
     const hangup = (): void => {
-      // As an SSH exec without a pty when its connection goes: the command loses its pipes.
+      // As an SSH exec without a pty when its connection goes: the command loses its pipes (on the
+      // stdin port, the host's end closes with the stream, which is the command's EOF).
       if (exited) return;
-      child.stdin.destroy();
-      child.stdout.destroy();
-      child.stderr.destroy();
+      stdin?.destroy();
+      out.destroy();
+      err.destroy();
     };
     stream.once('close', hangup);
     if (errStream) {
       errStream.once('close', () => {
         // A stderr stream reset by the host: stderr's bytes have nowhere to go, so they are dropped.
-        if (!exited && errStream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) child.stderr.unpipe().resume();
+        if (!exited && errStream.rstCode !== http2.constants.NGHTTP2_NO_ERROR) err.unpipe().resume();
       });
-      errStream.on('error', () => undefined);
     }
-    stream.on('error', () => undefined);
   }
 }

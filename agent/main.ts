@@ -11,8 +11,9 @@ import { EventHub } from './hub';
 import { errorText, log } from './log';
 import { parseOptions, UsageError, type AgentOptions } from './options';
 import { AgentServer } from './server';
+import { StdinPort } from './stdin-port';
 import { DataPortTransport } from './transport/data-port';
-import { PortTransport } from './transport/port';
+import { findVirtioPort, PortTransport } from './transport/port';
 import type { Transport } from './transport/transport';
 import { UnixTransport } from './transport/unix';
 import { AGENT_VERSION } from './version';
@@ -39,7 +40,8 @@ export async function startAgent(opts: AgentOptions): Promise<{ stop(reason: str
     log(`listening on ${t.name}`);
   }
   // The data channel: HTTP/2 streams to dockerd and guest ports, beside SSH (PROTOCOL.md).
-  const mux = new MuxServer(opts.dockerSock, opts.socketPath);
+  const stdinPort = new StdinPort(() => findVirtioPort(opts.virtioPortsDir, GUEST.stdinPortName));
+  const mux = new MuxServer(opts.dockerSock, opts.socketPath, stdinPort);
   if (opts.dataPort !== 'none') {
     const data = new DataPortTransport({ port: opts.dataPort, portOut: opts.dataPortOut, portsDir: opts.virtioPortsDir, portName: GUEST.dataPortName, bridgePath: opts.systemPath });
     transports.push(data);

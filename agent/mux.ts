@@ -13,6 +13,7 @@ import { DATA_CONNECTION_WINDOW, DATA_SETTINGS, parseDataTarget, type DataTarget
 import { EXEC_STDERR_TARGET, EXEC_TARGET } from '../contract/exec-stream';
 import { ExecStreams } from './exec-stream';
 import { errorText, log } from './log';
+import type { StdinPort } from './stdin-port';
 import { respondError } from './stream-error';
 
 const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS, HTTP2_METHOD_CONNECT, NGHTTP2_CANCEL } = http2.constants;
@@ -22,13 +23,16 @@ let streamCount = 0;
 export class MuxServer {
   private readonly server: http2.Http2Server;
   private readonly sessions = new Set<http2.ServerHttp2Session>();
-  private readonly exec = new ExecStreams();
+  private readonly exec: ExecStreams;
 
   constructor(
     private readonly dockerSock: string,
     /** The agent's own SSH socket, or null when it has none. */
     private readonly agentSock: string | null,
+    /** The stdin port commands may take as their stdin (null: none). */
+    stdinPort: StdinPort | null = null,
   ) {
+    this.exec = new ExecStreams(stdinPort);
     this.server = http2.createServer({
       settings: DATA_SETTINGS,
       // Window-sized bursts of a few streams are queued here; nghttp2's default of 10 MB is too tight.

@@ -19,6 +19,16 @@ export const EXEC_SIGNAL_TRAILER = 'cove-exit-signal';
 
 export const EXEC_ID_RE = /^[0-9a-f]{32}$/;
 
+/**
+ * Request header of `exec`: asks the agent to give the command the stdin port (GUEST.stdinPortName)
+ * as its stdin instead of the request body. Its value, 32 lowercase hex digits new for every
+ * command, is the preamble the host writes first on the port's socket. The agent echoes the header
+ * in its answer when it took the port; without the echo, stdin is the request body as usual.
+ */
+export const EXEC_STDIN_PORT_HEADER = 'cove-exec-stdin-port';
+/** How long the agent waits for the host's preamble on the stdin port before it gives up. */
+export const EXEC_STDIN_PORT_WAIT_MS = 30_000;
+
 /** The longest encoded request the agent takes (a header; the data channel allows 64 KiB of them). */
 export const EXEC_REQUEST_MAX = 48 * 1024;
 /** How long an `exec-stderr` stream waits for its `exec` before the agent closes it. */

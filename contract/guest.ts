@@ -17,6 +17,11 @@ export const GUEST = {
   agentPortName: 'cove.agent',
   /** The virtio-serial port name of the data channel (HTTP/2 streams to dockerd and guest ports). */
   dataPortName: 'cove.data',
+  /**
+   * The virtio-serial port a `cove exec` command may read its stdin from directly (PROTOCOL.md,
+   * "The stdin port"): host → guest bytes with no process in the guest copying them.
+   */
+  stdinPortName: 'cove.stdin',
   /** The mount tag of the workspace share (virtio-fs and 9p alike). */
   workspaceTag: 'cove-ws',
   /**

@@ -107,6 +107,8 @@ export const VM = {
   agentSock: 'agent.sock',
   /** The data channel: qemu's end of the second virtio-serial port (agent/PROTOCOL.md, "The data channel"). */
   dataSock: 'data.sock',
+  /** qemu's end of the stdin port: one `cove exec` command's stdin at a time (coved/exec-relay.ts). */
+  stdinSock: 'stdin.sock',
   /** virtiofsd's vhost-user socket. */
   virtiofsSock: 'vfs.sock',
   /** The Docker socket on the host: each connection is one SSH streamlocal channel to the guest. */

@@ -99,6 +99,34 @@ describe('the data channel on a real sandbox', { timeout: 60 * 60_000 }, () => {
     assert.match(log.stdout, /exec#\d+: exited 7/);
   });
 
+  test('the stdin port: stdin byte for byte with no guest process copying it, EOF, a command that does not read, a port held by a leftover process, two commands at once', async () => {
+    const agentLog = async () => ok(await cove(['exec', NAME, '--', 'cat', '/var/log/cove/cove-agent.log'], 120_000), 'read the agent log').stdout;
+    const viaPort = (text: string) => count(text, '(stdin: the stdin port)');
+    const before = viaPort(await agentLog());
+    const input = Array.from({ length: 4 * 1024 * 1024 }, (_, i) => String.fromCharCode(65 + ((i * 31) % 26))).join('');
+    const md5 = crypto.createHash('md5').update(input).digest('hex');
+    assert.equal(ok(await cove(['exec', NAME, '--', 'md5sum'], 300_000, input), 'md5sum over the port').stdout.split(' ')[0], md5);
+    assert.equal(ok(await cove(['exec', NAME, '--', 'wc', '-c'], 120_000, ''), 'empty stdin').stdout.trim(), '0');
+    assert.equal(ok(await cove(['exec', NAME, '--', 'sh', '-c', 'cat; echo "<"'], 120_000, 'hello'), 'five bytes').stdout, 'hello<\n');
+    // 16 MiB the command never reads: it ends anyway, and the port is free for the next one.
+    ok(await cove(['exec', NAME, '--', 'true'], 120_000, 'x'.repeat(16 * 1024 * 1024)), 'true with unread stdin');
+    assert.equal(ok(await cove(['exec', NAME, '--', 'md5sum'], 300_000, input), 'md5sum after it').stdout.split(' ')[0], md5);
+    const log1 = await agentLog();
+    assert.ok(viaPort(log1) - before >= 5, `each of the five commands took the port:\n${log1.slice(-2000)}`);
+    // A leftover process that keeps the port open: the next command's stdin takes the data channel.
+    ok(await cove(['exec', NAME, '--', 'sh', '-c', 'exec 3<&0; sleep 600 >/dev/null 2>&1 & echo $! > /tmp/holder'], 120_000, ''), 'leave a holder');
+    assert.equal(ok(await cove(['exec', NAME, '--', 'md5sum'], 300_000, input), 'md5sum while the port is held').stdout.split(' ')[0], md5);
+    assert.match(await agentLog(), /cannot open the stdin port \S+: EBUSY/);
+    ok(await cove(['exec', NAME, '--', 'sh', '-c', 'kill $(cat /tmp/holder)'], 120_000), 'end the holder');
+    // Two at once: one on the port, one on the data channel, neither's bytes in the other.
+    const other = input.split('').reverse().join('');
+    const [a, b] = await Promise.all([cove(['exec', NAME, '--', 'md5sum'], 300_000, input), cove(['exec', NAME, '--', 'md5sum'], 300_000, other)]);
+    assert.equal(ok(a, 'first of two').stdout.split(' ')[0], md5);
+    assert.equal(ok(b, 'second of two').stdout.split(' ')[0], crypto.createHash('md5').update(other).digest('hex'));
+    const log2 = await agentLog();
+    assert.ok(viaPort(log2) > viaPort(log1), `the port served commands again once its holder ended:\n${log2.slice(-2000)}`);
+  });
+
   test("a reader of cove exec's output that goes away ends it with 141 (as SIGPIPE would), over exec streams and over SSH", async () => {
     for (const transport of ['', 'ssh']) {
       const line = `"${process.execPath}" "${COVE_BIN}" exec ${NAME} -- seq 1 1000000 | head -2; echo "rc=\${PIPESTATUS[0]}"`;

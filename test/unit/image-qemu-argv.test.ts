@@ -112,6 +112,14 @@ test('the forwarding NIC: a second virtio-net on slirp that lets the guest send 
   for (const bad of [0, 65536, 1.5, NaN]) assert.throws(() => hostfwdCommand('add', 41000, bad), /not a TCP port/);
 });
 
+test('the stdin port: a third virtio-serial port on stdin.sock, after the agent and data ports, only when the spec asks', () => {
+  const argv = (extra: Partial<LayoutSpec>) => argvOf(specFromLayout({ ...base, accel: 'tcg', share: null, dataPort: true, ...extra }));
+  const ports = (a: string[]) => after(a, '-device').filter((d) => d.startsWith('virtserialport'));
+  assert.deepEqual(ports(argv({ stdinPort: true })), ['virtserialport,chardev=agent,name=cove.agent', 'virtserialport,chardev=data,name=cove.data', 'virtserialport,chardev=stdin,name=cove.stdin']);
+  assert.ok(after(argv({ stdinPort: true }), '-chardev').includes('socket,id=stdin,path=/h/vms/t1/stdin.sock,server=on,wait=off'));
+  assert.deepEqual(ports(argv({})), ['virtserialport,chardev=agent,name=cove.agent', 'virtserialport,chardev=data,name=cove.data']);
+});
+
 test('no mount: neither 9p nor virtio-fs devices', () => {
   const argv = buildQemuArgv({ ...base, accel: 'tcg', mount: null });
   assert.ok(!argv.some((a) => /9p|vhost-user-fs|memory-backend/.test(a)));

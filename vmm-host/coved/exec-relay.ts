@@ -3,12 +3,19 @@
 // the same name on the data channel, headers, both bodies and the exit trailers included. The
 // relay is HTTP/2 on both sides so that the trailers pass through as they are.
 //
+// When the VM has the stdin port (PROTOCOL.md, "The stdin port") and no other command holds it, the
+// relay asks the agent to give the command the port as its stdin; if the agent's answer echoes the
+// request, the client's body goes to qemu's stdin.sock instead of the data channel, behind a
+// preamble, and reaches the command with no process in the guest copying it. One command at a time
+// has the port; the others send stdin on the data channel as before.
+//
 // A client told 503 uses SSH instead (the data channel is down, or the agent does not serve exec
 // streams): nothing has run in the guest then. Any other refusal is an error to show.
+import { randomBytes } from 'node:crypto';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { DATA_SETTINGS, refusalHeaders } from '../../contract/data-channel';
-import { EXEC_EXIT_TRAILER, EXEC_ID_HEADER, EXEC_REQUEST_HEADER, EXEC_SIGNAL_TRAILER, EXEC_STDERR_TARGET, EXEC_TARGET } from '../../contract/exec-stream';
+import { EXEC_EXIT_TRAILER, EXEC_ID_HEADER, EXEC_REQUEST_HEADER, EXEC_SIGNAL_TRAILER, EXEC_STDERR_TARGET, EXEC_STDIN_PORT_HEADER, EXEC_TARGET } from '../../contract/exec-stream';
 import type { OpenedStream } from './data-link';
 import { closingServer, listenPrivate } from './relay';
 
@@ -24,6 +31,11 @@ export interface ExecRelayOptions {
   open: (authority: string, headers: http2.OutgoingHttpHeaders) => Promise<OpenedStream>;
   /** Whether an open's failure means "use SSH" rather than an error to show. */
   useSsh: (err: unknown) => boolean;
+  /**
+   * qemu's end of the stdin port (VM.stdinSock). `open` drops the request for it when the running
+   * VM has no such port.
+   */
+  stdinSock?: string;
 }
 
 function refuse(stream: http2.ServerHttp2Stream, status: number, message: string): void {
@@ -41,12 +53,30 @@ function exitTrailers(t: http2.IncomingHttpHeaders | null): http2.OutgoingHttpHe
   return out;
 }
 
-function relayStream(client: http2.ServerHttp2Stream, opened: OpenedStream, withTrailers: boolean): void {
+/**
+ * The command's stdin on the stdin port: qemu's socket, the preamble first. Half-open, so that the
+ * client's EOF is a shutdown of our write side: qemu then reads every byte before it sees the end
+ * and disconnects (a full close would make it drop what it had not read yet).
+ */
+function stdinPortSink(sockPath: string, nonce: string, log: (msg: string) => void): net.Socket {
+  const sock = net.connect({ path: sockPath, allowHalfOpen: true });
+  sock.write(nonce, 'latin1');
+  sock.resume(); // qemu sends nothing the host wants on this port.
+  sock.on('error', (err) => log(`exec.sock: the stdin port: ${err.message}`));
+  return sock;
+}
+
+function relayStream(client: http2.ServerHttp2Stream, opened: OpenedStream, withTrailers: boolean, stdinSink: net.Socket | null): void {
   const up = opened.stream;
   client.respond({ [HTTP2_HEADER_STATUS]: 200 }, { waitForTrailers: withTrailers });
   // Asked for once the guest's answer has ended, so its trailers are in by then.
   if (withTrailers) client.on('wantTrailers', () => client.sendTrailers(exitTrailers(opened.trailers())));
-  client.pipe(up);
+  if (stdinSink) {
+    client.pipe(stdinSink);
+    up.end(); // The agent reads stdin from the port; this body stays empty.
+  } else {
+    client.pipe(up);
+  }
   up.pipe(client);
   const reset = (s: http2.Http2Stream) => {
     if (!s.destroyed) s.close(NGHTTP2_CANCEL);
@@ -54,10 +84,20 @@ function relayStream(client: http2.ServerHttp2Stream, opened: OpenedStream, with
   // A reset on either side resets the other: a client that left hangs up the command, and a guest
   // stream that broke ends the client's without an exit status, which it reports as such.
   client.on('close', () => {
-    if (client.rstCode !== NGHTTP2_NO_ERROR || !up.readableEnded) reset(up);
+    if (client.rstCode !== NGHTTP2_NO_ERROR || !up.readableEnded) {
+      reset(up);
+      stdinSink?.destroy();
+    }
   });
   up.on('close', () => {
+    // The command has ended: stdin it did not read is dropped.
+    stdinSink?.destroy();
     if (up.rstCode !== NGHTTP2_NO_ERROR && !client.writableFinished) reset(client);
+  });
+  // A stdin port lost midway: the command must not take a cut stdin for its end.
+  stdinSink?.on('error', () => {
+    reset(up);
+    reset(client);
   });
   client.on('error', () => undefined);
   up.on('error', () => undefined);
@@ -65,6 +105,7 @@ function relayStream(client: http2.ServerHttp2Stream, opened: OpenedStream, with
 
 export async function startExecRelay(opts: ExecRelayOptions): Promise<net.Server> {
   const h2 = http2.createServer({ settings: DATA_SETTINGS, maxSessionMemory: 256 });
+  let stdinPortBusy = false;
   h2.on('session', (session: http2.ServerHttp2Session) => session.on('error', (err: Error) => opts.log(`exec.sock: session error: ${err.message}`)));
   h2.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
     stream.on('error', () => undefined);
@@ -78,15 +119,39 @@ export async function startExecRelay(opts: ExecRelayOptions): Promise<net.Server
       const v = headers[k];
       if (typeof v === 'string') pass[k] = v;
     }
+    // The stdin port, if free: held from the ask until both its socket and the command have ended.
+    let nonce: string | null = null;
+    if (authority === EXEC_TARGET && opts.stdinSock && !stdinPortBusy) {
+      stdinPortBusy = true;
+      nonce = randomBytes(16).toString('hex');
+      pass[EXEC_STDIN_PORT_HEADER] = nonce;
+    }
+    const releaseUnless = (taken: boolean) => {
+      if (nonce !== null && !taken) stdinPortBusy = false;
+    };
     opts.open(authority, pass).then(
       (opened) => {
+        const taken = nonce !== null && opened.headers[EXEC_STDIN_PORT_HEADER] === nonce;
+        releaseUnless(taken);
+        // The agent took the port and waits for its preamble; a reset stream ends that wait.
+        const sink = taken && nonce !== null && !stream.destroyed ? stdinPortSink(opts.stdinSock as string, nonce, opts.log) : null;
+        if (taken) {
+          let open = sink ? 2 : 1;
+          const done = () => {
+            if (--open === 0) stdinPortBusy = false;
+          };
+          sink?.once('close', done);
+          if (opened.stream.closed) done();
+          else opened.stream.once('close', done);
+        }
         if (stream.destroyed) {
           opened.stream.close(NGHTTP2_CANCEL);
           return;
         }
-        relayStream(stream, opened, authority === EXEC_TARGET);
+        relayStream(stream, opened, authority === EXEC_TARGET, sink);
       },
       (err: unknown) => {
+        releaseUnless(false);
         const message = err instanceof Error ? err.message : String(err);
         if (opts.useSsh(err)) refuse(stream, EXEC_USE_SSH_STATUS, message);
         else {

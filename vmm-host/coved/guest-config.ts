@@ -83,5 +83,6 @@ export function sandboxSpec(i: SpecInput): VmSpec {
     balloon: !i.memoryFile,
     dataPort: true,
     forwardNic: true,
+    stdinPort: true,
   });
 }

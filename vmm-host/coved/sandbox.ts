@@ -21,6 +21,7 @@ import { processAlive, type AccelResult, type Driver, type VmSpec } from '../dri
 import { AgentLink } from './agent-link';
 import { DataLink, DataLinkDown, dataChannelEnabled, isDataLinkDown, type OpenedStream } from './data-link';
 import { startExecRelay } from './exec-relay';
+import { EXEC_STDIN_PORT_HEADER } from '../../contract/exec-stream';
 import { StreamPool } from './stream-pool';
 import { watchConsole } from './boot-progress';
 import { readJson, tailFile, writeJsonAtomic } from './files';
@@ -312,6 +313,7 @@ export class Sandbox extends EventEmitter {
         log: (m) => this.log(m),
         open: (authority, headers) => this.openExec(authority, headers),
         useSsh: (e) => isDataLinkDown(e),
+        stdinSock: this.file('stdinSock'),
       }),
     );
   }
@@ -356,8 +358,10 @@ export class Sandbox extends EventEmitter {
     await this.readyForClient();
     const data = this.data;
     if (!data?.isUp) throw new DataLinkDown('the data channel is not up');
+    // A VM made before the stdin port existed (restored with its old devices) has none to offer.
+    const sent = this.runtime.spec?.stdinPort === true ? headers : Object.fromEntries(Object.entries(headers).filter(([k]) => k !== EXEC_STDIN_PORT_HEADER));
     try {
-      const opened = await data.request(authority, headers);
+      const opened = await data.request(authority, sent);
       this.track(opened.stream);
       return opened;
     } catch (e) {

@@ -80,6 +80,7 @@ export function templateBinding(imageDir: string, driver: Driver, accel: AccelRe
     memoryFile: { path: '/RAM', shared: true },
     dataPort: true,
     forwardNic: true,
+    stdinPort: true,
   });
   return {
     layout: 3,
@@ -194,6 +195,7 @@ export class Templates {
         memoryFile: { path: path.join(dir, TEMPLATE.ram), shared: true },
         dataPort: true,
         forwardNic: true,
+        stdinPort: true,
       }),
       disk: path.join(dir, TEMPLATE.disk),
       configDisk: path.join(dir, TEMPLATE.configDisk),

@@ -76,6 +76,12 @@ export interface VmSpec {
    * existed restores with the devices it was saved with.
    */
   forwardNic?: boolean;
+  /**
+   * A third virtio-serial port, `cove.stdin` (GUEST.stdinPortName), on qemu's `stdin.sock`: a
+   * command's stdin straight into the guest (PROTOCOL.md, "The stdin port"). Optional so that a VM
+   * saved before it existed restores with the devices it was saved with.
+   */
+  stdinPort?: boolean;
 }
 
 export interface DriverFeatures {

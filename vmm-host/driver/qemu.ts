@@ -109,6 +109,10 @@ export function buildQemuArgv(spec: VmSpec, opts: { incoming?: boolean } = {}): 
     a.push('-chardev', `socket,id=data,path=${vm('dataSock')},server=on,wait=off`);
     a.push('-device', `virtserialport,chardev=data,name=${GUEST.dataPortName}`);
   }
+  if (spec.stdinPort) {
+    a.push('-chardev', `socket,id=stdin,path=${vm('stdinSock')},server=on,wait=off`);
+    a.push('-device', `virtserialport,chardev=stdin,name=${GUEST.stdinPortName}`);
+  }
   if (spec.network === 'passt') a.push('-netdev', `stream,id=net0,server=off,addr.type=unix,addr.path=${vm('netSock')}`);
   else a.push('-netdev', 'user,id=net0');
   a.push('-device', 'virtio-net-device,netdev=net0');
@@ -320,7 +324,7 @@ export class QemuDriver implements Driver {
     // Leftovers of an earlier run; the helpers of a dead VM are ended first. A boot starts a new
     // console log; a restore appends to the one there is.
     await this.stopHelpers(spec.dir);
-    for (const f of [VM.qemuPid, VM.qmpSock, VM.agentSock, VM.dataSock, ...(restoring ? [] : [VM.consoleLog])]) fs.rmSync(path.join(spec.dir, f), { force: true });
+    for (const f of [VM.qemuPid, VM.qmpSock, VM.agentSock, VM.dataSock, VM.stdinSock, ...(restoring ? [] : [VM.consoleLog])]) fs.rmSync(path.join(spec.dir, f), { force: true });
     const helpers = await startHelpers(spec, this.env);
     try {
       const qemu = await runQemu(spec, argv, this.env, this.daemonizeTimeoutMs);
@@ -394,7 +398,7 @@ export class QemuDriver implements Driver {
       signal(pid, 'SIGKILL', owner);
       await waitGone(pid, 5000, owner);
     }
-    for (const f of [VM.qemuPid, VM.virtiofsdPid, VM.passtPid, VM.qmpSock, VM.agentSock, VM.dataSock, VM.virtiofsSock, VM.netSock]) fs.rmSync(path.join(dir, f), { force: true });
+    for (const f of [VM.qemuPid, VM.virtiofsdPid, VM.passtPid, VM.qmpSock, VM.agentSock, VM.dataSock, VM.stdinSock, VM.virtiofsSock, VM.netSock]) fs.rmSync(path.join(dir, f), { force: true });
   }
 
   private async stopHelpers(dir: string): Promise<void> {
