@@ -40,6 +40,7 @@ export const ROW_IDS: readonly string[] = [
   'load.100m',
   'ssh.tput',
   'ssh.tput.ssh',
+  'ssh.tput.cp',
   'port.latency',
   'port.tput',
   ...FS_ROWS.map((k) => `fs.virtiofs.${k}`),

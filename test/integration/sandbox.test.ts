@@ -143,6 +143,20 @@ describe('sandbox t1 (restored from the warm-start template, 9p)', { timeout: 45
     fs.rmSync(back, { force: true });
     ok(await cove(['cp', 't1:/root/copied.bin', back]), 'cove cp from the guest');
     assert.ok(fs.readFileSync(back).equals(bytes), 'the round trip is byte for byte');
+    // A file of 1 MiB or more: SFTP makes it and `cat` on an exec stream fills it (its stdin on the
+    // stdin port); mode and times are kept as for a small one.
+    const large = path.join(TEST_ROOT, 'cp-large.bin');
+    const largeBytes = randomBytes(3 * 1024 * 1024);
+    fs.writeFileSync(large, largeBytes);
+    fs.chmodSync(large, 0o640);
+    fs.utimesSync(large, new Date('2021-05-05T00:00:00Z'), new Date('2021-05-05T00:00:00Z'));
+    ok(await cove(['cp', large, 't1:/root/']), 'cove cp of a 3 MiB file');
+    const st = ok(await cove(['exec', 't1', '--', 'sh', '-c', 'sha256sum /root/cp-large.bin; stat -c "%a %Y" /root/cp-large.bin; ls -a /root | grep -c "^.cove-cp-"; grep -c "(stdin: the stdin port)" /var/log/cove/cove-agent.log']), 'check it in the guest');
+    const [sumLine, statLine, temps, viaPort] = st.stdout.trim().split('\n');
+    assert.equal(sumLine.split(/\s+/)[0], sha256(largeBytes));
+    assert.equal(statLine, `640 ${Date.parse('2021-05-05T00:00:00Z') / 1000}`);
+    assert.equal(temps, '0', 'no temporary file is left');
+    assert.ok(Number(viaPort) >= 1, `its content went over an exec with the stdin port: ${st.stdout}`);
     const both = await cove(['cp', 't1:/a', 't1:/b']);
     assert.equal(both.code, 2, 'guest-to-guest is refused as usage');
     const logs = ok(await cove(['logs', 't1']), 'cove logs');

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import type { Client, SFTPWrapper, Server } from 'ssh2';
-import { DEFAULT_COPY_LIMITS, copyLimitsFromEnv, getTree, putTree, type CopyLimits } from '../../vmm-host/cli/copy-tree';
+import { DEFAULT_COPY_LIMITS, WRITER_MIN_BYTES, copyLimitsFromEnv, getTree, putTree, type ContentWriter, type CopyLimits } from '../../vmm-host/cli/copy-tree';
 import { SCENARIOS, hostileServer, type HostileLog } from './hostile-sftp';
 import { listenUnix, newHostKey, sftpClient, tmpDir, treeOf } from './helpers';
 
@@ -180,6 +180,46 @@ describe('cove cp against a hostile SFTP server', { timeout: 120_000 }, () => {
     assert.equal(written, 'hello\n'.length, 'only a.txt was sent');
     // The file went under a temporary name first and was renamed into place.
     assert.ok(q.some((l) => /^RENAME \/dest\/project\/sub\/\.cove-cp-[0-9a-f]+\.tmp \/dest\/project\/sub\/a\.txt$/.test(l)), q.join('\n'));
+    stop(r);
+    r = null;
+  });
+
+  test('host to guest with a content writer: a large file goes to it under its temporary name, small ones and a declined one over SFTP; its failure leaves nothing under the name', async () => {
+    r = await start('links');
+    const src = path.join(r.dir, 'p');
+    fs.mkdirSync(src);
+    const big = Buffer.alloc(WRITER_MIN_BYTES + 5, 0x41);
+    fs.writeFileSync(path.join(src, 'big.bin'), big);
+    fs.writeFileSync(path.join(src, 'small.txt'), 'small\n');
+    const calls: Array<{ size: number; guestPath: string; same: boolean }> = [];
+    const writer: ContentWriter = (fd, size, guestPath) => {
+      const got = Buffer.alloc(size);
+      fs.readSync(fd, got, 0, size, 0);
+      calls.push({ size, guestPath, same: got.equals(big) });
+      return Promise.resolve(true);
+    };
+    const sent = (q: string[]) => q.filter((l) => l.startsWith('WRITE ')).reduce((n, l) => n + Number(l.slice(6)), 0);
+    await putTree(r.sftp, src, '/dest/p', DEFAULT_COPY_LIMITS, () => undefined, writer);
+    assert.equal(calls.length, 1, 'only the large file went to the writer');
+    assert.equal(calls[0].size, big.length);
+    assert.ok(calls[0].same, 'the writer read the whole file from its descriptor');
+    assert.match(calls[0].guestPath, /^\/dest\/p\/\.cove-cp-[0-9a-f]+\.tmp$/);
+    assert.ok(r.log.requests.includes(`RENAME ${calls[0].guestPath} /dest/p/big.bin`), r.log.requests.join('\n'));
+    assert.equal(sent(r.log.requests), 'small\n'.length, 'SFTP carried only the small file');
+    // A writer that declines (exec streams not available): SFTP carries the content too.
+    r.log.requests.length = 0;
+    await putTree(r.sftp, src, '/dest/q', DEFAULT_COPY_LIMITS, () => undefined, () => Promise.resolve(false));
+    assert.equal(sent(r.log.requests), big.length + 'small\n'.length);
+    // A writer that fails: the copy stops naming the file, and the temporary file is removed.
+    r.log.requests.length = 0;
+    const err = await putTree(r.sftp, path.join(src, 'big.bin'), '/dest/r.bin', DEFAULT_COPY_LIMITS, () => undefined, () => Promise.reject(new Error('cat in the guest exited with 1: No space left on device'))).then(
+      () => null,
+      (e: unknown) => e as Error,
+    );
+    assert.ok(err, 'the copy failed');
+    assert.match(err.message, /\/dest\/r\.bin[\s\S]*No space left on device/);
+    assert.ok(r.log.requests.some((l) => /^REMOVE \/dest\/\.cove-cp-[0-9a-f]+\.tmp$/.test(l)), r.log.requests.join('\n'));
+    assert.ok(!r.log.requests.some((l) => l.startsWith('RENAME ')), 'nothing was renamed into place');
     stop(r);
     r = null;
   });
