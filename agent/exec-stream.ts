@@ -117,17 +117,13 @@ export class ExecStreams {
     stream.respond({ [HTTP2_HEADER_STATUS]: 200, ...(port ? { [EXEC_STDIN_PORT_HEADER]: port.nonce } : {}) }, { waitForTrailers: true });
     const run = new ExecRun(stream, errStream, req, cwd);
     if (!port) return run.launch(null);
-    StdinPort.preamble(port, EXEC_STDIN_PORT_WAIT_MS, () => stream.destroyed).then(
-      (problem) => {
-        if (problem === null) return run.launch(port);
+    StdinPort.preamble(port, EXEC_STDIN_PORT_WAIT_MS, () => stream.destroyed)
+      .then((problem) => {
+        if (problem === null) return run.launch(port); // It closes the agent's copy of the port.
         fs.closeSync(port.fd);
         run.refuse(problem);
-      },
-      (err: unknown) => {
-        fs.closeSync(port.fd);
-        run.refuse(errorText(err));
-      },
-    );
+      })
+      .catch((err: unknown) => run.refuse(errorText(err)));
   }
 }
 
