@@ -263,7 +263,7 @@ async function runQemu(spec: VmSpec, argv: string[], env: NodeJS.ProcessEnv, tim
   }
   const pid = await waitFor(`qemu's pid file ${VM.qemuPid}`, 5000, () => readPid(path.join(spec.dir, VM.qemuPid)), 50);
   // qemu's -daemonize sets its own umask (027): make its sockets the user's alone again.
-  for (const f of [VM.agentSock, VM.dataSock, VM.qmpSock]) {
+  for (const f of [VM.agentSock, VM.dataSock, VM.stdinSock, VM.qmpSock]) {
     try {
       fs.chmodSync(path.join(spec.dir, f), 0o600);
     } catch {
