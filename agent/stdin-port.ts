@@ -11,16 +11,13 @@
 import * as fs from 'node:fs';
 import { EXEC_ID_RE } from '../contract/exec-stream';
 import { errorText, log } from './log';
+import { readFd, sleep } from './transport/port';
 
 const RETRY_MS = 5;
 
 export interface OpenedStdinPort {
   fd: number;
   nonce: string;
-}
-
-function readOnce(fd: number, buf: Buffer, offset: number): Promise<number> {
-  return new Promise((resolve, reject) => fs.read(fd, buf, offset, buf.length - offset, null, (err, n) => (err ? reject(err) : resolve(n))));
 }
 
 export class StdinPort {
@@ -63,7 +60,7 @@ export class StdinPort {
       if (abandoned()) return 'the host went away before connecting the stdin port';
       let r: number;
       try {
-        r = await readOnce(port.fd, got, n);
+        r = await readFd(port.fd, got.subarray(n));
       } catch (err) {
         return `cannot read the stdin port: ${errorText(err)}`;
       }
@@ -72,7 +69,7 @@ export class StdinPort {
         continue;
       }
       if (Date.now() > until) return `the host did not connect the stdin port within ${waitMs / 1000} s`;
-      await new Promise((res) => setTimeout(res, RETRY_MS));
+      await sleep(RETRY_MS);
     }
     return got.equals(want) ? null : 'the stdin port began with bytes that are not this command\'s preamble';
   }

@@ -480,12 +480,11 @@ async function putEntry(sftp: SFTPWrapper, dirFd: number, name: string, local: s
       throw failedOn(e, 'writing the guest file', remote);
     });
     try {
-      let written = false;
-      if (writer && fst.size >= WRITER_MIN_BYTES) {
-        budget.addBytes(fst.size, local);
-        written = await writer(fd, fst.size, temp);
-      }
-      if (!written) await pushFile(sftp, fd, handle, fst.size, writer && fst.size >= WRITER_MIN_BYTES ? null : budget, local);
+      const viaWriter = writer !== null && fst.size >= WRITER_MIN_BYTES;
+      // Counted once, before the writer, so a declined write is not counted again by pushFile.
+      if (viaWriter) budget.addBytes(fst.size, local);
+      const written = viaWriter && (await writer(fd, fst.size, temp));
+      if (!written) await pushFile(sftp, fd, handle, fst.size, viaWriter ? null : budget, local);
       await callVoid(sftp, (cb) => sftp.fchmod(handle, fst.mode & 0o777, cb));
       await callVoid(sftp, (cb) => sftp.futimes(handle, fst.atime, fst.mtime, cb)).catch(() => undefined);
       await callVoid(sftp, (cb) => sftp.close(handle, cb));

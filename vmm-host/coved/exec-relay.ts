@@ -14,6 +14,7 @@
 import { randomBytes } from 'node:crypto';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { DATA_SETTINGS, refusalHeaders } from '../../contract/data-channel';
 import { EXEC_EXIT_TRAILER, EXEC_ID_HEADER, EXEC_REQUEST_HEADER, EXEC_SIGNAL_TRAILER, EXEC_STDERR_TARGET, EXEC_STDIN_PORT_HEADER, EXEC_TARGET } from '../../contract/exec-stream';
 import type { OpenedStream } from './data-link';
@@ -64,6 +65,11 @@ function stdinPortSink(sockPath: string, nonce: string, log: (msg: string) => vo
   sock.resume(); // qemu sends nothing the host wants on this port.
   sock.on('error', (err) => log(`exec.sock: the stdin port: ${err.message}`));
   return sock;
+}
+
+/** Resolves once `s` has closed (at once if it has). */
+function closed(s: Duplex): Promise<void> {
+  return new Promise((resolve) => (s.closed ? resolve() : s.once('close', () => resolve())));
 }
 
 function relayStream(client: http2.ServerHttp2Stream, opened: OpenedStream, withTrailers: boolean, stdinSink: net.Socket | null): void {
@@ -120,30 +126,18 @@ export async function startExecRelay(opts: ExecRelayOptions): Promise<net.Server
       if (typeof v === 'string') pass[k] = v;
     }
     // The stdin port, if free: held from the ask until both its socket and the command have ended.
-    let nonce: string | null = null;
-    if (authority === EXEC_TARGET && opts.stdinSock && !stdinPortBusy) {
+    const nonce = authority === EXEC_TARGET && opts.stdinSock && !stdinPortBusy ? randomBytes(16).toString('hex') : null;
+    if (nonce) {
       stdinPortBusy = true;
-      nonce = randomBytes(16).toString('hex');
       pass[EXEC_STDIN_PORT_HEADER] = nonce;
     }
-    const releaseUnless = (taken: boolean) => {
-      if (nonce !== null && !taken) stdinPortBusy = false;
-    };
     opts.open(authority, pass).then(
       (opened) => {
         const taken = nonce !== null && opened.headers[EXEC_STDIN_PORT_HEADER] === nonce;
-        releaseUnless(taken);
         // The agent took the port and waits for its preamble; a reset stream ends that wait.
-        const sink = taken && nonce !== null && !stream.destroyed ? stdinPortSink(opts.stdinSock as string, nonce, opts.log) : null;
-        if (taken) {
-          let open = sink ? 2 : 1;
-          const done = () => {
-            if (--open === 0) stdinPortBusy = false;
-          };
-          sink?.once('close', done);
-          if (opened.stream.closed) done();
-          else opened.stream.once('close', done);
-        }
+        const sink = taken && opts.stdinSock && !stream.destroyed ? stdinPortSink(opts.stdinSock, nonce, opts.log) : null;
+        if (taken) void Promise.all([opened.stream, ...(sink ? [sink] : [])].map(closed)).then(() => (stdinPortBusy = false));
+        else if (nonce) stdinPortBusy = false;
         if (stream.destroyed) {
           opened.stream.close(NGHTTP2_CANCEL);
           return;
@@ -151,7 +145,7 @@ export async function startExecRelay(opts: ExecRelayOptions): Promise<net.Server
         relayStream(stream, opened, authority === EXEC_TARGET, sink);
       },
       (err: unknown) => {
-        releaseUnless(false);
+        if (nonce) stdinPortBusy = false;
         const message = err instanceof Error ? err.message : String(err);
         if (opts.useSsh(err)) refuse(stream, EXEC_USE_SSH_STATUS, message);
         else {
