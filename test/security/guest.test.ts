@@ -250,9 +250,14 @@ const listen = (p) => new Promise((res) => net.createServer((c) => c.end('guest 
       const done = path.join(wsA, 'storm.done');
       fs.rmSync(done, { force: true });
       await exec(A, `ulimit -n 65536; nohup /usr/bin/node ${script} > /tmp/storm.log 2>&1 & echo $! > /tmp/storm.pid`);
-      await waitUntil('coved to refuse the port in use on [::1]', 120_000, async () => newLog().includes(`port ${IN_USE_V6}: not forwarded, a host program already listens on it`), 1000);
-      assert.match(newLog(), new RegExp(`port ${IN_USE_V4}: not forwarded, a host program already listens on it`));
-      assert.match(newLog(), new RegExp(`port ${NEVER}: not forwarded automatically \\(it is on the never-forward list`));
+      // The three probe ports are reported as the guest's port events arrive, one by one: wait for
+      // each of them (reading the log as soon as the first appears raced the other two).
+      const inUseV6 = `port ${IN_USE_V6}: not forwarded, a host program already listens on it`;
+      const inUseV4 = `port ${IN_USE_V4}: not forwarded, a host program already listens on it`;
+      const never = `port ${NEVER}: not forwarded automatically (it is on the never-forward list`;
+      await waitUntil('coved to refuse the port in use on [::1]', 120_000, async () => newLog().includes(inUseV6), 1000);
+      await waitUntil('coved to refuse the port in use on 127.0.0.1', 60_000, async () => newLog().includes(inUseV4), 1000);
+      await waitUntil('coved to refuse the never-forward port', 60_000, async () => newLog().includes(never), 1000);
 
       // While the guest opens 10,000 ports: coved and the other sandbox answer. (The storming guest
       // itself may be too busy for a new SSH session, so its progress is read off the shared folder.)
