@@ -3,12 +3,15 @@
 // host key is pinned. It does not import `vscode`.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import { Client, utils } from 'ssh2';
+import type { Client } from 'ssh2';
 import { CoveError } from './errors';
 import { ErrorCodes } from './protocol';
 import { coveHome, vmFile } from './layout';
 
 export async function connectSandbox(name: string, home = coveHome(), timeoutMs = 60_000): Promise<Client> {
+  // Loaded here, not at the top: ssh2 takes ~45 ms to load, and `cove exec` and `cove cp` over exec
+  // streams never need it.
+  const { Client: SshClient, utils } = await import('ssh2');
   let clientKey: string;
   let known: string;
   try {
@@ -27,7 +30,7 @@ export async function connectSandbox(name: string, home = coveHome(), timeoutMs 
       reject(new CoveError(ErrorCodes.conflict, `cannot reach sandbox ${name} (${e.message})`, `is it running? see \`cove ls\`; start it with \`cove start ${name}\``)),
     );
   });
-  const client = new Client();
+  const client = new SshClient();
   await new Promise<void>((resolve, reject) => {
     client.once('ready', resolve);
     client.once('error', (e) =>

@@ -143,8 +143,8 @@ describe('sandbox t1 (restored from the warm-start template, 9p)', { timeout: 45
     fs.rmSync(back, { force: true });
     ok(await cove(['cp', 't1:/root/copied.bin', back]), 'cove cp from the guest');
     assert.ok(fs.readFileSync(back).equals(bytes), 'the round trip is byte for byte');
-    // A file of 1 MiB or more: SFTP makes it and `cat` on an exec stream fills it (its stdin on the
-    // stdin port); mode and times are kept as for a small one.
+    // One file goes by a single command over an exec stream (its stdin on the stdin port), without
+    // SFTP; mode and times are kept. The small one above went the same way.
     const large = path.join(TEST_ROOT, 'cp-large.bin');
     const largeBytes = randomBytes(3 * 1024 * 1024);
     fs.writeFileSync(large, largeBytes);
@@ -157,6 +157,18 @@ describe('sandbox t1 (restored from the warm-start template, 9p)', { timeout: 45
     assert.equal(statLine, `640 ${Date.parse('2021-05-05T00:00:00Z') / 1000}`);
     assert.equal(temps, '0', 'no temporary file is left');
     assert.ok(Number(viaPort) >= 1, `its content went over an exec with the stdin port: ${st.stdout}`);
+    // In a folder, SFTP makes the files and a large one's content goes by `cat` on an exec stream.
+    const tree = path.join(TEST_ROOT, 'cp-tree');
+    fs.rmSync(tree, { recursive: true, force: true });
+    fs.mkdirSync(path.join(tree, 'sub'), { recursive: true });
+    fs.copyFileSync(large, path.join(tree, 'sub', 'large.bin'));
+    fs.writeFileSync(path.join(tree, 'small.txt'), 'small\n');
+    ok(await cove(['cp', tree, 't1:/root/']), 'cove cp of a folder with a 3 MiB file');
+    const treeSums = ok(await cove(['exec', 't1', '--', 'sh', '-c', 'cd /root/cp-tree && sha256sum sub/large.bin small.txt && ls -a sub | grep -c "^.cove-cp-"']), 'check the folder');
+    const [largeSum, smallSum, treeTemps] = treeSums.stdout.trim().split('\n');
+    assert.equal(largeSum.split(/\s+/)[0], sha256(largeBytes));
+    assert.equal(smallSum.split(/\s+/)[0], sha256(Buffer.from('small\n')));
+    assert.equal(treeTemps, '0', 'no temporary file is left in the folder');
     const both = await cove(['cp', 't1:/a', 't1:/b']);
     assert.equal(both.code, 2, 'guest-to-guest is refused as usage');
     const logs = ok(await cove(['logs', 't1']), 'cove logs');

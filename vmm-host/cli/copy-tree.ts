@@ -69,7 +69,7 @@ const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_DIRECTORY, O_NONBLOCK
 
 /** The path that names `name` inside the folder open as `dirFd`, without re-resolving the folder. */
 const at = (dirFd: number, name: string) => `/proc/self/fd/${dirFd}/${name}`;
-const tempName = () => `.cove-cp-${randomBytes(6).toString('hex')}.tmp`;
+export const tempName = (): string => `.cove-cp-${randomBytes(6).toString('hex')}.tmp`;
 const shown = (p: string) => JSON.stringify(escapeGuestText(p));
 
 /** Throws unless `name` is one plain path component: not empty, `.` or `..`, and free of `/` and NUL. */
@@ -131,7 +131,7 @@ const errnoOf = (e: unknown): string | undefined => (e as NodeJS.ErrnoException)
 const messageOf = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 /** What is spent so far against the limits. */
-class Budget {
+export class Budget {
   entries = 0;
   bytes = 0;
   constructor(readonly limits: CopyLimits) {}

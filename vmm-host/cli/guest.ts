@@ -3,13 +3,13 @@
 import { CWD_ENV } from '../../contract/guest';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Writable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import type { Client, ClientChannel, SFTPWrapper } from 'ssh2';
 import { checkName } from '../../contract/names';
 import { vmFile } from '../../contract/layout';
 import { UsageError } from './output';
-import { copyLimitsFromEnv, getTree, putTree, type ContentWriter } from './copy-tree';
+import { copyLimitsFromEnv, getTree, putTree } from './copy-tree';
+import { execWriter, putFileByExec } from './copy-exec';
 import { escapeGuestLines } from '../../contract/escape';
 import { connectSandbox, shellJoin, sshProxy } from '../../contract/ssh';
 import { execOverStreams, execStreamsEnabled, LOST_EXIT_STATUS } from './exec-stream';
@@ -137,34 +137,6 @@ const statGuest = (sftp: SFTPWrapper, p: string) =>
   new Promise<{ isDirectory(): boolean } | null>((resolve) => sftp.stat(p, (err, s) => resolve(err ? null : s)));
 
 /**
- * `cove cp`'s large files to the guest: their content goes by `cat` over an exec stream, whose
- * stdin takes the stdin port when it is free (agent/PROTOCOL.md), instead of SFTP over SSH. SFTP
- * still makes the file (under its temporary name), sets its mode and times, and renames it. False
- * when exec streams are not available; SFTP then writes the content too.
- */
-function execWriter(name: string): ContentWriter | null {
-  if (!execStreamsEnabled()) return null;
-  return async (fd, size, guestPath) => {
-    let said = '';
-    const stderr = new Writable({
-      write(chunk: Buffer, _enc, cb) {
-        if (said.length < 4096) said += chunk.toString('utf8');
-        cb();
-      },
-    });
-    const stdout = new Writable({ write: (_c, _e, cb) => cb() });
-    const stdin = fs.createReadStream('', { fd, start: 0, end: size - 1, autoClose: false });
-    const code = await execOverStreams(vmFile(name, 'execSock'), { command: `cat > ${shellJoin([guestPath])}`, env: {}, cwd: '/' }, { stdin, stdout, stderr });
-    if (code === null) {
-      stdin.destroy();
-      return false;
-    }
-    if (code !== 0) throw new Error(`cat in the guest exited with ${code}${said.trim() ? `: ${said.trim()}` : ''}`);
-    return true;
-  };
-}
-
-/**
  * `cove cp SRC DST`: exactly one of them is `NAME:/abs/path`. As with `docker cp`, folders are copied
  * whole, links are copied as links, and a DST that is an existing folder receives SRC inside it.
  * The rules against a hostile guest are in copy-tree.ts.
@@ -186,6 +158,8 @@ export async function cpCommand(src: string, dst: string): Promise<void> {
   }
   const remote = rs ?? rd;
   if (!remote) return;
+  // One file to the guest: a single command over exec streams, without SFTP (copy-exec.ts).
+  if (rd && (await putFileByExec(rd.name, src, rd.path, limits))) return;
   const client = await connectSandbox(remote.name);
   try {
     const sftp = await sftpOf(client);
