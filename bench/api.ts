@@ -273,7 +273,7 @@ export async function transportGroup(suite: Suite): Promise<void> {
     { id: 'ssh.tput.ssh', what: exec('an SSH session channel (`COVE_EXEC_TRANSPORT=ssh`)'), figure: ssh, baselineWhat: 'the same bytes through a pipe inside the guest', baseline: guest },
     {
       id: 'ssh.tput.cp',
-      what: `a ${mib} MiB file host → guest through \`cove cp\` (SFTP makes it, \`cat\` on an exec stream fills it; includes its start)`,
+      what: `a ${mib} MiB file host → guest through \`cove cp\` (one command over an exec stream writes, sets and renames it; includes its start)`,
       figure: cp,
       baselineWhat: 'the same bytes through a pipe inside the guest into a file on the guest disk',
       baseline: guestFile,

@@ -108,6 +108,41 @@ describe('a hostile guest against the host, on real VMs', { timeout: 40 * 60_000
     assert.deepEqual(listing.trim().split('\n'), [secret, 'a', 'no-secret']);
   });
 
+  test('cove cp of one guest file over exec streams: a malformed header or a file over the limit is refused and keeps nothing; a setuid bit is not kept', async () => {
+    // Guest root puts its own `stat` over the real one, so the header GET_FILE_SCRIPT prints before
+    // the bytes says what the guest likes; the file itself is 1 MiB.
+    await exec(A, 'head -c 1048576 /dev/zero > /tmp/lie.bin && printf "#!/bin/sh\\ncat /tmp/lie.head\\n" > /tmp/fake-stat && chmod 755 /tmp/fake-stat && mount --bind /tmp/fake-stat /usr/bin/stat');
+    const out = path.join(SCRATCH, 'lie-out');
+    fs.rmSync(out, { recursive: true, force: true });
+    fs.mkdirSync(out);
+    const dst = path.join(out, 'lie.bin');
+    try {
+      const cases: Array<{ head: string; env?: NodeJS.ProcessEnv; says: RegExp }> = [
+        { head: '644 0 0; rm -rf ~', says: /the guest answered the copy of "\/tmp\/lie\.bin" with a malformed header/ },
+        { head: '', says: /the guest answered the copy of "\/tmp\/lie\.bin" with a malformed header/ },
+        // More bytes than the limit: the copy stops there, whatever the guest says of the file.
+        { head: '644 0 0', env: { COVE_CP_MAX_BYTES: String(512 * 1024) }, says: /the copy is larger than 524288 bytes; it stopped in "\/tmp\/lie\.bin", which was not kept/ },
+      ];
+      for (const c of cases) {
+        await exec(A, `printf '%s\\n' '${c.head}' > /tmp/lie.head`);
+        const r = await coveEnv(['cp', `${A}:/tmp/lie.bin`, dst], c.env ?? {}, 120_000);
+        assert.equal(r.code, 1, `${c.head}: ${r.stderr}`);
+        assert.match(r.stderr, c.says, c.head);
+        assert.deepEqual(fs.readdirSync(out), [], `${c.head}: nothing is left under the name or a temporary one`);
+      }
+      // A setuid mode: the bytes are kept, the setuid bit is not.
+      await exec(A, `printf '%s\\n' '4755 0 86400' > /tmp/lie.head`);
+      ok(await cove(['cp', `${A}:/tmp/lie.bin`, dst], 120_000), 'cove cp with a setuid mode in the header');
+      const st = fs.statSync(dst);
+      assert.equal(st.mode & 0o7777, 0o755);
+      assert.equal(st.size, 1048576);
+      assert.equal(st.mtimeMs, 86_400_000);
+    } finally {
+      await exec(A, 'umount /usr/bin/stat; rm -f /tmp/lie.bin /tmp/lie.head; rm -f /tmp/fake-stat');
+    }
+    assert.match(await exec(A, 'stat -c %s /etc/hostname'), /^\d+\n$/, 'the real stat is back');
+  });
+
   test('a replaced agent socket: traversal names, a host link in the destination, a loop and an endless file are refused; the canary is unchanged', { timeout: 15 * 60_000 }, async () => {
     // Guest root takes over /run/cove/agent.sock with its own SSH server (the sandbox's host key).
     const bundle = path.join(wsA, 'hostile-agent.js');

@@ -3,18 +3,21 @@
 // - one host file is copied by a single command in the guest (PUT_FILE_SCRIPT) that picks the
 //   name, writes a temporary file, checks its size, sets mode and times and renames it into place;
 // - in a folder, a large file's content goes by `cat` (execWriter), SFTP making and renaming it.
-// Both give way to SFTP when exec streams are not available. The guest is the destination here,
-// so what it answers is only shown to the user (escaped), never acted on by the host.
+// And guest to host, one guest file is read by `cat` (GET_FILE_SCRIPT) after a one-line header
+// with its mode and times; the host writes it as getTree does (no-follow, under a temporary
+// name, renamed when complete) and believes nothing the guest says beyond the limits of
+// docs/security.md. Each gives way to SFTP when exec streams are not available, and the one-file
+// paths when the path is not a plain file (a folder or link: SFTP copies those as docker cp does).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { vmFile } from '../../contract/layout';
 import { shellJoin } from '../../contract/ssh';
 import { escapeGuestText } from '../../contract/escape';
-import { Budget, CopyError, tempName, type ContentWriter, type CopyLimits } from './copy-tree';
+import { at, Budget, CopyError, placeAt, shown, tempName, type ContentWriter, type CopyLimits } from './copy-tree';
 import { execOverStreams, execStreamsEnabled } from './exec-stream';
 
-const { O_RDONLY, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
+const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK } = fs.constants;
 
 /**
  * Runs in the guest as `sh -c PUT_FILE_SCRIPT cove-cp DST BASE TEMP SIZE UMASK MODE MTIME`, the
@@ -133,4 +136,122 @@ export function execWriter(name: string): ContentWriter | null {
     if (code !== 0) throw new Error(`cat in the guest exited with ${code}${err.said() ? `: ${err.said()}` : ''}`);
     return true;
   };
+}
+
+/** The exit status of GET_FILE_SCRIPT for "not a plain file here": the copy goes by SFTP. */
+const NOT_A_FILE = 3;
+
+/**
+ * Runs in the guest as `sh -c GET_FILE_SCRIPT cove-cp SRC`. For a plain file (not a link), prints
+ * `cove-cp MODE ATIME MTIME` (octal mode, times in seconds with nanoseconds) and a newline, then
+ * the file's bytes to its end; for anything else exits with NOT_A_FILE, printing nothing. No size
+ * is announced: as over SFTP, a file is read to its end (a file in /proc says it holds 0 bytes),
+ * and COVE_CP_MAX_BYTES bounds what the host takes.
+ */
+export const GET_FILE_SCRIPT = `src=$1
+if [ -L "$src" ] || [ ! -f "$src" ]; then exit ${NOT_A_FILE}; fi
+exec < "$src" || exit 1
+head=$(stat -L -c '%a %.9X %.9Y' /dev/stdin) || exit 1
+printf 'cove-cp %s\\n' "$head"
+exec cat
+`;
+
+interface GuestFileHead {
+  mode: number;
+  atime: number;
+  mtime: number;
+}
+
+/** The header GET_FILE_SCRIPT prints: what a guest may announce, and nothing longer. */
+const HEADER = /^cove-cp ([0-7]{1,4}) (\d{1,12}(?:\.\d{1,9})?) (\d{1,12}(?:\.\d{1,9})?)\n$/;
+const HEADER_MAX = 96;
+
+/**
+ * Copies the guest file `remote` of sandbox `name` to the host path `local` (which names the new
+ * file; its folder exists) with one command over exec streams. Resolves false, having made nothing,
+ * when `remote` is not a plain file or exec streams are not available; throws a CopyError that says
+ * what went wrong otherwise (a malformed header, COVE_CP_MAX_BYTES passed, the command failing or
+ * its connection lost), leaving nothing under the name.
+ */
+export async function getFileByExec(name: string, remote: string, local: string, limits: CopyLimits): Promise<boolean> {
+  if (!execStreamsEnabled()) return false;
+  const parent = path.dirname(path.resolve(local));
+  const base = path.basename(path.resolve(local));
+  let dirFd: number;
+  try {
+    dirFd = fs.openSync(parent, O_RDONLY | O_DIRECTORY);
+  } catch {
+    return false; // getTree says why.
+  }
+  const temp = tempName();
+  // Written by the stream below: kept in one object, since the compiler cannot follow the closure.
+  const st: { head: GuestFileHead | null; fd: number | null; failure: CopyError | null } = { head: null, fd: null, failure: null };
+  try {
+    const budget = new Budget(limits);
+    budget.entry(remote, 0);
+    let pending = Buffer.alloc(0);
+    const stop = (e: CopyError, cb: (err?: Error) => void) => {
+      st.failure ??= e;
+      cb(e); // Ends the stream: the command in the guest loses its stdout.
+    };
+    const stdout = new Writable({
+      write: (chunk: Buffer, _enc, cb) => {
+        let data = chunk;
+        if (st.head === null) {
+          pending = Buffer.concat([pending, chunk]);
+          const nl = pending.indexOf(0x0a);
+          if (nl < 0) {
+            if (pending.length > HEADER_MAX) return stop(new CopyError(`the guest answered the copy of ${shown(remote)} with no header line; nothing was kept`), cb);
+            return cb();
+          }
+          const m = HEADER.exec(pending.subarray(0, nl + 1).toString('latin1'));
+          if (!m) return stop(new CopyError(`the guest answered the copy of ${shown(remote)} with a malformed header (${shown(pending.subarray(0, Math.min(nl, 80)).toString('utf8'))}); nothing was kept`), cb);
+          st.head = { mode: parseInt(m[1], 8), atime: Number(m[2]), mtime: Number(m[3]) };
+          try {
+            st.fd = fs.openSync(at(dirFd, temp), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+          } catch (e) {
+            return stop(e instanceof CopyError ? e : new CopyError(`writing ${shown(local)} failed: ${(e as Error).message}`), cb);
+          }
+          data = pending.subarray(nl + 1);
+          pending = Buffer.alloc(0);
+        }
+        if (st.fd === null) return stop(new CopyError(`writing ${shown(local)} failed: no file is open`), cb);
+        try {
+          budget.addBytes(data.length, remote);
+        } catch (e) {
+          return stop(e as CopyError, cb);
+        }
+        try {
+          let off = 0;
+          while (off < data.length) off += fs.writeSync(st.fd, data, off, data.length - off);
+        } catch (e) {
+          return stop(new CopyError(`writing ${shown(local)} failed: ${(e as Error).message}`), cb);
+        }
+        cb();
+      },
+    });
+    stdout.on('error', () => undefined); // Seen through st.failure.
+    const err = stderrCollector();
+    const code = await execOverStreams(vmFile(name, 'execSock'), { command: shellJoin(['sh', '-c', GET_FILE_SCRIPT, 'cove-cp', remote]), env: {}, cwd: '/' }, { stdin: null, stdout, stderr: err.stream });
+    if (st.failure) throw st.failure;
+    if (code === null || (code === NOT_A_FILE && st.head === null)) return false;
+    const { head, fd } = st;
+    if (code !== 0 || head === null || fd === null) {
+      const said = escapeGuestText(err.said());
+      throw new CopyError(`reading ${shown(remote)} in the guest failed (exit status ${code})${said ? `: ${said}` : ''}; nothing was kept`);
+    }
+    // Permission bits only: a setuid or setgid bit from the guest is not carried to the host.
+    fs.fchmodSync(fd, head.mode & 0o777);
+    fs.futimesSync(fd, head.atime, head.mtime);
+    fs.closeSync(fd);
+    st.fd = null;
+    placeAt(dirFd, temp, base, local);
+    return true;
+  } catch (e) {
+    fs.rmSync(at(dirFd, temp), { force: true });
+    throw e;
+  } finally {
+    if (st.fd !== null) fs.closeSync(st.fd);
+    fs.closeSync(dirFd);
+  }
 }

@@ -68,9 +68,9 @@ const PATH_MAX = 4096;
 const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_DIRECTORY, O_NONBLOCK } = fs.constants;
 
 /** The path that names `name` inside the folder open as `dirFd`, without re-resolving the folder. */
-const at = (dirFd: number, name: string) => `/proc/self/fd/${dirFd}/${name}`;
+export const at = (dirFd: number, name: string): string => `/proc/self/fd/${dirFd}/${name}`;
 export const tempName = (): string => `.cove-cp-${randomBytes(6).toString('hex')}.tmp`;
-const shown = (p: string) => JSON.stringify(escapeGuestText(p));
+export const shown = (p: string): string => JSON.stringify(escapeGuestText(p));
 
 /** Throws unless `name` is one plain path component: not empty, `.` or `..`, and free of `/` and NUL. */
 export function checkGuestName(name: string, where: string): void {
@@ -173,7 +173,7 @@ function openDirAt(dirFd: number, name: string, where: string): number {
 }
 
 /** Moves the finished temporary entry over `name`; a folder in the way is an error, not replaced. */
-function placeAt(dirFd: number, temp: string, name: string, where: string): void {
+export function placeAt(dirFd: number, temp: string, name: string, where: string): void {
   try {
     fs.renameSync(at(dirFd, temp), at(dirFd, name));
   } catch (e) {

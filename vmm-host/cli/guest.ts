@@ -9,7 +9,7 @@ import { checkName } from '../../contract/names';
 import { vmFile } from '../../contract/layout';
 import { UsageError } from './output';
 import { copyLimitsFromEnv, getTree, putTree } from './copy-tree';
-import { execWriter, putFileByExec } from './copy-exec';
+import { execWriter, getFileByExec, putFileByExec } from './copy-exec';
 import { escapeGuestLines } from '../../contract/escape';
 import { connectSandbox, shellJoin, sshProxy } from '../../contract/ssh';
 import { execOverStreams, execStreamsEnabled, LOST_EXIT_STATUS } from './exec-stream';
@@ -158,8 +158,15 @@ export async function cpCommand(src: string, dst: string): Promise<void> {
   }
   const remote = rs ?? rd;
   if (!remote) return;
-  // One file to the guest: a single command over exec streams, without SFTP (copy-exec.ts).
+  let hostTarget = dst;
+  if (rs) {
+    if (fs.existsSync(hostTarget) && fs.statSync(hostTarget).isDirectory()) hostTarget = path.join(hostTarget, path.posix.basename(rs.path));
+    const parent = path.dirname(path.resolve(hostTarget));
+    if (!fs.existsSync(parent)) throw new UsageError(`the host folder ${parent} does not exist: create it first`);
+  }
+  // One plain file: a single command over exec streams, without SFTP (copy-exec.ts).
   if (rd && (await putFileByExec(rd.name, src, rd.path, limits))) return;
+  if (rs && (await getFileByExec(rs.name, rs.path, hostTarget, limits))) return;
   const client = await connectSandbox(remote.name);
   try {
     const sftp = await sftpOf(client);
@@ -169,11 +176,7 @@ export async function cpCommand(src: string, dst: string): Promise<void> {
       if ((await statGuest(sftp, target))?.isDirectory()) target = path.posix.join(target, path.basename(path.resolve(src)));
       await putTree(sftp, src, target, limits, note, execWriter(remote.name));
     } else if (rs) {
-      let target = dst;
-      if (fs.existsSync(target) && fs.statSync(target).isDirectory()) target = path.join(target, path.posix.basename(rs.path));
-      const parent = path.dirname(path.resolve(target));
-      if (!fs.existsSync(parent)) throw new UsageError(`the host folder ${parent} does not exist: create it first`);
-      await getTree(sftp, rs.path, target, limits, note);
+      await getTree(sftp, rs.path, hostTarget, limits, note);
     }
   } finally {
     client.end();

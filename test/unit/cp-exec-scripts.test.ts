@@ -1,16 +1,16 @@
-// The guest half of `cove cp`'s one-file path (vmm-host/cli/copy-exec.ts): PUT_FILE_SCRIPT run by
-// this host's /bin/sh with its GNU coreutils, as the guest runs it, against real files in a
-// scratch folder. The whole path (exec streams, the stdin port, a real guest) is exercised in
-// test/integration/sandbox.test.ts.
+// The guest halves of `cove cp`'s one-file paths (vmm-host/cli/copy-exec.ts): PUT_FILE_SCRIPT and
+// GET_FILE_SCRIPT run by this host's /bin/sh with its GNU coreutils, as the guest runs them, against
+// real files in a scratch folder. The whole paths (exec streams, the stdin port, a real guest) are
+// exercised in test/integration/sandbox.test.ts, and a guest that lies in test/security/guest.test.ts.
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { modeArgs, PUT_FILE_SCRIPT, touchTime } from '../../vmm-host/cli/copy-exec';
+import { GET_FILE_SCRIPT, modeArgs, PUT_FILE_SCRIPT, touchTime } from '../../vmm-host/cli/copy-exec';
 
-describe('cove cp: the one-file script', () => {
+describe('cove cp: the one-file scripts', () => {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'cove-put-file-'));
   after(() => fs.rmSync(root, { recursive: true, force: true }));
   const MTIME = '1620172923.123456789';
@@ -98,5 +98,30 @@ describe('cove cp: the one-file script', () => {
   test('touchTime keeps nanoseconds', () => {
     assert.equal(touchTime(1_620_172_923_000_000_007n), '1620172923.000000007');
     assert.equal(touchTime(0n), '0.000000000');
+  });
+
+  test('GET_FILE_SCRIPT: a plain file is its header line and then its bytes', () => {
+    const src = path.join(root, 'get.bin');
+    const bytes = Buffer.from('line one\nline two\n');
+    fs.writeFileSync(src, bytes);
+    fs.chmodSync(src, 0o751);
+    fs.utimesSync(src, 1_600_000_000.5, 1_620_172_923.25);
+    const r = spawnSync('/bin/sh', ['-c', GET_FILE_SCRIPT, 'cove-cp', src]);
+    assert.equal(r.status, 0, r.stderr.toString());
+    const nl = r.stdout.indexOf(0x0a);
+    assert.equal(r.stdout.subarray(0, nl).toString(), 'cove-cp 751 1600000000.500000000 1620172923.250000000');
+    assert.ok(r.stdout.subarray(nl + 1).equals(bytes));
+  });
+
+  test('GET_FILE_SCRIPT: a link, a folder or nothing is "not a plain file" (exit 3), printing nothing', () => {
+    const target = path.join(root, 'get-target');
+    fs.writeFileSync(target, 'x');
+    const link = path.join(root, 'get-link');
+    fs.symlinkSync(target, link);
+    for (const p of [link, root, path.join(root, 'absent')]) {
+      const r = spawnSync('/bin/sh', ['-c', GET_FILE_SCRIPT, 'cove-cp', p]);
+      assert.equal(r.status, 3, p);
+      assert.equal(r.stdout.length, 0, p);
+    }
   });
 });
