@@ -236,6 +236,7 @@ export async function transportGroup(suite: Suite): Promise<void> {
   const streams: number[] = [];
   const ssh: number[] = [];
   const cp: number[] = [];
+  const cpGet: number[] = [];
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'cove-bench-cp-')), 'payload.bin');
   fs.writeFileSync(file, payload);
   const once = async (how: 'streams' | 'ssh'): Promise<number> => {
@@ -249,10 +250,20 @@ export async function transportGroup(suite: Suite): Promise<void> {
     ok(await cove(['cp', file, `${name}:/var/tmp/bench-cp.bin`], 10 * 60_000), 'cove cp of a file to the guest');
     return mib / ((Date.now() - t0) / 1000);
   };
+  const back = path.join(path.dirname(file), 'back.bin');
+  const copyBack = async (): Promise<number> => {
+    fs.rmSync(back, { force: true });
+    const t0 = Date.now();
+    ok(await cove(['cp', `${name}:/var/tmp/bench-cp.bin`, back], 10 * 60_000), 'cove cp of a file from the guest');
+    const ms = Date.now() - t0;
+    if (fs.statSync(back).size !== mib * 2 ** 20) throw new Error(`cove cp from the guest made ${fs.statSync(back).size} bytes, not ${mib * 2 ** 20}`);
+    return mib / (ms / 1000);
+  };
   for (let i = 0; i < n; i++) {
     streams.push(await once('streams'));
     ssh.push(await once('ssh'));
     cp.push(await copy());
+    cpGet.push(await copyBack());
   }
   const size = await guestSh(name, 'echo size $(stat -c %s /var/tmp/bench-cp.bin); rm -f /var/tmp/bench-cp.bin', 60_000, 'check and remove the copied file');
   if (size.size !== mib * 2 ** 20) throw new Error(`cove cp left ${size.size} bytes in the guest, not ${mib * 2 ** 20}`);
@@ -260,12 +271,15 @@ export async function transportGroup(suite: Suite): Promise<void> {
   const pipe = `head -c ${mib * 1048576} /dev/zero | cat`;
   const g = await guestSh(
     name,
-    Array.from({ length: n }, (_, i) => [timed(`pipe${i}`, `${pipe} > /dev/null`), timed(`file${i}`, `${pipe} > /var/tmp/bench-pipe.bin`), 'rm -f /var/tmp/bench-pipe.bin'].join('\n')).join('\n'),
+    Array.from({ length: n }, (_, i) =>
+      [timed(`pipe${i}`, `${pipe} > /dev/null`), timed(`file${i}`, `${pipe} > /var/tmp/bench-pipe.bin`), timed(`read${i}`, 'cat /var/tmp/bench-pipe.bin | cat > /dev/null'), 'rm -f /var/tmp/bench-pipe.bin'].join('\n'),
+    ).join('\n'),
     10 * 60_000,
     'a pipe in the guest',
   );
   const guest = Array.from({ length: n }, (_, i) => mib / (g[`pipe${i}`] / 1e6));
   const guestFile = Array.from({ length: n }, (_, i) => mib / (g[`file${i}`] / 1e6));
+  const guestRead = Array.from({ length: n }, (_, i) => mib / (g[`read${i}`] / 1e6));
   const half = { goal: (r: { ratio?: number | null }) => ({ text: '≥ 50 % of a pipe in the guest', met: (r.ratio ?? 0) >= 0.5 }) };
   const exec = (via: string) => `${mib} MiB host → guest through \`cove exec … cat > /dev/null\` over ${via} (includes its start)`;
   const rows = [
@@ -277,6 +291,14 @@ export async function transportGroup(suite: Suite): Promise<void> {
       figure: cp,
       baselineWhat: 'the same bytes through a pipe inside the guest into a file on the guest disk',
       baseline: guestFile,
+      ...half,
+    },
+    {
+      id: 'ssh.tput.cpget',
+      what: `a ${mib} MiB file guest → host through \`cove cp\` (\`cat\` on an exec stream after a header; includes its start)`,
+      figure: cpGet,
+      baselineWhat: 'the same file read from the guest disk through a pipe inside the guest',
+      baseline: guestRead,
       ...half,
     },
   ];
