@@ -17,6 +17,7 @@ import {
   EXEC_STDERR_WAIT_MS,
   EXEC_STDIN_PORT_HEADER,
   EXEC_STDIN_PORT_WAIT_MS,
+  EXEC_STDOUT_PORT_HEADER,
   type ExecRequest,
 } from '../contract/exec-stream';
 import { CWD_ENV } from '../contract/guest';
@@ -28,6 +29,15 @@ import { respondError } from './stream-error';
 const { HTTP2_HEADER_STATUS } = http2.constants;
 
 let execCount = 0;
+
+/**
+ * The shell around a command whose stdout is the stdin port, run as `/bin/sh -c WRAPPER cove-exec
+ * COMMAND MARKER`: the command runs in a subshell (its `exit` or `exec` ends only that), then the
+ * outer shell writes the end marker to the port and exits with the command's status. The marker is
+ * written by a guest process, not the agent: a write to a port whose host end has gone blocks until
+ * the host comes back, and a process can be signalled out of that where the agent's thread could not.
+ */
+export const STDOUT_PORT_WRAPPER = 'c=$1 m=$2; set --; (eval "$c"); s=$?; printf %s "$m"; exit $s';
 
 interface Parked {
   stream: http2.ServerHttp2Stream;
@@ -111,10 +121,14 @@ export class ExecStreams {
       stderr.write(Buffer.from(`cove-agent: working directory ${cwd} does not exist; using /\n`));
       cwd = '/';
     }
-    const asked = headers[EXEC_STDIN_PORT_HEADER];
-    const port = asked !== undefined && this.stdinPort ? this.stdinPort.open(asked) : null;
-    // The echo tells the host to send stdin on the port; without it stdin is this stream's body.
-    stream.respond({ [HTTP2_HEADER_STATUS]: 200, ...(port ? { [EXEC_STDIN_PORT_HEADER]: port.nonce } : {}) }, { waitForTrailers: true });
+    // The port as stdin, or (asked the other way, never both) as stdout.
+    const askedIn = headers[EXEC_STDIN_PORT_HEADER];
+    const askedOut = askedIn === undefined ? headers[EXEC_STDOUT_PORT_HEADER] : undefined;
+    const as = askedIn !== undefined ? 'stdin' : askedOut !== undefined ? 'stdout' : null;
+    const port = as && this.stdinPort ? this.stdinPort.open(as === 'stdin' ? askedIn : askedOut, as) : null;
+    // The echo tells the host to use the port; without it stdin and stdout are this stream's bodies.
+    const echo = port ? { [port.as === 'stdin' ? EXEC_STDIN_PORT_HEADER : EXEC_STDOUT_PORT_HEADER]: port.nonce } : {};
+    stream.respond({ [HTTP2_HEADER_STATUS]: 200, ...echo }, { waitForTrailers: true });
     const run = new ExecRun(stream, errStream, req, cwd);
     if (!port) return run.launch(null);
     StdinPort.preamble(port, EXEC_STDIN_PORT_WAIT_MS, () => stream.destroyed)
@@ -155,22 +169,28 @@ class ExecRun {
     }
   }
 
-  /** Starts the command, its stdin the stdin port when one is given (the agent's copy is closed once it has). */
+  /**
+   * Starts the command, its stdin or its stdout the stdin port when one is given (the agent's copy
+   * is closed once the command has it); on a stdout port, inside STDOUT_PORT_WRAPPER.
+   */
   launch(port: OpenedStdinPort | null): void {
     const { stream, errStream, id } = this;
     const stderr = errStream ?? stream;
     const user = currentUser();
     const env = buildEnv(this.req.env, user);
+    const portIn = port?.as === 'stdin' ? port : null;
+    const portOut = port?.as === 'stdout' ? port : null;
+    const args = portOut ? ['-c', STDOUT_PORT_WRAPPER, 'cove-exec', this.req.command, portOut.nonce] : ['-c', this.req.command];
     let child: ReturnType<typeof spawn>;
     try {
-      child = spawn('/bin/sh', ['-c', this.req.command], { cwd: this.cwd, env, stdio: [port ? port.fd : 'pipe', 'pipe', 'pipe'], detached: true });
+      child = spawn('/bin/sh', args, { cwd: this.cwd, env, stdio: [portIn ? portIn.fd : 'pipe', portOut ? portOut.fd : 'pipe', 'pipe'], detached: true });
     } finally {
       if (port) fs.closeSync(port.fd);
     }
     let exited = false;
     const { stdout: out, stderr: err } = child;
-    if (!out || !err) throw new Error('spawn gave the command no stdout or stderr pipe');
-    out.pipe(stream, { end: false });
+    if ((!out && !portOut) || !err) throw new Error('spawn gave the command no stdout or stderr pipe');
+    out?.pipe(stream, { end: false });
     // Without a stderr stream (a client that did not ask for one) stderr joins stdout.
     err.pipe(stderr, { end: false });
     let inBytes = 0;
@@ -204,7 +224,7 @@ class ExecRun {
       } else {
         // A command that could not start reports a negative errno; 127 is the shell's "not found".
         this.trailers = { [EXEC_EXIT_TRAILER]: String(code !== null && code >= 0 ? code : 127) };
-        log(`${id}: exited ${code} (stdin: ${port ? 'the stdin port' : `${inBytes} bytes in ${inChunks} chunks`})`);
+        log(`${id}: exited ${code} (stdin: ${portIn ? 'the stdin port' : `${inBytes} bytes in ${inChunks} chunks`}${portOut ? '; stdout: the stdin port' : ''})`);
       }
       // stderr ends first, so the host has all of it when the exit status arrives.
       if (errStream && !errStream.destroyed) errStream.end();
@@ -216,8 +236,17 @@ class ExecRun {
       // stdin port, the host's end closes with the stream, which is the command's EOF).
       if (exited) return;
       stdin?.destroy();
-      out.destroy();
+      out?.destroy();
       err.destroy();
+      // A port has no reader to lose: its writes would wait for the host for good. SIGPIPE is what
+      // the command's next write to a lost pipe would have brought.
+      if (portOut && child.pid !== undefined) {
+        try {
+          process.kill(-child.pid, 'SIGPIPE');
+        } catch {
+          // Gone already.
+        }
+      }
     };
     stream.once('close', hangup);
     if (errStream) {

@@ -1,6 +1,8 @@
 // The stdin port (PROTOCOL.md, "The stdin port"): a virtio-serial port whose char device becomes a
 // `cove exec` command's stdin, so host → guest bytes go from qemu to the command with no process in
 // the guest copying them. The agent only opens the device and reads the host's preamble off it.
+// Asked the other way round (`cove cp` from the guest), it is the command's stdout instead; the
+// command's shell then writes the end marker after it (exec-stream.ts, STDOUT_PORT_WRAPPER).
 //
 // What the Linux driver does, and why the order below: a port has one opener at a time (EBUSY
 // otherwise); opening it drops whatever was queued before; while the host end is not connected a
@@ -18,6 +20,8 @@ const RETRY_MS = 5;
 export interface OpenedStdinPort {
   fd: number;
   nonce: string;
+  /** Which of the command's descriptors the port becomes. */
+  as: 'stdin' | 'stdout';
 }
 
 export class StdinPort {
@@ -26,23 +30,27 @@ export class StdinPort {
   /** `device` finds the port's char device (null: this VM has none). */
   constructor(private readonly device: () => string | null) {}
 
-  /** Opens the port for the command whose host sent `nonce`; null when stdin must be the stream. */
-  open(nonce: unknown): OpenedStdinPort | null {
+  /**
+   * Opens the port for the command whose host sent `nonce`, as its stdin or its stdout; null when
+   * that must be the stream.
+   */
+  open(nonce: unknown, as: 'stdin' | 'stdout' = 'stdin'): OpenedStdinPort | null {
     if (typeof nonce !== 'string' || !EXEC_ID_RE.test(nonce)) {
-      log('data: an exec asked for the stdin port without a valid nonce; stdin is the stream');
+      log(`data: an exec asked for the stdin port without a valid nonce; ${as} is the stream`);
       return null;
     }
     const dev = this.device();
     if (!dev) {
-      if (!this.reported) log('data: the host asked for the stdin port but this VM has none; stdin is the stream');
+      if (!this.reported) log(`data: the host asked for the stdin port but this VM has none; ${as} is the stream`);
       this.reported = true;
       return null;
     }
     try {
-      return { fd: fs.openSync(dev, 'r'), nonce };
+      // As stdout, read and write: the host's preamble comes in, the command's bytes go out.
+      return { fd: fs.openSync(dev, as === 'stdin' ? 'r' : 'r+'), nonce, as };
     } catch (err) {
       // EBUSY: an earlier command, or something it left running, still holds the port.
-      log(`data: cannot open the stdin port ${dev}: ${errorText(err)}; stdin is the stream`);
+      log(`data: cannot open the stdin port ${dev}: ${errorText(err)}; ${as} is the stream`);
       return null;
     }
   }

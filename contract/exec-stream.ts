@@ -26,6 +26,21 @@ export const EXEC_ID_RE = /^[0-9a-f]{32}$/;
  * in its answer when it took the port; without the echo, stdin is the request body as usual.
  */
 export const EXEC_STDIN_PORT_HEADER = 'cove-exec-stdin-port';
+/**
+ * Request header of `exec`, the stdin port's other direction: asks the agent to give the command
+ * the stdin port as its stdout instead of the answer body (stdin stays the request body). Its value
+ * is a nonce as for EXEC_STDIN_PORT_HEADER and never sent with it; the agent echoes it when it took
+ * the port. The host writes the nonce first on the port's socket, as for stdin; the command's shell
+ * writes it back on the port once the command has exited, after every byte the command wrote, and
+ * the host reads the command's stdout up to it.
+ *
+ * A client (`cove cp` from the guest) sends it to coved with the value EXEC_STDOUT_PORT_WANTED;
+ * coved replaces that with a nonce when the port is free and drops it otherwise.
+ */
+export const EXEC_STDOUT_PORT_HEADER = 'cove-exec-stdout-port';
+export const EXEC_STDOUT_PORT_WANTED = 'wanted';
+/** How long the host waits, after the command's exit status, for the end of its stdout on the port. */
+export const EXEC_STDOUT_PORT_END_MS = 30_000;
 /** How long the agent waits for the host's preamble on the stdin port before it gives up. */
 export const EXEC_STDIN_PORT_WAIT_MS = 30_000;
 

@@ -7,6 +7,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import { STDOUT_PORT_WRAPPER } from '../../agent/exec-stream';
 import { StdinPort } from '../../agent/stdin-port';
 
 const NONCE = '0123456789abcdef0123456789abcdef';
@@ -55,5 +57,28 @@ describe('agent stdin port', () => {
     assert.equal(new StdinPort(() => device(NONCE)).open('not-hex'), null);
     assert.equal(new StdinPort(() => device(NONCE)).open(undefined), null);
     assert.equal(new StdinPort(() => path.join(dir, 'missing')).open(NONCE), null);
+  });
+
+  test('as stdout: opened for reading the preamble and for the command to write', async () => {
+    const dev = device(NONCE);
+    const port = new StdinPort(() => dev).open(NONCE, 'stdout');
+    assert.ok(port);
+    try {
+      assert.equal(port.as, 'stdout');
+      assert.equal(await StdinPort.preamble(port, 1000, () => false), null);
+      fs.writeSync(port.fd, 'out');
+      assert.equal(fs.readFileSync(dev, 'utf8'), `${NONCE}out`);
+    } finally {
+      fs.closeSync(port.fd);
+    }
+  });
+
+  test("the stdout wrapper: the command's bytes, then the marker, then its status; exit and exec end only the command", () => {
+    const wrap = (command: string) => spawnSync('/bin/sh', ['-c', STDOUT_PORT_WRAPPER, 'cove-exec', command, NONCE], { encoding: 'utf8' });
+    assert.deepEqual([wrap('echo hi; exit 3').stdout, wrap('echo hi; exit 3').status], [`hi\n${NONCE}`, 3]);
+    assert.equal(wrap('exec printf abc').stdout, `abc${NONCE}`);
+    assert.equal(wrap('echo "[$1][$#]"').stdout, `[][0]\n${NONCE}`, 'no positional parameters, as with sh -c');
+    const killed = wrap('kill -9 $(sh -c "echo \\$PPID")');
+    assert.deepEqual([killed.stdout, killed.status], [NONCE, 137]);
   });
 });

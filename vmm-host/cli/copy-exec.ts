@@ -4,7 +4,7 @@
 //   name, writes a temporary file, checks its size, sets mode and times and renames it into place;
 // - in a folder, a large file's content goes by `cat` (execWriter), SFTP making and renaming it.
 // And guest to host, one guest file is read by `cat` (GET_FILE_SCRIPT) after a one-line header
-// with its mode and times; the host writes it as getTree does (no-follow, under a temporary
+// with its mode and times, its stdout on the stdin port when that is free; the host writes it as getTree does (no-follow, under a temporary
 // name, renamed when complete) and believes nothing the guest says beyond the limits of
 // docs/security.md. Each gives way to SFTP when exec streams are not available, and the one-file
 // paths when the path is not a plain file (a folder or link: SFTP copies those as docker cp does).
@@ -232,7 +232,7 @@ export async function getFileByExec(name: string, remote: string, local: string,
     });
     stdout.on('error', () => undefined); // Seen through st.failure.
     const err = stderrCollector();
-    const code = await execOverStreams(vmFile(name, 'execSock'), { command: shellJoin(['sh', '-c', GET_FILE_SCRIPT, 'cove-cp', remote]), env: {}, cwd: '/' }, { stdin: null, stdout, stderr: err.stream });
+    const code = await execOverStreams(vmFile(name, 'execSock'), { command: shellJoin(['sh', '-c', GET_FILE_SCRIPT, 'cove-cp', remote]), env: {}, cwd: '/' }, { stdin: null, stdout, stderr: err.stream }, { stdoutPort: true });
     if (st.failure) throw st.failure;
     if (code === null || (code === NOT_A_FILE && st.head === null)) return false;
     const { head, fd } = st;

@@ -7,7 +7,7 @@ import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { DATA_ERROR_HEADER, DATA_SETTINGS } from '../../contract/data-channel';
-import { encodeExecRequest, EXEC_ID_HEADER, EXEC_REQUEST_HEADER, EXEC_STDERR_TARGET, EXEC_TARGET, exitCodeOf, type ExecRequest } from '../../contract/exec-stream';
+import { encodeExecRequest, EXEC_ID_HEADER, EXEC_REQUEST_HEADER, EXEC_STDERR_TARGET, EXEC_STDOUT_PORT_HEADER, EXEC_STDOUT_PORT_WANTED, EXEC_TARGET, exitCodeOf, type ExecRequest } from '../../contract/exec-stream';
 import { CoveError } from '../../contract/errors';
 import { ErrorCodes } from '../../contract/protocol';
 
@@ -70,9 +70,11 @@ function answered(stream: http2.ClientHttp2Stream, what: string): Promise<http2.
 
 /**
  * Runs `req` in the sandbox behind `sockPath`; resolves with the exit code to use (128+n for a
- * signal), or null when SSH should run it instead (nothing has run in the guest then).
+ * signal), or null when SSH should run it instead (nothing has run in the guest then). With
+ * `stdoutPort`, asks coved for the stdin port as the command's stdout (for bulk output: `cove cp`
+ * from the guest); coved gives it when it is free.
  */
-export async function execOverStreams(sockPath: string, req: ExecRequest, stdio: ExecStdio): Promise<number | null> {
+export async function execOverStreams(sockPath: string, req: ExecRequest, stdio: ExecStdio, opts: { stdoutPort?: boolean } = {}): Promise<number | null> {
   const session = await connect(sockPath);
   if (!session) return null;
   try {
@@ -83,6 +85,7 @@ export async function execOverStreams(sockPath: string, req: ExecRequest, stdio:
       [HTTP2_HEADER_AUTHORITY]: EXEC_TARGET,
       [EXEC_REQUEST_HEADER]: encodeExecRequest(req),
       [EXEC_ID_HEADER]: id,
+      ...(opts.stdoutPort ? { [EXEC_STDOUT_PORT_HEADER]: EXEC_STDOUT_PORT_WANTED } : {}),
     });
     errReq.end();
     // Caught from the start: a short command's trailers can come in the same read as its answer.

@@ -6,8 +6,11 @@
 // When the VM has the stdin port (PROTOCOL.md, "The stdin port") and no other command holds it, the
 // relay asks the agent to give the command the port as its stdin; if the agent's answer echoes the
 // request, the client's body goes to qemu's stdin.sock instead of the data channel, behind a
-// preamble, and reaches the command with no process in the guest copying it. One command at a time
-// has the port; the others send stdin on the data channel as before.
+// preamble, and reaches the command with no process in the guest copying it. A client that asks for
+// it (`cove cp` from the guest: EXEC_STDOUT_PORT_HEADER) gets the port the other way round, as the
+// command's stdout: the relay reads the port's socket up to the agent's end marker and sends that
+// as the answer body, then the exit trailers. One command at a time has the port; the others use
+// the data channel as before.
 //
 // A client told 503 uses SSH instead (the data channel is down, or the agent does not serve exec
 // streams): nothing has run in the guest then. Any other refusal is an error to show.
@@ -16,7 +19,18 @@ import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { DATA_SETTINGS, refusalHeaders } from '../../contract/data-channel';
-import { EXEC_EXIT_TRAILER, EXEC_ID_HEADER, EXEC_REQUEST_HEADER, EXEC_SIGNAL_TRAILER, EXEC_STDERR_TARGET, EXEC_STDIN_PORT_HEADER, EXEC_TARGET } from '../../contract/exec-stream';
+import {
+  EXEC_EXIT_TRAILER,
+  EXEC_ID_HEADER,
+  EXEC_REQUEST_HEADER,
+  EXEC_SIGNAL_TRAILER,
+  EXEC_STDERR_TARGET,
+  EXEC_STDIN_PORT_HEADER,
+  EXEC_STDOUT_PORT_END_MS,
+  EXEC_STDOUT_PORT_HEADER,
+  EXEC_STDOUT_PORT_WANTED,
+  EXEC_TARGET,
+} from '../../contract/exec-stream';
 import type { OpenedStream } from './data-link';
 import { closingServer, listenPrivate } from './relay';
 
@@ -67,12 +81,38 @@ function stdinPortSink(sockPath: string, nonce: string, log: (msg: string) => vo
   return sock;
 }
 
+/**
+ * The command's stdout on the stdin port: qemu's socket, the preamble written first, then read up to
+ * the end marker (the nonce again), which is not passed on. Never half-closed: qemu would take our
+ * EOF for a hang-up and drop what the guest writes after it.
+ */
+function stdoutPortSource(sockPath: string, nonce: string, log: (msg: string) => void): { sock: net.Socket; scan: (chunk: Buffer) => { data: Buffer; ended: boolean } } {
+  const sock = net.connect({ path: sockPath, allowHalfOpen: true });
+  sock.write(nonce, 'latin1');
+  sock.on('error', (err) => log(`exec.sock: the stdin port as stdout: ${err.message}`));
+  const marker = Buffer.from(nonce, 'latin1');
+  let held = Buffer.alloc(0);
+  // The last marker.length - 1 bytes of what came are held back: the marker may span two reads.
+  const scan = (chunk: Buffer) => {
+    const buf = held.length ? Buffer.concat([held, chunk]) : chunk;
+    const at = buf.indexOf(marker);
+    if (at >= 0) {
+      held = Buffer.alloc(0);
+      return { data: buf.subarray(0, at), ended: true };
+    }
+    const keep = Math.min(buf.length, marker.length - 1);
+    held = Buffer.from(buf.subarray(buf.length - keep));
+    return { data: buf.subarray(0, buf.length - keep), ended: false };
+  };
+  return { sock, scan };
+}
+
 /** Resolves once `s` has closed (at once if it has). */
 function closed(s: Duplex): Promise<void> {
   return new Promise((resolve) => (s.closed ? resolve() : s.once('close', () => resolve())));
 }
 
-function relayStream(client: http2.ServerHttp2Stream, opened: OpenedStream, withTrailers: boolean, stdinSink: net.Socket | null): void {
+function relayStream(client: http2.ServerHttp2Stream, opened: OpenedStream, withTrailers: boolean, stdinSink: net.Socket | null, stdoutSource: ReturnType<typeof stdoutPortSource> | null = null): void {
   const up = opened.stream;
   client.respond({ [HTTP2_HEADER_STATUS]: 200 }, { waitForTrailers: withTrailers });
   // Asked for once the guest's answer has ended, so its trailers are in by then.
@@ -83,7 +123,8 @@ function relayStream(client: http2.ServerHttp2Stream, opened: OpenedStream, with
   } else {
     client.pipe(up);
   }
-  up.pipe(client);
+  if (stdoutSource) relayStdoutPort(client, up, stdoutSource);
+  else up.pipe(client);
   const reset = (s: http2.Http2Stream) => {
     if (!s.destroyed) s.close(NGHTTP2_CANCEL);
   };
@@ -109,6 +150,57 @@ function relayStream(client: http2.ServerHttp2Stream, opened: OpenedStream, with
   up.on('error', () => undefined);
 }
 
+/**
+ * The answer body from the stdout port: the port's bytes up to the end marker. The client's stream
+ * ends once both the marker and the guest's answer (its exit trailers) are in; a port that closes
+ * before its marker, or a marker that does not come within EXEC_STDOUT_PORT_END_MS of the exit
+ * status, resets it, so the client reports a cut stdout instead of taking it for the whole.
+ */
+function relayStdoutPort(client: http2.ServerHttp2Stream, up: http2.ClientHttp2Stream, source: ReturnType<typeof stdoutPortSource>): void {
+  const { sock, scan } = source;
+  let markerSeen = false;
+  let upEnded = false;
+  let timer: NodeJS.Timeout | null = null;
+  const fail = () => {
+    if (timer) clearTimeout(timer);
+    sock.destroy();
+    if (!up.destroyed) up.close(NGHTTP2_CANCEL);
+    if (!client.destroyed) client.close(NGHTTP2_CANCEL);
+  };
+  const finish = () => {
+    if (!markerSeen || !upEnded) return;
+    if (timer) clearTimeout(timer);
+    client.end();
+  };
+  sock.on('data', (chunk: Buffer) => {
+    if (markerSeen) return; // After the marker: a leftover process's bytes, for nobody.
+    const { data, ended } = scan(chunk);
+    if (data.length > 0 && !client.write(data)) {
+      sock.pause();
+      client.once('drain', () => sock.resume());
+    }
+    if (ended) {
+      markerSeen = true;
+      sock.destroy();
+      finish();
+    }
+  });
+  // The socket is half-open (never half-closed by us), so qemu's hang-up comes as 'end' first.
+  const cut = () => {
+    if (!markerSeen) fail();
+  };
+  sock.on('end', cut);
+  sock.on('close', cut);
+  // A client that went away: the port's socket goes too (the agent hangs the command up).
+  client.on('close', () => sock.destroy());
+  up.resume(); // The command's stdout is on the port; this body stays empty.
+  up.on('end', () => {
+    upEnded = true;
+    if (!markerSeen) timer = setTimeout(fail, EXEC_STDOUT_PORT_END_MS);
+    finish();
+  });
+}
+
 export async function startExecRelay(opts: ExecRelayOptions): Promise<net.Server> {
   const h2 = http2.createServer({ settings: DATA_SETTINGS, maxSessionMemory: 256 });
   let stdinPortBusy = false;
@@ -126,23 +218,29 @@ export async function startExecRelay(opts: ExecRelayOptions): Promise<net.Server
       if (typeof v === 'string') pass[k] = v;
     }
     // The stdin port, if free: held from the ask until both its socket and the command have ended.
+    // As stdin unless the client asked for it as stdout.
     const nonce = authority === EXEC_TARGET && opts.stdinSock && !stdinPortBusy ? randomBytes(16).toString('hex') : null;
+    const portHeader = headers[EXEC_STDOUT_PORT_HEADER] === EXEC_STDOUT_PORT_WANTED ? EXEC_STDOUT_PORT_HEADER : EXEC_STDIN_PORT_HEADER;
     if (nonce) {
       stdinPortBusy = true;
-      pass[EXEC_STDIN_PORT_HEADER] = nonce;
+      pass[portHeader] = nonce;
     }
     opts.open(authority, pass).then(
       (opened) => {
-        const taken = nonce !== null && opened.headers[EXEC_STDIN_PORT_HEADER] === nonce;
+        const taken = nonce !== null && opened.headers[portHeader] === nonce;
         // The agent took the port and waits for its preamble; a reset stream ends that wait.
-        const sink = taken && opts.stdinSock && !stream.destroyed ? stdinPortSink(opts.stdinSock, nonce, opts.log) : null;
-        if (taken) void Promise.all([opened.stream, ...(sink ? [sink] : [])].map(closed)).then(() => (stdinPortBusy = false));
+        const connect = taken && opts.stdinSock && !stream.destroyed ? { path: opts.stdinSock, nonce } : null;
+        const sink = connect && portHeader === EXEC_STDIN_PORT_HEADER ? stdinPortSink(connect.path, connect.nonce, opts.log) : null;
+        const source = connect && portHeader === EXEC_STDOUT_PORT_HEADER ? stdoutPortSource(connect.path, connect.nonce, opts.log) : null;
+        const sock = sink ?? source?.sock ?? null;
+        if (taken) void Promise.all([opened.stream, ...(sock ? [sock] : [])].map(closed)).then(() => (stdinPortBusy = false));
         else if (nonce) stdinPortBusy = false;
         if (stream.destroyed) {
           opened.stream.close(NGHTTP2_CANCEL);
+          sock?.destroy();
           return;
         }
-        relayStream(stream, opened, authority === EXEC_TARGET, sink);
+        relayStream(stream, opened, authority === EXEC_TARGET, sink, source);
       },
       (err: unknown) => {
         if (nonce) stdinPortBusy = false;

@@ -21,7 +21,7 @@ import { processAlive, type AccelResult, type Driver, type VmSpec } from '../dri
 import { AgentLink } from './agent-link';
 import { DataLink, DataLinkDown, dataChannelEnabled, isDataLinkDown, type OpenedStream } from './data-link';
 import { startExecRelay } from './exec-relay';
-import { EXEC_STDIN_PORT_HEADER } from '../../contract/exec-stream';
+import { EXEC_STDIN_PORT_HEADER, EXEC_STDOUT_PORT_HEADER } from '../../contract/exec-stream';
 import { StreamPool } from './stream-pool';
 import { watchConsole } from './boot-progress';
 import { readJson, tailFile, writeJsonAtomic } from './files';
@@ -359,7 +359,7 @@ export class Sandbox extends EventEmitter {
     const data = this.data;
     if (!data?.isUp) throw new DataLinkDown('the data channel is not up');
     // A VM made before the stdin port existed (restored with its old devices) has none to offer.
-    const sent = this.runtime.spec?.stdinPort === true ? headers : Object.fromEntries(Object.entries(headers).filter(([k]) => k !== EXEC_STDIN_PORT_HEADER));
+    const sent = this.runtime.spec?.stdinPort === true ? headers : Object.fromEntries(Object.entries(headers).filter(([k]) => k !== EXEC_STDIN_PORT_HEADER && k !== EXEC_STDOUT_PORT_HEADER));
     try {
       const opened = await data.request(authority, sent);
       this.track(opened.stream);
