@@ -13,9 +13,8 @@ import * as path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { EXEC_EXIT_TRAILER, EXEC_STDERR_TARGET, EXEC_STDIN_PORT_HEADER } from '../../contract/exec-stream';
-import type { OpenedStream } from '../../vmm-host/coved/data-link';
-import { startExecRelay } from '../../vmm-host/coved/exec-relay';
 import { execOverStreams } from '../../vmm-host/cli/exec-stream';
+import { agentOpener, Relays } from './exec-relay-standins';
 
 const { HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS } = http2.constants;
 
@@ -38,7 +37,8 @@ describe('exec relay: the stdin port', () => {
   let qemu: net.Server;
   let agent: http2.Http2Server;
   let session: http2.ClientHttp2Session;
-  const relays: net.Server[] = [];
+  let open: ReturnType<typeof agentOpener>['open'];
+  let relays: Relays;
 
   before(async () => {
     // qemu's stdin.sock: collects what arrives and closes once it has read the end, as qemu does.
@@ -79,34 +79,19 @@ describe('exec relay: the stdin port', () => {
       });
     });
     await new Promise<void>((r) => agent.listen(agentSock, r));
-    session = http2.connect('http://agent', { createConnection: () => net.connect(agentSock) });
-    session.on('error', () => undefined);
+    ({ session, open } = agentOpener(agentSock));
+    relays = new Relays(dir, open);
   });
 
   after(async () => {
-    for (const r of relays) r.close();
+    relays?.closeAll();
     session?.close();
     agent?.close();
     qemu?.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  const open = (authority: string, headers: http2.OutgoingHttpHeaders): Promise<OpenedStream> =>
-    new Promise((resolve, reject) => {
-      const stream = session.request({ ':method': 'CONNECT', ':authority': authority, ...headers });
-      let trailers: http2.IncomingHttpHeaders | null = null;
-      stream.on('trailers', (t: http2.IncomingHttpHeaders) => {
-        trailers = t;
-      });
-      stream.once('response', (h) => resolve({ stream, headers: h, trailers: () => trailers }));
-      stream.once('error', reject);
-    });
-
-  async function relay(withPort: boolean): Promise<string> {
-    const execSock = path.join(dir, `exec-${relays.length}.sock`);
-    relays.push(await startExecRelay({ path: execSock, log: () => undefined, open, useSsh: () => false, ...(withPort ? { stdinSock } : {}) }));
-    return execSock;
-  }
+  const relay = (withPort: boolean): Promise<string> => relays.start(withPort ? stdinSock : undefined);
 
   async function run(execSock: string, stdin: Buffer): Promise<{ code: number | null; out: string }> {
     let out = '';
