@@ -41,6 +41,7 @@ export const ROW_IDS: readonly string[] = [
   'ssh.tput',
   'ssh.tput.ssh',
   'ssh.tput.cp',
+  'ssh.tput.cpget',
   'port.latency',
   'port.tput',
   ...FS_ROWS.map((k) => `fs.virtiofs.${k}`),
