@@ -143,6 +143,8 @@ describe('sandbox t1 (restored from the warm-start template, 9p)', { timeout: 45
     fs.rmSync(back, { force: true });
     ok(await cove(['cp', 't1:/root/copied.bin', back]), 'cove cp from the guest');
     assert.ok(fs.readFileSync(back).equals(bytes), 'the round trip is byte for byte');
+    const outPort = ok(await cove(['exec', 't1', '--', 'grep', '-c', 'stdout: the stdin port', '/var/log/cove/cove-agent.log']), 'the agent log');
+    assert.ok(Number(outPort.stdout.trim()) >= 1, 'the copy from the guest came over the stdin port as stdout');
     // One file goes by a single command over an exec stream (its stdin on the stdin port), without
     // SFTP; mode and times are kept. The small one above went the same way.
     const large = path.join(TEST_ROOT, 'cp-large.bin');
