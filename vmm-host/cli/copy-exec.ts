@@ -184,6 +184,13 @@ export async function getFileByExec(name: string, remote: string, local: string,
     return false; // getTree says why.
   }
   const temp = tempName();
+  // Ctrl-C or a kill mid-copy: the half-written temporary file goes with the process.
+  const onSignal = (sig: NodeJS.Signals) => {
+    fs.rmSync(at(dirFd, temp), { force: true });
+    process.exit(sig === 'SIGINT' ? 130 : 143);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   // Written by the stream below: kept in one object, since the compiler cannot follow the closure.
   const st: { head: GuestFileHead | null; fd: number | null; failure: CopyError | null } = { head: null, fd: null, failure: null };
   try {
@@ -251,6 +258,8 @@ export async function getFileByExec(name: string, remote: string, local: string,
     fs.rmSync(at(dirFd, temp), { force: true });
     throw e;
   } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     if (st.fd !== null) fs.closeSync(st.fd);
     fs.closeSync(dirFd);
   }
