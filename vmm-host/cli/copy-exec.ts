@@ -1,13 +1,14 @@
-// `cove cp` host to guest over exec streams (agent/PROTOCOL.md, "Exec streams"), whose stdin takes
-// the stdin port when it is free, so the bytes reach the guest without SFTP's round trips:
-// - one host file is copied by a single command in the guest (PUT_FILE_SCRIPT) that picks the
-//   name, writes a temporary file, checks its size, sets mode and times and renames it into place;
-// - in a folder, a large file's content goes by `cat` (execWriter), SFTP making and renaming it.
-// And guest to host, one guest file is read by `cat` (GET_FILE_SCRIPT) after a one-line header
-// with its mode and times, its stdout on the stdin port when that is free; the host writes it as getTree does (no-follow, under a temporary
-// name, renamed when complete) and believes nothing the guest says beyond the limits of
-// docs/security.md. Each gives way to SFTP when exec streams are not available, and the one-file
-// paths when the path is not a plain file (a folder or link: SFTP copies those as docker cp does).
+// `cove cp` over exec streams (agent/PROTOCOL.md, "Exec streams"), with the stdin port carrying the
+// bytes when it is free, so they cross neither SFTP's round trips nor the agent's JavaScript:
+// - one host file goes to the guest by a single command (PUT_FILE_SCRIPT) that picks the name,
+//   writes a temporary file, checks its size, sets its mode and time and renames it into place;
+// - in a folder, a large file's content goes by `cat` (execWriter), SFTP making and renaming it;
+// - one guest file comes to the host by `cat` (GET_FILE_SCRIPT) after a one-line header with its
+//   mode and times, its stdout on the port; the host writes it as getTree does (no-follow, under a
+//   temporary name, renamed when complete) and believes nothing the guest says beyond the limits
+//   of docs/security.md.
+// Each gives way to SFTP when exec streams are not available, and the one-file paths when the path
+// is not a plain file (a folder or link: SFTP copies those as docker cp does).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -217,7 +218,7 @@ export async function getFileByExec(name: string, remote: string, local: string,
           try {
             st.fd = fs.openSync(at(dirFd, temp), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
           } catch (e) {
-            return stop(e instanceof CopyError ? e : new CopyError(`writing ${shown(local)} failed: ${(e as Error).message}`), cb);
+            return stop(new CopyError(`writing ${shown(local)} failed: ${(e as Error).message}`), cb);
           }
           data = pending.subarray(nl + 1);
           pending = Buffer.alloc(0);
