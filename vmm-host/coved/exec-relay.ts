@@ -8,9 +8,9 @@
 // request, the client's body goes to qemu's stdin.sock instead of the data channel, behind a
 // preamble, and reaches the command with no process in the guest copying it. A client that asks for
 // it (`cove cp` from the guest: EXEC_STDOUT_PORT_HEADER) gets the port the other way round, as the
-// command's stdout: the relay reads the port's socket up to the agent's end marker and sends that
-// as the answer body, then the exit trailers. One command at a time has the port; the others use
-// the data channel as before.
+// command's stdout: the relay reads the port's socket up to the end marker and sends what came
+// before it as the answer body, then the exit trailers. One command at a time has the port; the
+// others use the data channel as before.
 //
 // A client told 503 uses SSH instead (the data channel is down, or the agent does not serve exec
 // streams): nothing has run in the guest then. Any other refusal is an error to show.
