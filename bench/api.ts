@@ -295,7 +295,7 @@ export async function transportGroup(suite: Suite): Promise<void> {
     },
     {
       id: 'ssh.tput.cpget',
-      what: `a ${mib} MiB file guest → host through \`cove cp\` (\`cat\` on an exec stream after a header; includes its start)`,
+      what: `a ${mib} MiB file guest → host through \`cove cp\` (\`cat\` after a header, its stdout on the stdin port; includes its start)`,
       figure: cpGet,
       baselineWhat: 'the same file read from the guest disk through a pipe inside the guest',
       baseline: guestRead,
