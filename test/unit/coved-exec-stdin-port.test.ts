@@ -12,11 +12,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { EXEC_EXIT_TRAILER, EXEC_STDERR_TARGET, EXEC_STDIN_PORT_HEADER } from '../../contract/exec-stream';
+import { EXEC_EXIT_TRAILER, EXEC_STDIN_PORT_HEADER } from '../../contract/exec-stream';
 import { execOverStreams } from '../../vmm-host/cli/exec-stream';
-import { agentOpener, Relays } from './exec-relay-standins';
+import { type Relays, servedStderr, StandIns } from './exec-relay-standins';
 
-const { HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS } = http2.constants;
+const { HTTP2_HEADER_STATUS } = http2.constants;
 
 interface PortConnection {
   bytes: Buffer;
@@ -34,15 +34,12 @@ describe('exec relay: the stdin port', () => {
   const asked: Array<{ nonce: string | undefined; body: number }> = [];
   const port: PortConnection[] = [];
   let portWaiters: Array<(c: PortConnection) => void> = [];
-  let qemu: net.Server;
-  let agent: http2.Http2Server;
-  let session: http2.ClientHttp2Session;
-  let open: ReturnType<typeof agentOpener>['open'];
+  const standIns = new StandIns(dir);
   let relays: Relays;
 
   before(async () => {
     // qemu's stdin.sock: collects what arrives and closes once it has read the end, as qemu does.
-    qemu = net.createServer({ allowHalfOpen: true }, (sock) => {
+    const qemu = net.createServer({ allowHalfOpen: true }, (sock) => {
       const chunks: Buffer[] = [];
       sock.on('data', (d: Buffer) => chunks.push(d));
       sock.on('end', () => {
@@ -55,17 +52,11 @@ describe('exec relay: the stdin port', () => {
       });
       sock.on('error', () => undefined);
     });
-    await new Promise<void>((r) => qemu.listen(stdinSock, r));
-    // The agent: `exec` answers with (or without) the echo, then, once its body and the port's
+      // The agent: `exec` answers with (or without) the echo, then, once its body and the port's
     // bytes are in, sends how many bytes the port carried and exit 0.
-    agent = http2.createServer();
+    const agent = http2.createServer();
     agent.on('stream', (stream, headers) => {
-      if (headers[HTTP2_HEADER_AUTHORITY] === EXEC_STDERR_TARGET) {
-        stream.respond({ [HTTP2_HEADER_STATUS]: 200 });
-        stream.resume();
-        stream.end();
-        return;
-      }
+      if (servedStderr(stream, headers)) return;
       const nonce = headers[EXEC_STDIN_PORT_HEADER] as string | undefined;
       const take = echo && nonce !== undefined;
       stream.respond({ [HTTP2_HEADER_STATUS]: 200, ...(take ? { [EXEC_STDIN_PORT_HEADER]: nonce } : {}) }, { waitForTrailers: true });
@@ -78,18 +69,10 @@ describe('exec relay: the stdin port', () => {
         else stream.end(`body ${body}`);
       });
     });
-    await new Promise<void>((r) => agent.listen(agentSock, r));
-    ({ session, open } = agentOpener(agentSock));
-    relays = new Relays(dir, open);
+    relays = await standIns.listen(qemu, stdinSock, agent, agentSock);
   });
 
-  after(async () => {
-    relays?.closeAll();
-    session?.close();
-    agent?.close();
-    qemu?.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => standIns.close());
 
   const relay = (withPort: boolean): Promise<string> => relays.start(withPort ? stdinSock : undefined);
 

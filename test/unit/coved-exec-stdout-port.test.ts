@@ -14,11 +14,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { EXEC_EXIT_TRAILER, EXEC_STDERR_TARGET, EXEC_STDIN_PORT_HEADER, EXEC_STDOUT_PORT_HEADER } from '../../contract/exec-stream';
+import { EXEC_EXIT_TRAILER, EXEC_STDIN_PORT_HEADER, EXEC_STDOUT_PORT_HEADER } from '../../contract/exec-stream';
 import { execOverStreams } from '../../vmm-host/cli/exec-stream';
-import { agentOpener, Relays } from './exec-relay-standins';
+import { type Relays, servedStderr, StandIns } from './exec-relay-standins';
 
-const { HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS } = http2.constants;
+const { HTTP2_HEADER_STATUS } = http2.constants;
 
 /** What the stand-in guest does on the port once the host's preamble is in. */
 type GuestPlay = (sock: net.Socket, nonce: string) => void;
@@ -45,15 +45,12 @@ describe('exec relay: the stdin port as stdout', () => {
   const asked: Array<{ stdin: string | undefined; stdout: string | undefined }> = [];
   const preambles: string[] = [];
   let played: Array<() => void> = [];
-  let qemu: net.Server;
-  let agent: http2.Http2Server;
-  let session: http2.ClientHttp2Session;
-  let open: ReturnType<typeof agentOpener>['open'];
+  const standIns = new StandIns(dir);
   let relays: Relays;
 
   before(async () => {
     // qemu's stdin.sock: reads the 32-byte preamble, then lets the test's guest write.
-    qemu = net.createServer({ allowHalfOpen: true }, (sock) => {
+    const qemu = net.createServer({ allowHalfOpen: true }, (sock) => {
       let got = Buffer.alloc(0);
       sock.on('error', () => undefined);
       const onData = (d: Buffer) => {
@@ -70,15 +67,9 @@ describe('exec relay: the stdin port as stdout', () => {
       };
       sock.on('data', onData);
     });
-    await new Promise<void>((r) => qemu.listen(stdinSock, r));
-    agent = http2.createServer();
+    const agent = http2.createServer();
     agent.on('stream', (stream, headers) => {
-      if (headers[HTTP2_HEADER_AUTHORITY] === EXEC_STDERR_TARGET) {
-        stream.respond({ [HTTP2_HEADER_STATUS]: 200 });
-        stream.resume();
-        stream.end();
-        return;
-      }
+      if (servedStderr(stream, headers)) return;
       const stdout = headers[EXEC_STDOUT_PORT_HEADER] as string | undefined;
       asked.push({ stdin: headers[EXEC_STDIN_PORT_HEADER] as string | undefined, stdout });
       const take = echo && stdout !== undefined;
@@ -89,18 +80,10 @@ describe('exec relay: the stdin port as stdout', () => {
       else if (exitFirst) stream.end();
       else played.push(() => setTimeout(() => stream.end(), 50));
     });
-    await new Promise<void>((r) => agent.listen(agentSock, r));
-    ({ session, open } = agentOpener(agentSock));
-    relays = new Relays(dir, open);
+    relays = await standIns.listen(qemu, stdinSock, agent, agentSock);
   });
 
-  after(async () => {
-    relays?.closeAll();
-    session?.close();
-    agent?.close();
-    qemu?.close();
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  after(() => standIns.close());
 
   const relay = (): Promise<string> => relays.start(stdinSock);
 
