@@ -30,6 +30,9 @@ const { HTTP2_HEADER_STATUS } = http2.constants;
 
 let execCount = 0;
 
+/** The request header that asks for the stdin port as each of the command's descriptors (and its echo). */
+const PORT_HEADER = { stdin: EXEC_STDIN_PORT_HEADER, stdout: EXEC_STDOUT_PORT_HEADER } as const;
+
 /**
  * The shell around a command whose stdout is the stdin port, run as `/bin/sh -c WRAPPER cove-exec
  * COMMAND MARKER`: the command runs in a subshell (its `exit` or `exec` ends only that), then the
@@ -122,12 +125,10 @@ export class ExecStreams {
       cwd = '/';
     }
     // The port as stdin, or (asked the other way, never both) as stdout.
-    const askedIn = headers[EXEC_STDIN_PORT_HEADER];
-    const askedOut = askedIn === undefined ? headers[EXEC_STDOUT_PORT_HEADER] : undefined;
-    const as = askedIn !== undefined ? 'stdin' : askedOut !== undefined ? 'stdout' : null;
-    const port = as && this.stdinPort ? this.stdinPort.open(as === 'stdin' ? askedIn : askedOut, as) : null;
+    const as = headers[EXEC_STDIN_PORT_HEADER] !== undefined ? 'stdin' : headers[EXEC_STDOUT_PORT_HEADER] !== undefined ? 'stdout' : null;
+    const port = as && this.stdinPort ? this.stdinPort.open(headers[PORT_HEADER[as]], as) : null;
     // The echo tells the host to use the port; without it stdin and stdout are this stream's bodies.
-    const echo = port ? { [port.as === 'stdin' ? EXEC_STDIN_PORT_HEADER : EXEC_STDOUT_PORT_HEADER]: port.nonce } : {};
+    const echo = port ? { [PORT_HEADER[port.as]]: port.nonce } : {};
     stream.respond({ [HTTP2_HEADER_STATUS]: 200, ...echo }, { waitForTrailers: true });
     const run = new ExecRun(stream, errStream, req, cwd);
     if (!port) return run.launch(null);

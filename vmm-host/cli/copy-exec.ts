@@ -79,7 +79,22 @@ function stderrCollector(): { stream: Writable; said: () => string } {
   return { stream, said: () => said.trim() };
 }
 
-const discard = () => new Writable({ write: (_c, _e, cb) => cb() });
+/**
+ * Runs `command` in sandbox `name` with the first `size` bytes of the host descriptor `fd` as its
+ * stdin (on the stdin port when it is free) and its stdout dropped. Resolves with its exit code and
+ * what it said on stderr (not escaped), or null when exec streams are not available (nothing ran).
+ */
+async function execWithFile(name: string, command: string, fd: number, size: number): Promise<{ code: number; said: string } | null> {
+  const stdin = size > 0 ? fs.createReadStream('', { fd, start: 0, end: size - 1, autoClose: false }) : Readable.from([]);
+  const err = stderrCollector();
+  const stdout = new Writable({ write: (_c, _e, cb) => cb() });
+  const code = await execOverStreams(vmFile(name, 'execSock'), { command, env: {}, cwd: '/' }, { stdin, stdout, stderr: err.stream });
+  if (code === null) {
+    stdin.destroy();
+    return null;
+  }
+  return { code, said: err.said() };
+}
 
 /**
  * Copies the host file `local` to the guest path `remote` of sandbox `name` with one command over
@@ -105,14 +120,9 @@ export async function putFileByExec(name: string, local: string, remote: string,
     budget.addBytes(size, local);
     const { mask, mode } = modeArgs(Number(st.mode));
     const args = [remote, path.basename(path.resolve(local)), tempName(), String(size), mask, mode, touchTime(st.mtimeNs)];
-    const stdin = size > 0 ? fs.createReadStream('', { fd, start: 0, end: size - 1, autoClose: false }) : Readable.from([]);
-    const err = stderrCollector();
-    const code = await execOverStreams(vmFile(name, 'execSock'), { command: shellJoin(['sh', '-c', PUT_FILE_SCRIPT, 'cove-cp', ...args]), env: {}, cwd: '/' }, { stdin, stdout: discard(), stderr: err.stream });
-    if (code === null) {
-      stdin.destroy();
-      return false;
-    }
-    if (code !== 0) throw new CopyError(escapeGuestText(err.said()) || `copying to ${JSON.stringify(escapeGuestText(remote))} failed in the guest (exit status ${code}); nothing was kept`);
+    const r = await execWithFile(name, shellJoin(['sh', '-c', PUT_FILE_SCRIPT, 'cove-cp', ...args]), fd, size);
+    if (r === null) return false;
+    if (r.code !== 0) throw new CopyError(escapeGuestText(r.said) || `copying to ${JSON.stringify(escapeGuestText(remote))} failed in the guest (exit status ${r.code}); nothing was kept`);
     return true;
   } finally {
     fs.closeSync(fd);
@@ -127,14 +137,9 @@ export async function putFileByExec(name: string, local: string, remote: string,
 export function execWriter(name: string): ContentWriter | null {
   if (!execStreamsEnabled()) return null;
   return async (fd, size, guestPath) => {
-    const err = stderrCollector();
-    const stdin = fs.createReadStream('', { fd, start: 0, end: size - 1, autoClose: false });
-    const code = await execOverStreams(vmFile(name, 'execSock'), { command: `cat > ${shellJoin([guestPath])}`, env: {}, cwd: '/' }, { stdin, stdout: discard(), stderr: err.stream });
-    if (code === null) {
-      stdin.destroy();
-      return false;
-    }
-    if (code !== 0) throw new Error(`cat in the guest exited with ${code}${err.said() ? `: ${err.said()}` : ''}`);
+    const r = await execWithFile(name, `cat > ${shellJoin([guestPath])}`, fd, size);
+    if (r === null) return false;
+    if (r.code !== 0) throw new Error(`cat in the guest exited with ${r.code}${r.said ? `: ${r.said}` : ''}`);
     return true;
   };
 }
