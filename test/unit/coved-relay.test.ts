@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
-import { closingServer, dockerUnavailable, pipeBothWays, startRelay } from '../../vmm-host/coved/relay';
+import { closingServer, dockerUnavailable, listenPrivate, pipeBothWays, startRelay } from '../../vmm-host/coved/relay';
 
 const within = <T>(p: Promise<T>, ms: number, what: string) =>
   Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms))]);
@@ -86,5 +86,27 @@ test("a guest side that fails right after its last bytes: a slow client still ge
   } finally {
     client.destroy();
     server.close();
+  }
+});
+
+test("listens that overlap (a sandbox's relays start together) make 0600 sockets and leave the process umask as it was", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cove-umask-'));
+  // Read by setting it (umask() without an argument is deprecated): set one, put the old one back.
+  const umaskNow = (): number => {
+    const u = process.umask(0o022);
+    process.umask(u);
+    return u;
+  };
+  const before = umaskNow();
+  const servers = [0, 1, 2].map(() => net.createServer());
+  try {
+    await Promise.all(servers.map((s, i) => listenPrivate(s, path.join(dir, `s${i}.sock`))));
+    assert.equal(umaskNow(), before, 'the umask is back');
+    for (let i = 0; i < 3; i++) assert.equal(fs.statSync(path.join(dir, `s${i}.sock`)).mode & 0o777, 0o600);
+    fs.mkdirSync(path.join(dir, 'after'), { mode: 0o700 });
+    assert.equal(fs.statSync(path.join(dir, 'after')).mode & 0o777, 0o700 & ~before, 'a folder made afterwards has its own mode');
+  } finally {
+    for (const s of servers) s.close();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -59,6 +59,22 @@ export function closingServer(server: net.Server): net.Server {
   return server;
 }
 
+/**
+ * `server.listen(file, cb)` with the process umask at 0177 while the socket is made, so it is 0600
+ * before anyone can connect. The bind happens inside listen() itself, so the umask is restored as
+ * soon as it returns: restoring it in the callback instead left a window in which two overlapping
+ * listens (a sandbox's relays start together) could leave coved's umask at 0177 for good, and every
+ * folder it made after that 0600 (passt, which drops its capabilities, then cannot bind in it).
+ */
+export function listenUnderUmask(server: net.Server, file: string, cb: () => void): void {
+  const old = process.umask(0o177);
+  try {
+    server.listen(file, cb);
+  } finally {
+    process.umask(old);
+  }
+}
+
 /** Listens on the unix socket `file` (mode 0600, replacing a stale socket file). */
 export async function listenPrivate(server: net.Server, file: string): Promise<void> {
   try {
@@ -68,10 +84,7 @@ export async function listenPrivate(server: net.Server, file: string): Promise<v
   }
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    // The socket is created with the process umask; tighten it before anyone can connect.
-    const old = process.umask(0o177);
-    server.listen(file, () => {
-      process.umask(old);
+    listenUnderUmask(server, file, () => {
       server.off('error', reject);
       resolve();
     });

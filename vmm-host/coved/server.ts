@@ -13,6 +13,7 @@ import * as images from './handlers/image';
 import * as sandboxes from './handlers/sandbox';
 import { isImageError } from '../image/errors';
 import { isDriverError } from '../driver/errors';
+import { listenUnderUmask } from './relay';
 
 /** Turns anything thrown by a handler into a JSON-RPC error a client can show, keeping its code and hint. */
 export function toResponseError(e: unknown): ResponseError<ErrorData> {
@@ -114,11 +115,7 @@ export async function serve(coved: Coved, sockPath: string, version: string, onS
   });
   await new Promise<void>((resolve, reject) => {
     httpServer.once('error', reject);
-    const old = process.umask(0o177);
-    httpServer.listen(sockPath, () => {
-      process.umask(old);
-      resolve();
-    });
+    listenUnderUmask(httpServer, sockPath, resolve);
   });
   fs.chmodSync(sockPath, 0o600);
   return async () => {
