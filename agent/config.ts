@@ -16,6 +16,8 @@ export interface AgentConfig {
   hostname: string;
   /** The shares to mount, defaults filled in as the init fills them. */
   mounts: GuestMount[];
+  /** Address randomization on or off; undefined: the config does not say. */
+  aslr?: boolean;
 }
 
 export class ConfigError extends Error {
@@ -48,7 +50,7 @@ export function parseConfig(text: string, source: string): AgentConfig {
     throw new ConfigError(`the agent config ${source} is not JSON${at ? ` (at byte ${at[1]})` : ''}`);
   }
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new ConfigError(`the agent config ${source} is not a JSON object`);
-  const obj = doc as { hostKey?: unknown; authorizedKeys?: unknown; name?: unknown; hostname?: unknown; mounts?: unknown };
+  const obj = doc as { hostKey?: unknown; authorizedKeys?: unknown; name?: unknown; hostname?: unknown; mounts?: unknown; aslr?: unknown };
   if (typeof obj.hostKey !== 'string' || obj.hostKey.trim() === '') {
     throw new ConfigError(`the agent config ${source} has no hostKey (an OpenSSH private key)`);
   }
@@ -73,7 +75,8 @@ export function parseConfig(text: string, source: string): AgentConfig {
   if (!HOSTNAME.test(hostname)) {
     throw new ConfigError(`the hostname ${JSON.stringify(hostname)} in ${source} is not a valid hostname (letters, digits, dots and dashes, at most 63)`);
   }
-  return { hostKey: obj.hostKey, authorizedKeys, name, hostname, mounts: parseMounts(obj.mounts, source) };
+  if (obj.aslr !== undefined && typeof obj.aslr !== 'boolean') throw new ConfigError(`aslr in ${source} is not true or false`);
+  return { hostKey: obj.hostKey, authorizedKeys, name, hostname, mounts: parseMounts(obj.mounts, source), ...(obj.aslr !== undefined ? { aslr: obj.aslr } : {}) };
 }
 
 function parseMounts(value: unknown, source: string): GuestMount[] {

@@ -18,6 +18,7 @@ import {
   type StepTimes,
   type SuspendAnswer,
 } from '../contract/control';
+import { applyAslr } from './aslr';
 import { loadConfig, parseConfig, readConfigDisk, type AgentConfig } from './config';
 import { errorText, log } from './log';
 import { mountShare, readMountList, shareHeldElsewhere, unmountPath, writeMountFailures, writeMountList, type MountOutcome } from './mounts';
@@ -40,6 +41,8 @@ export interface ControlOptions {
   etcDir: string;
   /** The PATH for perl, mount, umount, hostname and sync. */
   systemPath: string;
+  /** The sysctl the config's `aslr` goes to. */
+  aslrSysctl: string;
 }
 
 /** A request the agent will not run; the message says what is wrong with it. */
@@ -208,6 +211,10 @@ export class Control {
       throw new StepError('keys', `ssh2 refused the new host key (${errorText(err)}); the config disk must hold an OpenSSH ed25519 private key`);
     }
     ms.keys = round(performance.now() - t);
+
+    const aslr = applyAslr(config.aslr, this.opts.aslrSysctl);
+    if (aslr instanceof Error) log(`rebirth: ${aslr.message}; address randomization stays as the template had it`);
+    else if (aslr !== null) log(`rebirth: address randomization: ${this.opts.aslrSysctl} = ${aslr}`);
 
     t = performance.now();
     await this.setHostname(config.hostname);

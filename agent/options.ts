@@ -4,6 +4,7 @@
 // virtio-serial port and a fake dockerd.
 import * as path from 'node:path';
 import { GUEST } from '../contract/guest';
+import { ASLR_SYSCTL } from './aslr';
 
 /** The init's run folder, which holds the config (GUEST.config) and the agent's socket. */
 const GUEST_RUN_DIR = path.dirname(GUEST.config);
@@ -51,6 +52,8 @@ export interface AgentOptions {
    * scripts first). `--system-path`, `COVE_AGENT_SYSTEM_PATH`.
    */
   systemPath: string;
+  /** The sysctl the config's `aslr` is written to. `--aslr-sysctl`, `COVE_AGENT_ASLR_SYSCTL`. */
+  aslrSysctl: string;
 }
 
 const FLAGS: Partial<Record<string, keyof AgentOptions>> = {
@@ -69,6 +72,7 @@ const FLAGS: Partial<Record<string, keyof AgentOptions>> = {
   '--urandom': 'urandom',
   '--etc': 'etcDir',
   '--system-path': 'systemPath',
+  '--aslr-sysctl': 'aslrSysctl',
 };
 
 /** The system PATH the init gives its services. */
@@ -114,5 +118,6 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv = process.en
     urandom: pick('urandom', 'COVE_AGENT_URANDOM', '/dev/urandom'),
     etcDir: pick('etcDir', 'COVE_AGENT_ETC', '/etc'),
     systemPath: pick('systemPath', 'COVE_AGENT_SYSTEM_PATH', SYSTEM_PATH),
+    aslrSysctl: pick('aslrSysctl', 'COVE_AGENT_ASLR_SYSCTL', ASLR_SYSCTL),
   };
 }

@@ -31,6 +31,11 @@ export interface GuestConfig {
   network: { address: string; gateway: string; dns: string };
   resizeRoot: boolean;
   insecureRegistries: string[];
+  /**
+   * Whether the guest randomizes where processes are mapped (`kernel.randomize_va_space` 2 or 0),
+   * set by the agent at its start and on rebirth; absent: the kernel's default (on).
+   */
+  aslr?: boolean;
 }
 
 /** The guest's network as the config disk carries it (docs/guest.md). */

@@ -6,6 +6,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { makeBusyboxImage } from '../helpers/busybox-image';
+import { guestAslr } from '../../vmm-host/driver/guest-aslr';
+import { findQemu, toolVersion } from '../../vmm-host/driver';
 import { HOME, SCRATCH, TEST_ROOT, cove, covedPid, docker, ok, resetTestHome, run, testEnv, waitUntil, workspace } from '../helpers/harness';
 
 const CTX = 'cove-t1';
@@ -180,6 +182,20 @@ describe('sandbox t1 (restored from the warm-start template, 9p)', { timeout: 45
     assert.ok(d.accel === 'tcg' || d.accel === 'kvm');
     assert.ok(d.checks.find((c) => c.name === 'qemu')?.ok, 'doctor finds qemu');
     if (d.accel === 'tcg') assert.equal(d.checks.find((c) => c.name === 'TCG translation cache')?.ok, true, "doctor: QEMU's own translation cache size, nothing to warn of");
+
+    // Address randomization: what this host's accelerator and QEMU call for, written by the clone's
+    // rebirth, and the same in a container (the setting is the guest kernel's).
+    const aslrCheck = d.checks.find((c) => c.name === 'guest address randomization') as { ok: boolean; detail: string } | undefined;
+    assert.ok(aslrCheck?.ok, `doctor reports guest address randomization: ${JSON.stringify(aslrCheck)}`);
+    const qemuLine = toolVersion(findQemu(testEnv()));
+    const expected = guestAslr(d.accel, qemuLine, testEnv()) ? '2' : '0';
+    assert.match(aslrCheck.detail, expected === '2' ? /^on\b/ : /^off\b/, `${d.accel} on ${qemuLine}`);
+    const inGuest = ok(await cove(['exec', 't1', '--', 'cat', '/proc/sys/kernel/randomize_va_space']), 'read the sysctl');
+    assert.equal(inGuest.stdout.trim(), expected, `the clone's kernel.randomize_va_space (${d.accel}, ${qemuLine})`);
+    const inContainer = ok(await docker(CTX, ['run', '--rm', image, 'cat', '/proc/sys/kernel/randomize_va_space'], 180_000), 'read it in a container');
+    assert.equal(inContainer.stdout.trim(), expected);
+    const agentSaid = ok(await cove(['exec', 't1', '--', 'grep', '-c', `rebirth: address randomization: /proc/sys/kernel/randomize_va_space = ${expected}`, '/var/log/cove/cove-agent.log']), 'the agent log');
+    assert.equal(agentSaid.stdout.trim(), '1', 'the rebirth set it');
   });
 
   test('a named volume survives cove stop and cove start', async () => {

@@ -172,12 +172,17 @@ describe('agent control channel', () => {
     fs.writeFileSync(
       fx.disk,
       encodeConfigDisk(
-        guestConfig(clone, 'clone-1', [
-          { tag: 'cove-ws', type: '9p', path: ws, readonly: false },
-          { tag: 'no-vfs', type: 'virtiofs', path: cache, readonly: true },
-        ]),
+        {
+          ...guestConfig(clone, 'clone-1', [
+            { tag: 'cove-ws', type: '9p', path: ws, readonly: false },
+            { tag: 'no-vfs', type: 'virtiofs', path: cache, readonly: true },
+          ]),
+          aslr: false,
+        },
       ),
     );
+    const aslrSysctl = path.join(agent.dir, 'randomize_va_space');
+    assert.equal(fs.readFileSync(aslrSysctl, 'utf8'), '2\n', 'the stand-in starts as the kernel default');
     const e = crypto.randomBytes(64);
     const epochMs = Date.now() + 3_600_000;
     const { answer, code } = await control(template, { op: 'rebirth', epochMs, entropy: e.toString('base64') });
@@ -203,6 +208,7 @@ describe('agent control channel', () => {
       `mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=512000,cache=none no-vfs ${cache}`,
     ]);
     assert.ok(fs.statSync(ws).isDirectory(), 'the mount point was made');
+    assert.equal(fs.readFileSync(aslrSysctl, 'utf8'), '0\n', "the clone's config turned address randomization off");
 
     // The config the init would have copied, root-only; the init's hostname files; the mounts list.
     const configFile = path.join(agent.dir, 'config.json');

@@ -120,6 +120,9 @@ export async function startAgent(options: { port?: boolean; data?: boolean; env?
   const bundle = path.join(dir, 'agent.js');
   await copyBundle(bundle);
   const readyMarker = path.join(dir, 'run', 'ready');
+  // A stand-in for kernel.randomize_va_space: tests run as root, and a config with `aslr` must never reach the host's.
+  const aslrSysctl = path.join(dir, 'randomize_va_space');
+  fs.writeFileSync(aslrSysctl, '2\n');
   let logText = '';
   const child = spawn(process.execPath, [bundle], {
     cwd: dir,
@@ -134,6 +137,7 @@ export async function startAgent(options: { port?: boolean; data?: boolean; env?
       COVE_AGENT_DOCKER_SOCK: dockerSock,
       COVE_AGENT_READY_MARKER: readyMarker,
       COVE_AGENT_POLL_MS: '200',
+      COVE_AGENT_ASLR_SYSCTL: aslrSysctl,
       ...options.env,
     },
     stdio: ['ignore', 'ignore', 'pipe'],

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
 import { AGENT_BANNER_PREFIX, skipToBanner } from '../../contract/banner-sync';
+import { applyAslr } from '../../agent/aslr';
 import { ConfigError, loadConfig } from '../../agent/config';
 import { parseOptions, UsageError } from '../../agent/options';
 import { findVirtioPort, VersionLineWatch } from '../../agent/transport/port';
@@ -141,13 +142,38 @@ test('config: clear errors for a missing file, no keys, a bad key', () => {
     bad({ mounts: [null] }, /mounts\[0\] .* is not an object/);
     bad({ mounts: [{ path: 'relative' }] }, /mounts\[0\] .* no usable path/);
     bad({ mounts: [{ path: '/w', type: 'nfs' }] }, /virtiofs or 9p/);
+    bad({ aslr: 'off' }, /aslr in .* is not true or false/);
+    bad({ aslr: 0 }, /aslr in .* is not true or false/);
     fs.writeFileSync(file, JSON.stringify({ ...base, name: 'n1', mounts: [{ path: '/w' }] }));
     const c = loadConfig(file);
     assert.equal(c.hostname, 'n1');
+    assert.equal(c.aslr, undefined, 'a config that does not say leaves the kernel as it is');
+    for (const aslr of [true, false]) {
+      fs.writeFileSync(file, JSON.stringify({ ...base, aslr }));
+      assert.equal(loadConfig(file).aslr, aslr);
+    }
     assert.deepEqual(c.mounts, [{ tag: 'cove-ws', type: 'virtiofs', path: '/w', readonly: false }]);
     // A JSON error never quotes the text, which holds the private key.
     fs.writeFileSync(file, `{"hostKey": "${'s'.repeat(40)}"`);
     assert.throws(() => loadConfig(file), (e: Error) => /is not JSON/.test(e.message) && !e.message.includes('sss'));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('applyAslr writes 2 or 0 to the sysctl, nothing when the config does not say, and returns an Error the agent logs when refused', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cove-aslr-'));
+  try {
+    const file = path.join(dir, 'randomize_va_space');
+    fs.writeFileSync(file, 'untouched');
+    assert.equal(applyAslr(undefined, file), null);
+    assert.equal(fs.readFileSync(file, 'utf8'), 'untouched');
+    assert.equal(applyAslr(false, file), '0');
+    assert.equal(fs.readFileSync(file, 'utf8'), '0\n');
+    assert.equal(applyAslr(true, file), '2');
+    assert.equal(fs.readFileSync(file, 'utf8'), '2\n');
+    const refused = applyAslr(false, path.join(dir, 'missing', 'randomize_va_space'));
+    assert.ok(refused instanceof Error && /cannot set .* to 0: ENOENT/.test(refused.message), String(refused));
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

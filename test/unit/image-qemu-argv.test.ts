@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import { buildQemuArgv as argvOf, buildVirtiofsdArgv as vfsArgvOf, hostfwdCommand, kernelCmdline } from '../../vmm-host/driver/qemu';
 import { specFromLayout, type LayoutSpec } from '../../vmm-host/driver/spec';
 import { hostTscKhz } from '../../vmm-host/driver/accel';
+import { defaultGuestAslr, guestAslr, guestAslrCheck } from '../../vmm-host/driver/guest-aslr';
 import { BOUNDED_TCG_CACHE_MIB, DEFAULT_TCG_CACHE_MIB, tcgCacheCheck, tcgCacheMiB } from '../../vmm-host/driver/tcg-cache';
 
 const base = { imageDir: '/h/images/docker-abc', vmDir: '/h/vms/t1', cpus: 2, memoryMiB: 1024, network: 'user' as const };
@@ -90,6 +91,30 @@ test("cove doctor on the translation cache: QEMU's own size is fine; a bound on 
   const bad = tcgCacheCheck(v72, { COVE_TCG_TB_MIB: 'big' });
   assert.equal(bad.ok, false);
   assert.match(bad.detail, /COVE_TCG_TB_MIB=big is not a translation cache size/);
+});
+
+test('guest address randomization: off only under TCG on QEMU before 8.0 (no position-independent translation), COVE_GUEST_ASLR overrides', () => {
+  const v72 = 'QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)';
+  const v80 = 'QEMU emulator version 8.0.0';
+  const v10 = 'QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)';
+  assert.equal(defaultGuestAslr('tcg', v72), false);
+  assert.equal(defaultGuestAslr('tcg', 'QEMU emulator version 7.99.1'), false);
+  assert.equal(defaultGuestAslr('tcg', v80), true);
+  assert.equal(defaultGuestAslr('tcg', v10), true);
+  assert.equal(defaultGuestAslr('kvm', v72), true, 'KVM runs guest code natively: nothing to translate');
+  assert.equal(defaultGuestAslr('tcg', 'unknown'), true, 'a QEMU we cannot place keeps the kernel default');
+  assert.equal(guestAslr('tcg', v72, { COVE_GUEST_ASLR: 'on' }), true);
+  assert.equal(guestAslr('kvm', v10, { COVE_GUEST_ASLR: ' OFF ' }), false);
+  assert.equal(guestAslr('tcg', v72, { COVE_GUEST_ASLR: '' }), false);
+  for (const bad of ['1', 'yes', 'randomize']) assert.throws(() => guestAslr('tcg', v72, { COVE_GUEST_ASLR: bad }), /COVE_GUEST_ASLR=.* is not a setting/);
+  const off = guestAslrCheck('tcg', v72, {});
+  assert.equal(off.ok, true);
+  assert.match(off.detail, /^off \(the default under TCG on QEMU before 8\.0.*COVE_GUEST_ASLR=on in coved's environment keeps it/);
+  assert.match(guestAslrCheck('tcg', v72, { COVE_GUEST_ASLR: 'on' }).detail, /^on \(COVE_GUEST_ASLR\)/);
+  assert.match(guestAslrCheck('kvm', v72, {}).detail, /^on: /);
+  const bad = guestAslrCheck('tcg', v72, { COVE_GUEST_ASLR: 'maybe' });
+  assert.equal(bad.ok, false);
+  assert.match(bad.hint ?? '', /set it to on .* or off/);
 });
 
 test('the balloon: free-page reporting when the VM owns its RAM; refused over a template RAM file mapped copy-on-write', () => {

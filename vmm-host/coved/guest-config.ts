@@ -40,8 +40,11 @@ export interface SandboxConfig {
   bindGuard?: boolean;
 }
 
-/** Writes the config disk a sandbox boots (or is reborn) with: its identity and its folder. */
-export function writeSandboxConfigDisk(file: string, c: SandboxConfig, keys: SandboxKeys, mount: MountType): void {
+/**
+ * Writes the config disk a sandbox boots (or is reborn) with: its identity, its folder, and whether
+ * its processes are mapped at random addresses (`guestAslr` in the driver).
+ */
+export function writeSandboxConfigDisk(file: string, c: SandboxConfig, keys: SandboxKeys, mount: MountType, aslr: boolean): void {
   writeConfigDisk(file, {
     version: 1,
     name: c.name,
@@ -52,6 +55,7 @@ export function writeSandboxConfigDisk(file: string, c: SandboxConfig, keys: San
     network: DEFAULT_NETWORK,
     resizeRoot: true,
     insecureRegistries: [],
+    aslr,
   });
 }
 

@@ -17,7 +17,7 @@ import { ErrorCodes, type Accel, type ExtraMount, type MountType, type PortForwa
 import { waitFor } from '../../contract/wait';
 import { CONTROL_ENTROPY_BYTES } from '../../contract/control';
 import type { DataTarget } from '../../contract/data-channel';
-import { processAlive, type AccelResult, type Driver, type VmSpec } from '../driver';
+import { guestAslr, processAlive, type AccelResult, type Driver, type VmSpec } from '../driver';
 import { AgentLink } from './agent-link';
 import { DataLink, DataLinkDown, dataChannelEnabled, isDataLinkDown, type OpenedStream } from './data-link';
 import { startExecRelay } from './exec-relay';
@@ -513,9 +513,10 @@ export class Sandbox extends EventEmitter {
     const network = networkFor();
     if (network === 'user') this.log('passt is not installed: using qemu user networking, which lets the guest reach the host loopback');
     const spec = sandboxSpec({ config: this.config, imageDir: this.imageDir, vmDir: this.dir, accel, mount, network });
+    const aslr = guestAslr(accel.accel, driver.features.version);
     try {
       prepareMounts(this.dir, this.config.mounts ?? [], this.name);
-      writeSandboxConfigDisk(this.file('configDisk'), this.config, keys, mount);
+      writeSandboxConfigDisk(this.file('configDisk'), this.config, keys, mount, aslr);
       const pids = await driver.start(spec);
       this.setState('starting', { pids, mount, network, spec, bootKind: 'cold', mounts: this.config.mounts ?? [] });
     } catch (e) {
@@ -550,7 +551,7 @@ export class Sandbox extends EventEmitter {
     const sha = await sha256File(tpl.file('state'));
     if (sha !== tpl.manifest.stateSha256) throw new Error(`the template's saved state ${tpl.file('state')} is damaged (checksum mismatch)`);
     prepareMounts(this.dir, this.config.mounts ?? [], this.name);
-    writeSandboxConfigDisk(this.file('configDisk'), this.config, keys, '9p');
+    writeSandboxConfigDisk(this.file('configDisk'), this.config, keys, '9p', guestAslr(accel.accel, driver.features.version));
     // `cove logs` shows the boot this sandbox comes from (the template's), then what follows.
     fs.writeFileSync(this.file('consoleLog'), `${readText(path.join(tpl.dir, VM.consoleLog))}cove: restored from the warm-start template ${tpl.id} as ${this.name} at ${new Date().toISOString()}\n`, { mode: 0o600 });
     this.dockerReady = false;

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { DEFAULT_NETWORK, writeConfigDisk } from '../../contract/config-disk';
 import { HOME, IMAGE, TEMPLATE, VM } from '../../contract/layout';
 import { waitFor } from '../../contract/wait';
-import { buildQemuArgv, specFromLayout, type AccelResult, type Driver, type VmSpec } from '../driver';
+import { buildQemuArgv, guestAslr, specFromLayout, type AccelResult, type Driver, type VmSpec } from '../driver';
 import { watchConsole } from './boot-progress';
 import { readJson, tailFile, writeJsonAtomic } from './files';
 import { generateKeys, readKeys, type SandboxKeys } from './keys';
@@ -216,6 +216,8 @@ export class Templates {
         network: DEFAULT_NETWORK,
         resizeRoot: true,
         insecureRegistries: [],
+        // Each clone sets its own at rebirth; the template's only reaches what starts in its boot.
+        aslr: guestAslr(accel.accel, driver.features.version),
       });
       await driver.create(spec, { file: path.join(imageDir, IMAGE.baseDisk), format: 'raw' }, shape.diskGiB * 1024 ** 3);
       await driver.start(spec);

@@ -4,7 +4,7 @@ import { messageOf } from '../../../contract/errors';
 import { missingTool } from '../../../contract/errors';
 import type { DoctorCheck, DoctorResult, PluginsResult } from '../../../contract/protocol';
 import type { Coved } from '../coved';
-import { tcgCacheCheck } from '../../driver';
+import { guestAslrCheck, tcgCacheCheck } from '../../driver';
 import { hostChecks } from '../host-checks';
 import * as images from '../images';
 import { ensurePlugins } from '../plugins';
@@ -60,5 +60,6 @@ export async function doctor(coved: Coved): Promise<DoctorResult> {
     hint: f.snapshots ? undefined : 'install qemu-system-x86 (QEMU >= 7.2)',
   });
   if ((accel ?? 'tcg') === 'tcg') checks.push({ name: 'TCG translation cache', ...tcgCacheCheck(f.version) });
+  checks.push({ name: 'guest address randomization', ...guestAslrCheck(accel ?? 'tcg', f.version) });
   return { checks, accel, accelDetail };
 }
