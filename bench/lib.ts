@@ -342,7 +342,7 @@ export interface SandboxMemory {
   qemu: QemuSplit | null;
   passtMiB: number;
   virtiofsdMiB: number;
-  /** coved's PSS over the sandboxes it runs at that moment. */
+  /** coved's own PSS (not its children: those are the sandboxes' passt and virtiofsd) over the sandboxes it runs at that moment. */
   covedShareMiB: number;
   /** qemu + passt + virtiofsd (their process trees) + coved's share. */
   totalMiB: number;
@@ -355,7 +355,8 @@ export function sandboxMemory(vmDir: string, memoryMiB: number, covedPid: number
   const qemuTree = treePss([qemuPid]).pssMiB;
   const passtMiB = tree(VM.passtPid);
   const virtiofsdMiB = tree(VM.virtiofsdPid);
-  const covedShareMiB = covedPid ? treePss([covedPid]).pssMiB / Math.max(1, sandboxes) : 0;
+  // coved's own process only: its children are every sandbox's passt and virtiofsd, each counted above with its sandbox.
+  const covedShareMiB = covedPid && alive(covedPid) ? pssKiB(covedPid).pss / 1024 / Math.max(1, sandboxes) : 0;
   return { qemu: qemuSplit(qemuPid, memoryMiB), passtMiB, virtiofsdMiB, covedShareMiB, totalMiB: qemuTree + passtMiB + virtiofsdMiB + covedShareMiB };
 }
 
