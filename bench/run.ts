@@ -7,6 +7,7 @@ import { apiGroup, loadGroup, transportGroup } from './api';
 import { bootGroup } from './boot';
 import { warmGroup } from './warm';
 import { memWarmGroup } from './mem-warm';
+import { aslrGroup } from './aslr';
 import { lifecycleGroup } from './lifecycle';
 import { RESULTS, VM_CPUS, VM_MEMORY_MIB, log, machineBase, qemuVersionLine, type MachineFacts } from './lib';
 import { portsGroup } from './ports';
@@ -29,6 +30,8 @@ export const ROW_IDS: readonly string[] = [
   'mem.idle',
   'mem.idle.warm',
   'mem.fit16g',
+  'run.aslr',
+  'run.aslr.tcg',
   'boot.warm',
   'wake.paused',
   'wake.disk',
@@ -59,6 +62,7 @@ export function unknownSelectors(only: string[], rows: readonly string[] = ROW_I
 const GROUPS: Array<[string, (s: Suite) => Promise<void>]> = [
   ['boot + memory', bootGroup],
   ['warm idle memory', memWarmGroup],
+  ['address randomization', aslrGroup],
   ['warm start and sleep', warmGroup],
   ['api', apiGroup],
   ['load', loadGroup],

@@ -65,11 +65,17 @@ exit 0
         hostname: "it's",
         mounts: [{ tag: 'cove-ws', type: '9p', path: '/home/me/a b', readonly: true }, { path: '/w' }],
         insecureRegistries: ['reg:5000'],
+        aslr: false,
       }),
     );
     assert.equal(r.status, 0, r.stderr);
-    const shown = bash(`eval "$(cat <<'EOF'\n${r.stdout}EOF\n)"; printf '%s|' "$COVE_HOSTNAME" "$COVE_ADDRESS" "\${COVE_MOUNT_PATHS[@]}" "\${COVE_MOUNT_TYPES[@]}" "\${COVE_MOUNT_RO[@]}" "\${COVE_MOUNT_TAGS[@]}" "\${COVE_INSECURE_REGISTRIES[@]}"`);
-    assert.equal(shown.stdout, "it's|10.0.2.15/24|/home/me/a b|/w|9p|virtiofs|ro|rw|cove-ws|cove-ws|reg:5000|");
+    const shown = bash(`eval "$(cat <<'EOF'\n${r.stdout}EOF\n)"; printf '%s|' "$COVE_HOSTNAME" "$COVE_ADDRESS" "\${COVE_MOUNT_PATHS[@]}" "\${COVE_MOUNT_TYPES[@]}" "\${COVE_MOUNT_RO[@]}" "\${COVE_MOUNT_TAGS[@]}" "\${COVE_INSECURE_REGISTRIES[@]}" "$COVE_ASLR"`);
+    assert.equal(shown.stdout, "it's|10.0.2.15/24|/home/me/a b|/w|9p|virtiofs|ro|rw|cove-ws|cove-ws|reg:5000|0|");
+    for (const [aslr, value] of [[true, '2'], [undefined, '']] as const) {
+      const other = configEnv(JSON.stringify({ name: 'n', aslr }));
+      assert.equal(other.status, 0, other.stderr);
+      assert.match(other.stdout, new RegExp(`^COVE_ASLR='${value}'$`, 'm'), `aslr ${String(aslr)}`);
+    }
   });
 
   test('config-env.js refuses a broken config with one line that never quotes it', () => {
@@ -84,6 +90,7 @@ exit 0
       [JSON.stringify({ hostKey: secret, mounts: [{ path: 'relative' }] }), /mounts\[0\]\.path .* not an absolute path/],
       [JSON.stringify({ hostKey: secret, network: 'x' }), /network in .* is not an object/],
       [JSON.stringify({ hostKey: secret, hostname: 'a\nb' }), /hostname in .* is not a one-line string/],
+      [JSON.stringify({ hostKey: secret, aslr: 'off' }), /aslr in .* is not true or false/],
     ];
     for (const [text, expected] of cases) {
       const r = configEnv(text);
@@ -106,10 +113,10 @@ exit 0
     ];
     for (const [text, env, line] of failing) {
       fs.writeFileSync(file, text);
-      const r = bash(`cove_config_load '${file}'; echo "after $COVE_HOSTNAME $COVE_ADDRESS $COVE_GATEWAY $COVE_DNS $COVE_RESIZE_ROOT \${#COVE_MOUNT_PATHS[@]} \${#COVE_INSECURE_REGISTRIES[@]}"`, env);
+      const r = bash(`cove_config_load '${file}'; echo "after $COVE_HOSTNAME $COVE_ADDRESS $COVE_GATEWAY $COVE_DNS $COVE_RESIZE_ROOT \${#COVE_MOUNT_PATHS[@]} \${#COVE_INSECURE_REGISTRIES[@]} [$COVE_ASLR]"`, env);
       assert.equal(r.status, 0, `the script goes on: ${r.stderr}`);
       assert.match(r.stdout, line);
-      assert.match(r.stdout, /^after cove 10\.0\.2\.15\/24 10\.0\.2\.2 10\.0\.2\.3 yes 0 0$/m);
+      assert.match(r.stdout, /^after cove 10\.0\.2\.15\/24 10\.0\.2\.2 10\.0\.2\.3 yes 0 0 \[\]$/m, 'the defaults leave randomization as the kernel has it');
       assert.ok(fs.readFileSync(path.join(run, 'config-failed'), 'utf8').trim().length > 0, 'the reason is kept for the agent');
       assert.ok(!fs.existsSync(path.join(run, 'config-env.err')));
     }

@@ -54,6 +54,8 @@ const mounts = list(c.mounts, 'mounts').map((m, i) => {
 });
 const registries = list(c.insecureRegistries, 'insecureRegistries').map((r, i) => str(r, `insecureRegistries[${i}]`) || fail(`insecureRegistries[${i}] in ${file} is empty`));
 
+if (c.aslr !== undefined && typeof c.aslr !== 'boolean') fail(`aslr in ${file} is not true or false`);
+
 const q = (s) => `'${String(s).replace(/'/g, `'\\''`)}'`;
 const arr = (xs) => `(${xs.map(q).join(' ')})`;
 const out = [
@@ -68,5 +70,7 @@ const out = [
   `COVE_MOUNT_RO=${arr(mounts.map((m) => m.ro))}`,
   `COVE_MOUNT_FILES=${arr(mounts.map((m) => m.file))}`,
   `COVE_INSECURE_REGISTRIES=${arr(registries)}`,
+  // kernel.randomize_va_space: '' leaves the kernel's default (the config does not say).
+  `COVE_ASLR=${q(c.aslr === undefined ? '' : c.aslr ? '2' : '0')}`,
 ];
 process.stdout.write(out.join('\n') + '\n');
