@@ -1,8 +1,8 @@
 // The guest's address randomization, as the config says (`aslr`, contract/config-disk.ts): coved
 // turns it off only under TCG on a QEMU that translates a program again at every new address
-// (vmm-host/driver/guest-aslr.ts). Written to the kernel's sysctl at the agent's start and on
-// rebirth, since a clone runs the template's kernel and its own config. A config without the field
-// leaves the kernel as it is.
+// (vmm-host/driver/guest-aslr.ts). The init writes it to the kernel's sysctl before the services
+// start; the agent writes it again at its start and on rebirth, since a clone runs the template's
+// kernel with its own config. A config without the field leaves the kernel as it is.
 import * as fs from 'node:fs';
 
 export const ASLR_SYSCTL = '/proc/sys/kernel/randomize_va_space';

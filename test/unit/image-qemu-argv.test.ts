@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import { buildQemuArgv as argvOf, buildVirtiofsdArgv as vfsArgvOf, hostfwdCommand, kernelCmdline } from '../../vmm-host/driver/qemu';
 import { specFromLayout, type LayoutSpec } from '../../vmm-host/driver/spec';
 import { hostTscKhz } from '../../vmm-host/driver/accel';
-import { defaultGuestAslr, guestAslr, guestAslrCheck } from '../../vmm-host/driver/guest-aslr';
+import { defaultGuestAslr, guestAslr, guestAslrCheck, guestAslrSetting } from '../../vmm-host/driver/guest-aslr';
 import { BOUNDED_TCG_CACHE_MIB, DEFAULT_TCG_CACHE_MIB, tcgCacheCheck, tcgCacheMiB } from '../../vmm-host/driver/tcg-cache';
 
 const base = { imageDir: '/h/images/docker-abc', vmDir: '/h/vms/t1', cpus: 2, memoryMiB: 1024, network: 'user' as const };
@@ -107,6 +107,9 @@ test('guest address randomization: off only under TCG on QEMU before 8.0 (no pos
   assert.equal(guestAslr('kvm', v10, { COVE_GUEST_ASLR: ' OFF ' }), false);
   assert.equal(guestAslr('tcg', v72, { COVE_GUEST_ASLR: '' }), false);
   for (const bad of ['1', 'yes', 'randomize']) assert.throws(() => guestAslr('tcg', v72, { COVE_GUEST_ASLR: bad }), /COVE_GUEST_ASLR=.* is not a setting/);
+  assert.equal(guestAslrSetting({}), null);
+  assert.equal(guestAslrSetting({ COVE_GUEST_ASLR: 'On' }), true);
+  assert.throws(() => guestAslrSetting({ COVE_GUEST_ASLR: '2' }), /not a setting/);
   const off = guestAslrCheck('tcg', v72, {});
   assert.equal(off.ok, true);
   assert.match(off.detail, /^off \(the default under TCG on QEMU before 8\.0.*COVE_GUEST_ASLR=on in coved's environment keeps it/);

@@ -5,6 +5,8 @@ import { coveHome, homeFile, vmFile } from '../../contract/layout';
 import { NAME_MAX, checkName } from '../../contract/names';
 import { sshProxy } from '../../contract/ssh';
 import { processAlive } from '../driver/proc';
+import type { DriverError } from '../driver/errors';
+import { guestAslrSetting } from '../driver/guest-aslr';
 import { Coved } from './coved';
 import { exitOnUncaught, serve } from './server';
 import { takeLockOrHolder, type Lock } from '../image/lock';
@@ -33,6 +35,14 @@ async function main(): Promise<void> {
   const home = coveHome();
   fs.mkdirSync(home, { recursive: true, mode: 0o700 });
   fs.chmodSync(home, 0o700);
+  // A setting coved cannot take stops it here, naming it, rather than failing each boot later.
+  try {
+    guestAslrSetting();
+  } catch (e) {
+    const err = e as DriverError;
+    log(`${err.message}: ${err.hint}`);
+    process.exit(2);
+  }
   const longest = vmFile('x'.repeat(NAME_MAX), 'dockerSock', home);
   if (Buffer.byteLength(longest) > 107) {
     log(`COVE_HOME ${home} is too long: socket paths under it would exceed the 107-byte unix socket limit; use a shorter COVE_HOME`);

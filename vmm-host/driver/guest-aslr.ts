@@ -2,7 +2,7 @@
 // Under TCG, QEMU before 8.0 keys each translated block by the guest's virtual address as well as
 // its physical one, so a program mapped at a new random address is translated again on every
 // start, though its code pages are the same page cache: a `docker run` on QEMU 7.2 added ~62 MiB
-// to the translation cache with randomization and ~11 MiB without, and took 20 % less time
+// to the translation cache with randomization and ~13 MiB without, and took ~20 % less time
 // (docs/memory.md, "Address randomization under TCG"). QEMU 8.0 and later translate x86 code
 // position-independently (CF_PCREL) and reuse the blocks whatever the address. So the guest maps
 // without randomization only under TCG on a QEMU before 8.0; everywhere else it keeps the kernel's
@@ -23,16 +23,21 @@ export function defaultGuestAslr(accel: Accel, qemuVersionLine: string): boolean
   return v[0] > PCREL_SINCE[0] || (v[0] === PCREL_SINCE[0] && v[1] >= PCREL_SINCE[1]);
 }
 
-/** Whether guests started now randomize their address space: COVE_GUEST_ASLR, else the default. */
-export function guestAslr(accel: Accel, qemuVersionLine: string, env: NodeJS.ProcessEnv = process.env): boolean {
+/** COVE_GUEST_ASLR as a setting: true (on), false (off), null (unset); a DriverError for anything else. coved checks it at its start. */
+export function guestAslrSetting(env: NodeJS.ProcessEnv = process.env): boolean | null {
   const text = env.COVE_GUEST_ASLR?.trim().toLowerCase();
-  if (!text) return defaultGuestAslr(accel, qemuVersionLine);
+  if (!text) return null;
   if (text === 'on') return true;
   if (text === 'off') return false;
   throw new DriverError(
     `COVE_GUEST_ASLR=${env.COVE_GUEST_ASLR} is not a setting`,
     'set it to on (the guest randomizes where processes are mapped) or off, or unset it for the default (off only under TCG on QEMU before 8.0)',
   );
+}
+
+/** Whether guests started now randomize their address space: COVE_GUEST_ASLR, else the default. */
+export function guestAslr(accel: Accel, qemuVersionLine: string, env: NodeJS.ProcessEnv = process.env): boolean {
+  return guestAslrSetting(env) ?? defaultGuestAslr(accel, qemuVersionLine);
 }
 
 /** `cove doctor`'s word on it. */

@@ -12,5 +12,5 @@ export { processAlive, readPid, signal, waitGone } from './proc';
 export { DriverError, DeadlineError, isDriverError, isDeadlineError } from './errors';
 export { specFromLayout } from './spec';
 export { tcgCacheCheck } from './tcg-cache';
-export { guestAslr, guestAslrCheck } from './guest-aslr';
+export { guestAslr, guestAslrCheck, guestAslrSetting } from './guest-aslr';
 export type { LayoutSpec } from './spec';
