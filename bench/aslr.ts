@@ -65,7 +65,7 @@ export async function aslrGroup(suite: Suite): Promise<void> {
     }
     log(`run.aslr: as set (${coves}) ${mine.s.map((x) => x.toFixed(2)).join('/')} s, +${mine.mib.map((x) => x.toFixed(0)).join('/')} MiB; randomized ${dflt.s.map((x) => x.toFixed(2)).join('/')} s, +${dflt.mib.map((x) => x.toFixed(0)).join('/')} MiB`);
     const setting = coves === '0' ? 'off (the default under TCG on QEMU before 8.0)' : 'on (the default here)';
-    const note = `${qemu}; Cove's setting here: ${setting}. One clone, the two settings taking turns (sysctl kernel.randomize_va_space between runs), one warm-up run each first. A flush of the cache (full) in a run makes that run translate everything again.`;
+    const note = `${qemu}; Cove's setting here: ${setting}. One clone, the two settings taking turns (sysctl kernel.randomize_va_space between runs), one warm-up run each first. A flush of the cache (full) in a run makes that run translate everything again`;
     suite.add(
       makeRow({
         id: 'run.aslr',
@@ -87,7 +87,7 @@ export async function aslrGroup(suite: Suite): Promise<void> {
         figure: mine.mib,
         baselineWhat: 'the same with randomization on, same sandbox, taking turns',
         baseline: dflt.mib,
-        note: `${note} On QEMU 7.2 the cache is never shrunk short of a flush, so this is host memory that stays with the sandbox up to 1 GiB.`,
+        note: `${note}. On QEMU 7.2 the cache is never shrunk short of a flush, so this is host memory that stays with the sandbox up to 1 GiB`,
       }),
     );
   } finally {

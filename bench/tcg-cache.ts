@@ -1,18 +1,18 @@
-// `node out/bench/tcg-cache.js [--sizes 0,128,64,32] [--rounds 2]`: what bounding qemu's TCG
+// `node out/bench/tcg-cache.js [--sizes 0,128,64,32] [--rounds 2] [--runs 3] [--warm-only]`: what bounding qemu's TCG
 // translation cache (COVE_TCG_TB_MIB, -accel tcg,tb-size=N) saves in memory and costs in speed,
 // and what the balloon returns after a container frees 500 MiB. Every size gets its own coved and
 // $COVE_HOME (sharing one image and its template), and the sizes take turns in each round, so all
 // see the same machine noise. Per size and round: a warm `cove up` (restored from the template),
-// three `docker run --rm` in it, its idle PSS split; a cold `cove up --mount-type virtiofs` (guest
+// `--runs` `docker run --rm` in it (3 unless told), its idle PSS split; a cold `cove up --mount-type virtiofs` (guest
 // RAM in a memfd, with the balloon), its idle PSS split, then the same after a container that fills
-// and frees 500 MiB. 0 is QEMU's own default (1 GiB). Results: bench/results/<stamp>-tcg-cache.*
+// and frees 500 MiB (left out with `--warm-only`). 0 is QEMU's own default (1 GiB). Results: bench/results/<stamp>-tcg-cache.*
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { qmpCommand } from '../vmm-host/driver';
 import { makeBusyboxImage } from '../test/helpers/busybox-image';
 import { run, type RunResult } from '../test/helpers/harness';
-import { BENCH_ROOT, COVE_BIN, HOME, RESULTS, VM_CPUS, VM_MEMORY_MIB, alive, log, nowMs, ok, pssKiB, qemuSplit, readPid, sleep, splitText, stats, treePss, waitUntil, type QemuSplit } from './lib';
+import { BENCH_ROOT, COVE_BIN, HOME, RESULTS, VM_CPUS, qemuVersionLine, VM_MEMORY_MIB, alive, log, nowMs, ok, pssKiB, qemuSplit, readPid, sleep, splitText, stats, treePss, waitUntil, type QemuSplit } from './lib';
 
 const SETTLE_MS = 15_000;
 const TAG = 'cove-bench/busybox:latest';
@@ -33,7 +33,7 @@ interface Sample {
   /** qemu's CPU seconds (user + system): the cold boot until ready, the warm sandbox's three runs. */
   coldBootCpuS: number;
   dockerRunCpuS: number;
-  /** How often the translation cache filled and was flushed (`info jit`): cold at idle, warm after the runs. */
+  /** How often the translation cache filled and was flushed (`info jit`): cold until idle, warm during the runs. */
   coldFlushes: number;
   warmFlushes: number;
 }
@@ -103,9 +103,14 @@ async function fill500(size: number, name: string): Promise<void> {
 }
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { sizes: { type: 'string' }, rounds: { type: 'string' } } });
+  const { values } = parseArgs({ options: { sizes: { type: 'string' }, rounds: { type: 'string' }, runs: { type: 'string' }, 'warm-only': { type: 'boolean' } } });
   const sizes = (values.sizes ?? '0,128,64,32').split(',').map(Number);
   const rounds = Number(values.rounds ?? '2');
+  const runs = Number(values.runs ?? '3');
+  const warmOnly = values['warm-only'] === true;
+  if (![...sizes, rounds, runs].every((n) => Number.isInteger(n) && n >= 0) || rounds < 1 || runs < 1) {
+    throw new Error('--sizes takes whole MiB (0 for QEMU\'s own), --rounds and --runs whole numbers from 1');
+  }
   const tar = path.join(BENCH_ROOT, 'busybox.tar');
   fs.mkdirSync(BENCH_ROOT, { recursive: true });
   if (!fs.existsSync(tar)) makeBusyboxImage(tar, TAG);
@@ -127,19 +132,26 @@ async function main(): Promise<number> {
         const dockerRunS: number[] = [];
         const wq = readPid(path.join(vmDir(size, w), 'qemu.pid'));
         const cpu0 = cpuSeconds(wq);
-        for (let i = 0; i < 3; i++) {
+        const flushes0 = await flushes(vmDir(size, w));
+        for (let i = 0; i < runs; i++) {
           const t0 = nowMs();
           ok(await docker(size, w, ['run', '--rm', TAG, 'true'], 300_000), 'docker run');
           dockerRunS.push((nowMs() - t0) / 1000);
         }
         const dockerRunCpuS = cpuSeconds(wq) - cpu0;
-        const warmFlushes = await flushes(vmDir(size, w));
+        const warmFlushes = (await flushes(vmDir(size, w))) - flushes0;
         await sleep(SETTLE_MS);
         const warm = split(size, w);
         const warmPasstMiB = helpers(size, w);
         await fill500(size, w);
         const warmAfter500 = split(size, w);
         ok(await cove(size, ['rm', '--force', w], 180_000), `cove rm ${w}`);
+        if (warmOnly) {
+          const s: Sample = { size, round, warmUpS, dockerRunS, warm, warmPasstMiB, warmAfter500, coldUpS: NaN, cold: null, coldHelpersMiB: NaN, coldAfter500: null, covedMiB: NaN, coldBootCpuS: NaN, dockerRunCpuS, coldFlushes: NaN, warmFlushes };
+          samples.push(s);
+          log(`tb ${size || 'default'}: warm up ${warmUpS.toFixed(1)} s, docker run ${dockerRunS.map((x) => x.toFixed(1)).join('/')} s (qemu CPU ${dockerRunCpuS.toFixed(1)} s, ${warmFlushes} flushes), warm ${splitText(warm)}, after 500 MiB ${warmAfter500?.totalMiB.toFixed(0)}`);
+          continue;
+        }
         names.add([size, c]);
         const coldUpS = await up(size, c, 'virtiofs');
         const coldBootCpuS = cpuSeconds(readPid(path.join(vmDir(size, c), 'qemu.pid')));
@@ -171,17 +183,17 @@ async function main(): Promise<number> {
   const lines = [
     `# TCG translation cache sweep (${started.toISOString()})`,
     '',
-    `${VM_CPUS} vCPUs, ${VM_MEMORY_MIB} MiB guests, ${rounds} rounds, sizes taking turns; medians. PSS in MiB, times in s. 0 = QEMU's default (1 GiB).`,
+    `${qemuVersionLine()}; ${VM_CPUS} vCPUs, ${VM_MEMORY_MIB} MiB guests, ${rounds} rounds of a \`docker load\` and ${runs} \`docker run\` per size, sizes taking turns${warmOnly ? ', warm sandboxes only' : ''}; medians. PSS in MiB, times in s. 0 = QEMU's default (1 GiB).`,
     '',
-    '| tb-size | warm up | docker run | its qemu CPU | warm qemu | warm TCG | warm guest RAM | warm after 500 MiB | cold up | its qemu CPU | cold flushes | cold qemu | cold TCG | cold guest RAM | cold after 500 MiB | passt+virtiofsd |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| tb-size | warm up | docker run | its qemu CPU | its flushes | warm qemu | warm TCG | warm guest RAM | warm after 500 MiB | cold up | its qemu CPU | cold flushes | cold qemu | cold TCG | cold guest RAM | cold after 500 MiB | passt+virtiofsd |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ];
   for (const size of sizes) {
     const ss = samples.filter((s) => s.size === size);
     if (ss.length === 0) continue;
     const m = (g: (s: Sample) => number | undefined) => med(ss.map((s) => g(s) ?? NaN));
     lines.push(
-      `| ${size || 'default'} | ${m((s) => s.warmUpS).toFixed(1)} | ${med(ss.flatMap((s) => s.dockerRunS)).toFixed(1)} | ${m((s) => s.dockerRunCpuS).toFixed(1)} | ${f(m((s) => s.warm?.totalMiB))} | ${f(m((s) => s.warm?.tcgCacheMiB))} | ${f(m((s) => s.warm?.guestRamMiB))} | ${f(m((s) => s.warmAfter500?.totalMiB))} | ${m((s) => s.coldUpS).toFixed(1)} | ${m((s) => s.coldBootCpuS).toFixed(1)} | ${f(m((s) => s.coldFlushes))} | ${f(m((s) => s.cold?.totalMiB))} | ${f(m((s) => s.cold?.tcgCacheMiB))} | ${f(m((s) => s.cold?.guestRamMiB))} | ${f(m((s) => s.coldAfter500?.totalMiB))} | ${f(m((s) => s.coldHelpersMiB))} |`,
+      `| ${size || 'default'} | ${m((s) => s.warmUpS).toFixed(1)} | ${med(ss.flatMap((s) => s.dockerRunS)).toFixed(1)} | ${m((s) => s.dockerRunCpuS).toFixed(1)} | ${f(m((s) => s.warmFlushes))} | ${f(m((s) => s.warm?.totalMiB))} | ${f(m((s) => s.warm?.tcgCacheMiB))} | ${f(m((s) => s.warm?.guestRamMiB))} | ${f(m((s) => s.warmAfter500?.totalMiB))} | ${m((s) => s.coldUpS).toFixed(1)} | ${m((s) => s.coldBootCpuS).toFixed(1)} | ${f(m((s) => s.coldFlushes))} | ${f(m((s) => s.cold?.totalMiB))} | ${f(m((s) => s.cold?.tcgCacheMiB))} | ${f(m((s) => s.cold?.guestRamMiB))} | ${f(m((s) => s.coldAfter500?.totalMiB))} | ${f(m((s) => s.coldHelpersMiB))} |`,
     );
   }
   const stamp = started.toISOString().replace(/[:]/g, '-').replace(/\..*$/, '');
