@@ -1,6 +1,25 @@
 // Boot progress read off a guest's serial console: the `cove: …` markers of docs/guest.md, as
-// steps with a rough share of the boot.
+// steps with a rough share of the boot; and a boot that stalled, which the kernel's hung-task check
+// says on the console ("INFO: task mount:153 blocked for more than 120 seconds.") long before the
+// boot's deadline runs out.
 import * as fs from 'node:fs';
+
+/** The kernel's hung-task report: a task in uninterruptible sleep for its timeout (120 s by default). */
+const HUNG_TASK_RE = /INFO: task (\S+) blocked for more than (\d+) seconds/;
+
+/** What a stalled boot says: the task and how long, and the last boot step reached. */
+export interface BootStall {
+  task: string;
+  seconds: number;
+  /** The last step of MARKERS seen before the stall ('kernel' when none). */
+  step: string;
+  message: string;
+}
+
+/** The one-line description of a stall, for logs and errors. */
+export function stallText(s: BootStall): string {
+  return `the guest stalled during boot after "${s.message}": its kernel reports task ${s.task} blocked for more than ${s.seconds} s`;
+}
 
 /** The console markers of docs/guest.md, as boot steps with a rough share of the boot. */
 const MARKERS: Array<[RegExp, string, string, number]> = [
@@ -16,11 +35,15 @@ const MARKERS: Array<[RegExp, string, string, number]> = [
   [/cove: ready/, 'ready', 'dockerd answers', 0.95],
 ];
 
-/** Reads the console log as it grows and reports each boot step once; returns a stop function. */
-export function watchConsole(file: string, onStep: (step: string, message: string, fraction: number) => void): () => void {
+/**
+ * Reads the console log as it grows and reports each boot step once, and the first hung-task report
+ * to `onStall` (a boot is never expected to have one); returns a stop function.
+ */
+export function watchConsole(file: string, onStep: (step: string, message: string, fraction: number) => void, onStall?: (stall: BootStall) => void): () => void {
   let pos = 0;
   let next = 0;
   let carry = '';
+  let stalled = false;
   const timer = setInterval(() => {
     let fd: number;
     try {
@@ -41,6 +64,12 @@ export function watchConsole(file: string, onStep: (step: string, message: strin
           next = i + 1;
           onStep(step, message, fraction);
         }
+      }
+      const hung = stalled || !onStall ? null : HUNG_TASK_RE.exec(carry);
+      if (hung && onStall) {
+        stalled = true;
+        const [, step, message] = next > 0 ? MARKERS[next - 1] : [null, 'kernel', 'the guest kernel is starting'];
+        onStall({ task: hung[1], seconds: Number(hung[2]), step, message });
       }
     } finally {
       fs.closeSync(fd);

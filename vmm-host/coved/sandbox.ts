@@ -23,7 +23,7 @@ import { DataLink, DataLinkDown, dataChannelEnabled, isDataLinkDown, type Opened
 import { startExecRelay } from './exec-relay';
 import { EXEC_STDIN_PORT_HEADER, EXEC_STDOUT_PORT_HEADER } from '../../contract/exec-stream';
 import { StreamPool } from './stream-pool';
-import { watchConsole } from './boot-progress';
+import { stallText, watchConsole, type BootStall } from './boot-progress';
 import { readJson, tailFile, writeJsonAtomic } from './files';
 import { sandboxSpec, writeSandboxConfigDisk, type SandboxConfig } from './guest-config';
 import { readKeys, type SandboxKeys } from './keys';
@@ -501,7 +501,13 @@ export class Sandbox extends EventEmitter {
     return c.mount;
   }
 
-  private async bootCold(accel: AccelResult, onStep: (step: string, message: string, fraction?: number) => void): Promise<void> {
+  /**
+   * A cold boot. A boot whose guest kernel reports a hung task (seen once here: the initramfs's
+   * `mount` of the root disk blocked for good under TCG, right after a hard stop; the next boot of
+   * the same disk was fine) is stopped at once and started again, once, instead of waiting out the
+   * boot deadline: what a person would do, and a power cut is what ext4's journal is for.
+   */
+  private async bootCold(accel: AccelResult, onStep: (step: string, message: string, fraction?: number) => void, attempt = 1): Promise<void> {
     const started = Date.now();
     const driver = this.deps.driver(accel.accel);
     onStep('boot', `starting the VM (${accel.accel.toUpperCase()})`, 0.1);
@@ -524,15 +530,24 @@ export class Sandbox extends EventEmitter {
       throw e instanceof CoveError ? e : new CoveError(ErrorCodes.boot, `sandbox ${this.name} could not start: ${messageOf(e)}`, `see ${this.file('qemuLog')}`);
     }
     await this.attach();
-    const stopWatching = watchConsole(this.file('consoleLog'), (step, message, fraction) => onStep(step, message, 0.1 + 0.8 * fraction));
+    let onStall: (s: BootStall) => void = () => undefined;
+    const stall = new Promise<never>((_, reject) => {
+      onStall = (s) => reject(new BootStalled(s));
+    });
+    const stopWatching = watchConsole(this.file('consoleLog'), (step, message, fraction) => onStep(step, message, 0.1 + 0.8 * fraction), (s) => onStall(s));
     try {
       const deadline = accel.accel === 'kvm' ? this.deps.timeouts.bootKvmMs : this.deps.timeouts.bootTcgMs;
-      await this.waitDockerReady(deadline, started);
+      await Promise.race([this.waitDockerReady(deadline, started), stall]);
     } catch (e) {
       stopWatching();
       const tail = tailFile(this.file('consoleLog'));
       const problem = messageOf(e);
       await this.kill();
+      if (e instanceof BootStalled && attempt === 1) {
+        this.log(`${problem} (${Math.round(ms(started) / 1000)} s into the boot); stopped it, starting it again once`);
+        onStep('boot', `${problem}; starting it again`, 0.1);
+        return this.bootCold(accel, onStep, attempt + 1);
+      }
       this.setState('crashed', { problem, consoleTail: tail });
       throw new CoveError(ErrorCodes.boot, `sandbox ${this.name} did not become ready: ${problem}`, `see the console log: ${this.file('consoleLog')}`, tail);
     }
@@ -1054,5 +1069,12 @@ export class Sandbox extends EventEmitter {
     };
     this.ports = new PortForwarder(opener, (port, action) => this.emit('port', port, action), (m) => this.log(m));
     for (const p of this.config.published) void this.ports.add(p.hostPort, p.guestPort, 'manual');
+  }
+}
+
+/** A boot stopped because the guest kernel reported a hung task (boot-progress.ts). */
+class BootStalled extends Error {
+  constructor(readonly stall: BootStall) {
+    super(stallText(stall));
   }
 }
