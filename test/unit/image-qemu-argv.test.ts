@@ -58,7 +58,7 @@ test('kvm + virtiofs', () => {
   assert.deepEqual(buildVirtiofsdArgv(spec), ['--socket-path=/h/vms/t1/vfs.sock', '-o', 'source=/home/me/p', '-o', 'cache=auto', '-f']);
 });
 
-test('the TCG translation cache: 128 MiB by default on QEMU >= 10 and QEMU\'s own size before, sized by the spec or COVE_TCG_TB_MIB, absent under KVM', () => {
+test('the TCG translation cache: 256 MiB by default on QEMU >= 10 and QEMU\'s own size before, sized by the spec or COVE_TCG_TB_MIB, absent under KVM', () => {
   const tcg = (extra: Partial<OldSpec>) => after(buildQemuArgv({ ...base, accel: 'tcg', mount: null, ...extra }), '-accel')[0];
   assert.equal(tcg({ tcgCacheMiB: 128 }), 'tcg,thread=single,tb-size=128');
   assert.equal(tcg({ tcgCacheMiB: null }), 'tcg,thread=single');
@@ -69,7 +69,7 @@ test('the TCG translation cache: 128 MiB by default on QEMU >= 10 and QEMU\'s ow
   assert.equal(tcgCacheMiB({}, 'QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18+b3)'), null);
   assert.equal(tcgCacheMiB({}, 'QEMU emulator version 9.2.0'), null);
   assert.equal(tcgCacheMiB({}, 'QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)'), BOUNDED_TCG_CACHE_MIB);
-  assert.equal(BOUNDED_TCG_CACHE_MIB, 128);
+  assert.equal(BOUNDED_TCG_CACHE_MIB, 256);
   assert.equal(tcgCacheMiB({ COVE_TCG_TB_MIB: '0' }, 'QEMU emulator version 10.0.2'), null);
   assert.equal(tcgCacheMiB({}, 'unknown'), null);
   assert.equal(tcgCacheMiB({ COVE_TCG_TB_MIB: '256' }), 256);
@@ -86,8 +86,8 @@ test("cove doctor on the translation cache: QEMU's own size is fine; a bound on 
   assert.match(bounded.hint ?? '', /unset COVE_TCG_TB_MIB/);
   const v10 = 'QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)';
   assert.deepEqual(tcgCacheCheck(v10, { COVE_TCG_TB_MIB: '128' }), { ok: true, detail: '128 MiB per sandbox (COVE_TCG_TB_MIB)' });
-  assert.deepEqual(tcgCacheCheck(v10, {}), { ok: true, detail: '128 MiB per sandbox (the default on QEMU >= 10)' });
-  assert.match(tcgCacheCheck(v72, {}).detail, /on QEMU >= 10 it is bounded to 128 MiB/);
+  assert.deepEqual(tcgCacheCheck(v10, {}), { ok: true, detail: '256 MiB per sandbox (the default on QEMU >= 10)' });
+  assert.match(tcgCacheCheck(v72, {}).detail, /on QEMU >= 10 it is bounded to 256 MiB/);
   const bad = tcgCacheCheck(v72, { COVE_TCG_TB_MIB: 'big' });
   assert.equal(bad.ok, false);
   assert.match(bad.detail, /COVE_TCG_TB_MIB=big is not a translation cache size/);

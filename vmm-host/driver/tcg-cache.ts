@@ -4,15 +4,16 @@
 // cache saves that memory, but it is flushed more often, and QEMU 7.2 now and then corrupts a vCPU's
 // state at a flush under this load: the guest kernel oopses with impossible EFLAGS (docs/memory.md,
 // "The translation cache"). QEMU 10.0.2 ran 2.6 times the flushes that crashed 7.2 without it. So
-// the default is a 128 MiB bound on QEMU 10 and later, and QEMU's own size before; a size stays a
-// setting. Under KVM there is no translation cache and nothing is passed.
+// the default is a 256 MiB bound on QEMU 10 and later (128 MiB, the first choice, made QEMU 10.0.2
+// flush ~2 times per `docker run` and take twice the CPU), and QEMU's own size before; a size stays
+// a setting. Under KVM there is no translation cache and nothing is passed.
 import { DriverError } from './errors';
 import { parseVersion } from './qemu-features';
 
 /** MiB of translation cache per VM under TCG on a QEMU before 10 unless COVE_TCG_TB_MIB says otherwise; null: QEMU's own default. */
 export const DEFAULT_TCG_CACHE_MIB: number | null = null;
-/** The default on QEMU 10 and later: the size the sweep of docs/memory.md chose (no speed cost measured against 1 GiB). */
-export const BOUNDED_TCG_CACHE_MIB = 128;
+/** The default on QEMU 10 and later: the smallest size QEMU 10.0.2's sweep in docs/memory.md ran at QEMU's own speed. */
+export const BOUNDED_TCG_CACHE_MIB = 256;
 /** The first QEMU whose flushes are not known to crash the guest (10.0.2 measured; 8.x and 9.x not). */
 export const BOUNDED_CACHE_SINCE_MAJOR = 10;
 
@@ -54,7 +55,7 @@ export function tcgCacheCheck(qemuVersionLine: string, env: NodeJS.ProcessEnv = 
   }
   const v = parseVersion(qemuVersionLine);
   if (size === null) {
-    const upgrade = v && v[0] < BOUNDED_CACHE_SINCE_MAJOR ? `; on QEMU >= ${BOUNDED_CACHE_SINCE_MAJOR} it is bounded to ${BOUNDED_TCG_CACHE_MIB} MiB, which saves 300-600 MiB per sandbox that has worked` : '';
+    const upgrade = v && v[0] < BOUNDED_CACHE_SINCE_MAJOR ? `; on QEMU >= ${BOUNDED_CACHE_SINCE_MAJOR} it is bounded to ${BOUNDED_TCG_CACHE_MIB} MiB, which saves up to 768 MiB per sandbox that has worked` : '';
     return { ok: true, detail: `QEMU's own size (1 GiB on QEMU 7.2): it fills as the guest works and stays with the sandbox${upgrade}` };
   }
   if (v && v[0] < BOUNDED_CACHE_SINCE_MAJOR) {
