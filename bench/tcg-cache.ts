@@ -179,7 +179,9 @@ async function main(): Promise<number> {
     }
   }
   const med = (xs: number[]) => stats(xs).median;
-  const f = (x: number) => x.toFixed(0);
+  // A figure the run did not measure (the cold half with --warm-only) is a dash.
+  const fx = (x: number, digits: number) => (Number.isFinite(x) ? x.toFixed(digits) : '—');
+  const f = (x: number) => fx(x, 0);
   const lines = [
     `# TCG translation cache sweep (${started.toISOString()})`,
     '',
@@ -193,7 +195,7 @@ async function main(): Promise<number> {
     if (ss.length === 0) continue;
     const m = (g: (s: Sample) => number | undefined) => med(ss.map((s) => g(s) ?? NaN));
     lines.push(
-      `| ${size || 'default'} | ${m((s) => s.warmUpS).toFixed(1)} | ${med(ss.flatMap((s) => s.dockerRunS)).toFixed(1)} | ${m((s) => s.dockerRunCpuS).toFixed(1)} | ${f(m((s) => s.warmFlushes))} | ${f(m((s) => s.warm?.totalMiB))} | ${f(m((s) => s.warm?.tcgCacheMiB))} | ${f(m((s) => s.warm?.guestRamMiB))} | ${f(m((s) => s.warmAfter500?.totalMiB))} | ${m((s) => s.coldUpS).toFixed(1)} | ${m((s) => s.coldBootCpuS).toFixed(1)} | ${f(m((s) => s.coldFlushes))} | ${f(m((s) => s.cold?.totalMiB))} | ${f(m((s) => s.cold?.tcgCacheMiB))} | ${f(m((s) => s.cold?.guestRamMiB))} | ${f(m((s) => s.coldAfter500?.totalMiB))} | ${f(m((s) => s.coldHelpersMiB))} |`,
+      `| ${size || 'default'} | ${fx(m((s) => s.warmUpS), 1)} | ${fx(med(ss.flatMap((s) => s.dockerRunS)), 1)} | ${fx(m((s) => s.dockerRunCpuS), 1)} | ${f(m((s) => s.warmFlushes))} | ${f(m((s) => s.warm?.totalMiB))} | ${f(m((s) => s.warm?.tcgCacheMiB))} | ${f(m((s) => s.warm?.guestRamMiB))} | ${f(m((s) => s.warmAfter500?.totalMiB))} | ${fx(m((s) => s.coldUpS), 1)} | ${fx(m((s) => s.coldBootCpuS), 1)} | ${f(m((s) => s.coldFlushes))} | ${f(m((s) => s.cold?.totalMiB))} | ${f(m((s) => s.cold?.tcgCacheMiB))} | ${f(m((s) => s.cold?.guestRamMiB))} | ${f(m((s) => s.coldAfter500?.totalMiB))} | ${f(m((s) => s.coldHelpersMiB))} |`,
     );
   }
   const stamp = started.toISOString().replace(/[:]/g, '-').replace(/\..*$/, '');
