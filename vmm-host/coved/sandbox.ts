@@ -502,10 +502,10 @@ export class Sandbox extends EventEmitter {
   }
 
   /**
-   * A cold boot. A boot whose guest kernel reports a hung task (seen once here: the initramfs's
-   * `mount` of the root disk blocked for good under TCG, right after a hard stop; the next boot of
-   * the same disk was fine) is stopped at once and started again, once, instead of waiting out the
-   * boot deadline: what a person would do, and a power cut is what ext4's journal is for.
+   * A cold boot. A boot whose guest kernel reports a hung task (seen twice in one CI run under TCG:
+   * the initramfs's `mount` of a root disk that needed journal recovery blocked for good; a later
+   * boot of the same disk was fine) is stopped at once and started again, once, instead of waiting
+   * out the boot deadline: what a person would do, and a power cut is what ext4's journal is for.
    */
   private async bootCold(accel: AccelResult, onStep: (step: string, message: string, fraction?: number) => void, attempt = 1): Promise<void> {
     const started = Date.now();
