@@ -4,6 +4,7 @@
 // start; the agent writes it again at its start and on rebirth, since a clone runs the template's
 // kernel with its own config. A config without the field leaves the kernel as it is.
 import * as fs from 'node:fs';
+import { log } from './log';
 
 export const ASLR_SYSCTL = '/proc/sys/kernel/randomize_va_space';
 
@@ -23,4 +24,11 @@ export function applyAslr(aslr: boolean | undefined, file: string): string | nul
   } catch (err) {
     return new Error(`cannot set ${file} to ${value}: ${(err as Error).message}`);
   }
+}
+
+/** Applies the setting and logs what happened, each line after `context` (e.g. 'rebirth: '). */
+export function setAslr(aslr: boolean | undefined, file: string, context = ''): void {
+  const result = applyAslr(aslr, file);
+  if (result instanceof Error) log(`${context}${result.message}; address randomization stays as it was`);
+  else if (result !== null) log(`${context}address randomization: ${file} = ${result}`);
 }

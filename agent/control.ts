@@ -18,7 +18,7 @@ import {
   type StepTimes,
   type SuspendAnswer,
 } from '../contract/control';
-import { applyAslr } from './aslr';
+import { setAslr } from './aslr';
 import { loadConfig, parseConfig, readConfigDisk, type AgentConfig } from './config';
 import { errorText, log } from './log';
 import { mountShare, readMountList, shareHeldElsewhere, unmountPath, writeMountFailures, writeMountList, type MountOutcome } from './mounts';
@@ -212,9 +212,7 @@ export class Control {
     }
     ms.keys = round(performance.now() - t);
 
-    const aslr = applyAslr(config.aslr, this.opts.aslrSysctl);
-    if (aslr instanceof Error) log(`rebirth: ${aslr.message}; address randomization stays as the template had it`);
-    else if (aslr !== null) log(`rebirth: address randomization: ${this.opts.aslrSysctl} = ${aslr}`);
+    setAslr(config.aslr, this.opts.aslrSysctl, 'rebirth: ');
 
     t = performance.now();
     await this.setHostname(config.hostname);

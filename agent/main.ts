@@ -4,7 +4,7 @@
 // restarts it if it dies; everything it needs is read again at start.
 import './threadpool';
 import { GUEST } from '../contract/guest';
-import { applyAslr } from './aslr';
+import { setAslr } from './aslr';
 import { ConfigError, loadConfig } from './config';
 import { Control } from './control';
 import { MuxServer } from './mux';
@@ -26,9 +26,7 @@ const SHUTDOWN_FLUSH_MS = 300;
 
 export async function startAgent(opts: AgentOptions): Promise<{ stop(reason: string): Promise<void> }> {
   const config = loadConfig(opts.configPath);
-  const aslr = applyAslr(config.aslr, opts.aslrSysctl);
-  if (aslr instanceof Error) log(aslr.message);
-  else if (aslr !== null) log(`address randomization: ${opts.aslrSysctl} = ${aslr}`);
+  setAslr(config.aslr, opts.aslrSysctl);
   const hub = new EventHub(opts.runDir);
   const server = new AgentServer(config, hub);
   const control = new Control(opts, (next) => server.reconfigure(next));
