@@ -5,19 +5,12 @@
 // QEMU before 8.0 keys a translation by the guest's virtual address too, so with randomization every
 // run's processes are translated afresh (vmm-host/driver/guest-aslr.ts).
 import * as path from 'node:path';
-import { qmpCommand } from '../vmm-host/driver';
 import { guestAslr } from '../vmm-host/driver/guest-aslr';
 import { BUSYBOX_TAG, ensureBusybox } from './api';
-import { HOME, cove, docker, log, makeRow, nowMs, ok, qemuVersionLine } from './lib';
+import { HOME, cove, docker, infoJit, log, makeRow, nowMs, ok, qemuVersionLine } from './lib';
 import type { Suite } from './suite';
 
 const NAME = 'ra';
-
-/** Bytes of translated code in the VM's TCG cache (`info jit`: gen code size), or NaN. */
-async function genCodeBytes(vmDir: string): Promise<number> {
-  const out = (await qmpCommand(path.join(vmDir, 'qmp.sock'), 'human-monitor-command', { 'command-line': 'info jit' })) as string;
-  return Number(/gen code size\s+(\d+)/.exec(out)?.[1] ?? NaN);
-}
 
 async function setRandomization(value: '0' | '2'): Promise<void> {
   ok(await cove(['exec', NAME, '--', 'sysctl', '-q', '-w', `kernel.randomize_va_space=${value}`], 120_000), `set randomize_va_space=${value}`);
@@ -39,11 +32,11 @@ export async function aslrGroup(suite: Suite): Promise<void> {
     if (set.stdout.trim() !== coves) throw new Error(`run.aslr: the clone has randomize_va_space=${set.stdout.trim()}, but coved should have set ${coves} on ${qemu}`);
     await ensureBusybox(NAME);
     const runOnce = async (): Promise<{ s: number; mib: number }> => {
-      const before = await genCodeBytes(vmDir);
+      const before = (await infoJit(vmDir)).genCodeBytes;
       const t0 = nowMs();
       ok(await docker(NAME, ['run', '--rm', BUSYBOX_TAG, 'true'], 300_000), 'docker run --rm busybox true');
       const s = (nowMs() - t0) / 1000;
-      return { s, mib: (await genCodeBytes(vmDir) - before) / 2 ** 20 };
+      return { s, mib: ((await infoJit(vmDir)).genCodeBytes - before) / 2 ** 20 };
     };
     // One run each way first: what the restore left untranslated (runc, the shim) is translated once whatever the setting.
     for (const v of ['2', coves] as const) {

@@ -10,6 +10,7 @@ import { VM } from '../contract/layout';
 import { tcgCacheMiB } from '../vmm-host/driver/tcg-cache';
 import { toolVersion } from '../vmm-host/driver/qemu-features';
 import { findQemu } from '../vmm-host/driver/tools';
+import { qmpCommand } from '../vmm-host/driver';
 
 /** The first line of `--version` of the qemu coved runs (COVE_QEMU, else the PATH's). */
 export function qemuVersionLine(): string {
@@ -281,6 +282,12 @@ export interface QemuSplit {
   /** Everything else: qemu's own code, heap, device buffers, libraries. */
   otherMiB: number;
   totalMiB: number;
+}
+
+/** A VM's TCG translation cache as qemu's `info jit` (over QMP) reports it: bytes of translated code and flushes so far; NaN where it does not say. */
+export async function infoJit(vmDir: string): Promise<{ genCodeBytes: number; flushes: number }> {
+  const out = (await qmpCommand(path.join(vmDir, VM.qmpSock), 'human-monitor-command', { 'command-line': 'info jit' })) as string;
+  return { genCodeBytes: Number(/gen code size\s+(\d+)/.exec(out)?.[1] ?? NaN), flushes: Number(/TB flush count\s+(\d+)/.exec(out)?.[1] ?? NaN) };
 }
 
 /**

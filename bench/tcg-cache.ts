@@ -9,10 +9,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { qmpCommand } from '../vmm-host/driver';
 import { makeBusyboxImage } from '../test/helpers/busybox-image';
 import { run, type RunResult } from '../test/helpers/harness';
-import { BENCH_ROOT, COVE_BIN, HOME, RESULTS, VM_CPUS, qemuVersionLine, VM_MEMORY_MIB, alive, log, nowMs, ok, pssKiB, qemuSplit, readPid, sleep, splitText, stats, treePss, waitUntil, type QemuSplit } from './lib';
+import { BENCH_ROOT, COVE_BIN, HOME, RESULTS, VM_CPUS, VM_MEMORY_MIB, alive, infoJit, log, nowMs, ok, pssKiB, qemuSplit, readPid, sleep, splitText, stats, treePss, qemuVersionLine, waitUntil, type QemuSplit } from './lib';
 
 const SETTLE_MS = 15_000;
 const TAG = 'cove-bench/busybox:latest';
@@ -53,8 +52,7 @@ function cpuSeconds(pid: number | null): number {
 /** The translation cache's flush count, from `info jit` over QMP. */
 async function flushes(dir: string): Promise<number> {
   try {
-    const out = (await qmpCommand(path.join(dir, 'qmp.sock'), 'human-monitor-command', { 'command-line': 'info jit' })) as string;
-    return Number(/TB flush count\s+(\d+)/.exec(out)?.[1] ?? NaN);
+    return (await infoJit(dir)).flushes;
   } catch {
     return NaN;
   }
