@@ -65,11 +65,11 @@ export function watchConsole(file: string, onStep: (step: string, message: strin
           onStep(step, message, fraction);
         }
       }
-      const hung = stalled || !onStall ? null : HUNG_TASK_RE.exec(carry);
-      if (hung && onStall) {
+      const hung = onStall && !stalled ? HUNG_TASK_RE.exec(carry) : null;
+      if (hung) {
         stalled = true;
         const [, step, message] = next > 0 ? MARKERS[next - 1] : [null, 'kernel', 'the guest kernel is starting'];
-        onStall({ task: hung[1], seconds: Number(hung[2]), step, message });
+        onStall?.({ task: hung[1], seconds: Number(hung[2]), step, message });
       }
     } finally {
       fs.closeSync(fd);
