@@ -22,7 +22,7 @@ import { setAslr } from './aslr';
 import { loadConfig, parseConfig, readConfigDisk, type AgentConfig } from './config';
 import { errorText, log } from './log';
 import { mountShare, readMountList, shareHeldElsewhere, unmountPath, writeMountFailures, writeMountList, type MountOutcome } from './mounts';
-import { round, runCommand, SystemError, syscalls } from './system';
+import { round, runCommand, SyscallHelper, SystemError } from './system';
 
 /** How long a client gets to send its request line after opening the channel. */
 const REQUEST_TIMEOUT_MS = 30_000;
@@ -39,8 +39,10 @@ export interface ControlOptions {
   urandom: string;
   /** Where hostname and hosts are written. */
   etcDir: string;
-  /** The PATH for perl, mount, umount, hostname and sync. */
+  /** The PATH for perl, mount, umount and sync. */
   systemPath: string;
+  /** The kernel's hostname (a sysctl): the hostname is written here, no command is run. */
+  hostnameSysctl: string;
   /** The sysctl the config's `aslr` goes to. */
   aslrSysctl: string;
 }
@@ -108,12 +110,27 @@ function entropyOf(r: Record<string, unknown>): string {
 
 export class Control {
   private tail: Promise<unknown> = Promise.resolve();
+  private readonly helper: SyscallHelper;
 
   constructor(
     private readonly opts: ControlOptions,
     /** Makes every new SSH connection use the new host key and authorized keys. */
     private readonly swapKeys: (config: AgentConfig) => void,
-  ) {}
+  ) {
+    this.helper = new SyscallHelper(opts.systemPath);
+  }
+
+  /**
+   * Starts the perl helper at the agent's start, so that it is parked in a template and a clone's
+   * rebirth finds it running.
+   */
+  start(): void {
+    this.helper.start();
+  }
+
+  stop(): void {
+    this.helper.stop();
+  }
 
   /** Serves one `cove-control` channel: reads the request line, runs it, answers, closes. */
   serve(channel: ServerChannel, id: string): void {
@@ -187,7 +204,7 @@ export class Control {
   private async rebirth(epochMs: number, entropy: Buffer, receivedAt: bigint): Promise<RebirthAnswer> {
     const ms: StepTimes = { reseed: 0, clock: 0, config: 0, keys: 0, hostname: 0, mounts: 0 };
     const device = this.configDevice();
-    // Steps 1 and 2 (and dropping the config disk's stale cache) in one perl run.
+    // Steps 1 and 2 (and dropping the config disk's stale cache) in one request to the perl helper.
     const sys = await this.syscalls(entropy, epochMs, receivedAt, device);
     ms.reseed = sys.reseed;
     ms.clock = sys.clock;
@@ -215,7 +232,7 @@ export class Control {
     setAslr(config.aslr, this.opts.aslrSysctl, 'rebirth: ');
 
     t = performance.now();
-    await this.setHostname(config.hostname);
+    this.setHostname(config.hostname);
     ms.hostname = round(performance.now() - t);
 
     t = performance.now();
@@ -293,11 +310,12 @@ export class Control {
 
   private async syscalls(entropy: Buffer, epochMs: number, receivedAt: bigint, flush: string | null): Promise<{ reseed: number; clock: number; flush: number }> {
     try {
-      return await syscalls(this.opts.systemPath, {
+      const ms = await this.helper.run({
         reseed: { device: this.opts.urandom, entropy },
         clock: { epochMs, receivedAt },
         ...(flush ? { flush } : {}),
       });
+      return { reseed: ms.reseed ?? 0, clock: ms.clock ?? 0, flush: ms.flush ?? 0 };
     } catch (err) {
       if (err instanceof SystemError) {
         const step: ControlStep = err.op === 'flush' ? 'config' : err.op;
@@ -307,11 +325,14 @@ export class Control {
     }
   }
 
-  private async setHostname(name: string): Promise<void> {
-    const r = await runCommand(this.opts.systemPath, 'hostname', [name]);
-    if (r.code !== 0) throw new StepError('hostname', `hostname ${name} failed: ${r.stderr || `exit ${r.code}`}`);
+  private setHostname(name: string): void {
     try {
-      // The same files cove-init writes.
+      // What hostname(1) does, without starting it: the kernel's name, then the files cove-init writes.
+      fs.writeFileSync(this.opts.hostnameSysctl, `${name}\n`);
+    } catch (err) {
+      throw new StepError('hostname', `cannot set the hostname to ${name} (${this.opts.hostnameSysctl}): ${errorText(err)}`);
+    }
+    try {
       fs.writeFileSync(path.join(this.opts.etcDir, 'hostname'), `${name}\n`);
       fs.writeFileSync(path.join(this.opts.etcDir, 'hosts'), `127.0.0.1\tlocalhost\n127.0.1.1\t${name}\n::1\tlocalhost ip6-localhost ip6-loopback\n`);
     } catch (err) {

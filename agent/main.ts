@@ -31,6 +31,7 @@ export async function startAgent(opts: AgentOptions): Promise<{ stop(reason: str
   const server = new AgentServer(config, hub);
   const control = new Control(opts, (next) => server.reconfigure(next));
   server.control = (channel, id) => control.serve(channel, id);
+  control.start();
 
   const transports: Transport[] = [];
   if (opts.socketPath) transports.push(new UnixTransport(opts.socketPath));
@@ -58,6 +59,7 @@ export async function startAgent(opts: AgentOptions): Promise<{ stop(reason: str
       hub.emit({ type: 'shutdown', reason });
       stopPorts();
       stopDockerd();
+      control.stop();
       for (const t of transports) t.close();
       await new Promise((resolve) => setTimeout(resolve, hub.subscribers > 0 ? SHUTDOWN_FLUSH_MS : 0));
       server.endAll();

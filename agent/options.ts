@@ -48,12 +48,14 @@ export interface AgentOptions {
   /** Where `hostname` and `hosts` are written on rebirth. `--etc`, `COVE_AGENT_ETC`. */
   etcDir: string;
   /**
-   * The PATH on which the control ops find perl, mount, umount, hostname and sync (tests put stub
-   * scripts first). `--system-path`, `COVE_AGENT_SYSTEM_PATH`.
+   * The PATH on which the control ops find perl, mount, umount and sync (tests put stub scripts
+   * first). `--system-path`, `COVE_AGENT_SYSTEM_PATH`.
    */
   systemPath: string;
   /** The sysctl the config's `aslr` is written to. `--aslr-sysctl`, `COVE_AGENT_ASLR_SYSCTL`. */
   aslrSysctl: string;
+  /** The sysctl rebirth writes the hostname to. `--hostname-sysctl`, `COVE_AGENT_HOSTNAME_SYSCTL`. */
+  hostnameSysctl: string;
 }
 
 const FLAGS: Partial<Record<string, keyof AgentOptions>> = {
@@ -73,6 +75,7 @@ const FLAGS: Partial<Record<string, keyof AgentOptions>> = {
   '--etc': 'etcDir',
   '--system-path': 'systemPath',
   '--aslr-sysctl': 'aslrSysctl',
+  '--hostname-sysctl': 'hostnameSysctl',
 };
 
 /** The system PATH the init gives its services. */
@@ -119,5 +122,6 @@ export function parseOptions(argv: string[], env: NodeJS.ProcessEnv = process.en
     etcDir: pick('etcDir', 'COVE_AGENT_ETC', '/etc'),
     systemPath: pick('systemPath', 'COVE_AGENT_SYSTEM_PATH', SYSTEM_PATH),
     aslrSysctl: pick('aslrSysctl', 'COVE_AGENT_ASLR_SYSCTL', ASLR_SYSCTL),
+    hostnameSysctl: pick('hostnameSysctl', 'COVE_AGENT_HOSTNAME_SYSCTL', '/proc/sys/kernel/hostname'),
   };
 }

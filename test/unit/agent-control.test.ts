@@ -17,7 +17,7 @@ import { agentEventProblems } from '../../contract/events-check';
 import { EVENTS_SUBSYSTEM } from '../../contract/events';
 import { encodeConfigDisk, type GuestConfig, type GuestMount } from '../../contract/config-disk';
 import { CONTROL_MAX_REQUEST_BYTES, CONTROL_SUBSYSTEM, type ControlAnswer, type RebirthAnswer, type ResumeAnswer, type SuspendAnswer } from '../../contract/control';
-import { SYSCALL_HELPER, syscallNumbers } from '../../agent/system';
+import { requestLine, SYSCALL_HELPER, SyscallHelper, syscallNumbers, SystemError } from '../../agent/system';
 import { parseRequest, RequestError } from '../../agent/control';
 import { collect, connect, exec, LineReader, makeKeys, openAgentPort, publicBlob, startAgent, waitFor, within, type Keys, type RunningAgent } from './agent-harness';
 
@@ -34,23 +34,31 @@ function makeFixture(): { dir: string; bin: string; calls: string; run: string; 
   const stub = (name: string, body: string): void => {
     fs.writeFileSync(path.join(bin, name), `#!/bin/sh\nPATH=/usr/bin:/bin\n${body}\n`, { mode: 0o755 });
   };
-  // perl: checks that the helper compiles, keeps the entropy, answers as the helper does.
+  // perl: checks that the helper compiles, then answers request lines as the helper does, keeping
+  // the entropy and recording each request (without the entropy) as one call.
   stub(
     'perl',
     `[ "$1" = -e ] && { script="$2"; shift 2; }
 [ "$1" = -- ] && shift
 case "$1:$2" in *[!0-9:]*|:*|*:) echo "expected the clock syscall numbers first, got $1 $2" >&2; exit 4 ;; esac
-shift 2
-echo "perl $*" >> '${calls}'
-cat > '${dir}/entropy.bin'
 /usr/bin/perl -c -e "$script" 2>/dev/null || { echo "the helper does not compile" >&2; exit 3; }
-[ -e '${dir}/fail-reseed' ] && { echo "RNDRESEEDCRNG on $2: Operation not permitted" >&2; exit 1; }
-while [ $# -gt 0 ]; do
-  case "$1" in
-    reseed|flush) echo "$1 1000000"; shift 2 ;;
-    clock) echo "clock 2000000"; shift 3 ;;
-    *) echo "unknown op $1" >&2; exit 2 ;;
-  esac
+while IFS= read -r line; do
+  set -- $line
+  call=perl
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      reseed)
+        call="$call reseed $2"
+        printf %s "$3" > '${dir}/entropy.hex'
+        if [ -e '${dir}/fail-reseed' ]; then echo "$call" >> '${calls}'; call=; echo "fail reseed RNDRESEEDCRNG on $2: Operation not permitted"; break; fi
+        echo "reseed 1000000"; shift 3 ;;
+      clock) call="$call clock $2 $3"; echo "clock 2000000"; shift 3 ;;
+      flush) call="$call flush $2"; echo "flush 1000000"; shift 2 ;;
+      *) echo "fail $1 unknown op $1"; break ;;
+    esac
+  done
+  [ -n "$call" ] && echo "$call" >> '${calls}'
+  echo end
 done`,
   );
   // mount -t TYPE -o OPTIONS TAG PATH: the tag "badtag" does not exist; "no-vfs" is 9p only.
@@ -68,7 +76,6 @@ exit 0`,
 [ -e "$1/.busy" ] && { echo "umount: $1: target is busy." >&2; exit 32; }
 exit 0`,
   );
-  stub('hostname', `echo "hostname $*" >> '${calls}'`);
   stub('sync', `echo "sync" >> '${calls}'`);
   return { dir, bin, calls, run, etc, disk };
 }
@@ -192,17 +199,16 @@ describe('agent control channel', () => {
     assert.equal(a.hostname, 'clone-1');
     assert.deepEqual(a.mounted, [ws, cache]);
     for (const step of ['reseed', 'clock', 'config', 'keys', 'hostname', 'mounts'] as const) assert.equal(typeof a.ms[step], 'number', step);
-    t.diagnostic(`rebirth ms on this host (perl, mount and hostname are stubs): ${JSON.stringify(a.ms)}`);
+    t.diagnostic(`rebirth ms on this host (perl and mount are stubs): ${JSON.stringify(a.ms)}`);
 
     // The reseed got exactly the host's bytes; the clock target is the host's time, in ns.
-    assert.deepEqual(fs.readFileSync(path.join(fx.dir, 'entropy.bin')), e);
+    assert.deepEqual(Buffer.from(fs.readFileSync(path.join(fx.dir, 'entropy.hex'), 'utf8'), 'hex'), e);
     const log = calls(fx.calls);
     const perl = log[0].split(' ');
     assert.deepEqual(perl.slice(0, 4), ['perl', 'reseed', path.join(fx.dir, 'urandom'), 'clock']);
     assert.equal(perl[4], `${BigInt(epochMs) * 1_000_000n}`);
     assert.deepEqual(perl.slice(6), ['flush', fx.disk]);
     assert.deepEqual(log.slice(1), [
-      'hostname clone-1',
       `mount -t 9p -o rw,trans=virtio,version=9p2000.L,msize=512000,cache=none cove-ws ${ws}`,
       `mount -t virtiofs -o ro no-vfs ${cache}`,
       `mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=512000,cache=none no-vfs ${cache}`,
@@ -214,6 +220,7 @@ describe('agent control channel', () => {
     const configFile = path.join(agent.dir, 'config.json');
     assert.equal((JSON.parse(fs.readFileSync(configFile, 'utf8')) as GuestConfig).hostname, 'clone-1');
     assert.equal(fs.statSync(configFile).mode & 0o777, 0o600);
+    assert.equal(fs.readFileSync(path.join(agent.dir, 'hostname-sysctl'), 'utf8'), 'clone-1\n', "the kernel's hostname (a stand-in)");
     assert.equal(fs.readFileSync(path.join(fx.etc, 'hostname'), 'utf8'), 'clone-1\n');
     assert.match(fs.readFileSync(path.join(fx.etc, 'hosts'), 'utf8'), /^127\.0\.1\.1\tclone-1$/m);
     assert.equal(fs.readFileSync(path.join(fx.run, 'mounts'), 'utf8'), `${ws}\n${cache}\n`);
@@ -274,7 +281,7 @@ describe('agent control channel', () => {
     const a = r.answer as ResumeAnswer;
     assert.deepEqual(a.mounted, [ws, cache]);
     assert.equal(a.hostname, 'clone-1');
-    assert.deepEqual(fs.readFileSync(path.join(fx.dir, 'entropy.bin')), e);
+    assert.deepEqual(Buffer.from(fs.readFileSync(path.join(fx.dir, 'entropy.hex'), 'utf8'), 'hex'), e);
     const log = calls(fx.calls);
     assert.match(log[0], /^perl reseed \S+ clock \d+ \d+$/, 'resume does not touch the config disk');
     assert.equal(log.filter((l) => l.startsWith('mount ')).length, 3);
@@ -397,22 +404,25 @@ describe('agent control channel over the agent port', () => {
 describe('the perl helper on this host', () => {
   const isRoot = process.getuid?.() === 0;
   const hasStrace = spawnSync('sh', ['-c', 'command -v strace']).status === 0;
+  const helper = (lines: string, prefix: string[] = []) =>
+    spawnSync(prefix[0] ?? 'perl', [...prefix.slice(1), ...(prefix.length ? ['perl'] : []), '-e', SYSCALL_HELPER, '--', ...syscallNumbers()], { input: lines });
 
   // This mixes 64 random bytes into the host's own pool and makes its CRNG reseed, which any
   // `cat > /dev/urandom` by root does too; it proves the ioctl numbers and struct layout.
-  test('reseeds the real /dev/urandom (RNDADDENTROPY, RNDRESEEDCRNG)', { skip: !isRoot && 'needs root' }, () => {
-    const r = spawnSync('perl', ['-e', SYSCALL_HELPER, '--', ...syscallNumbers(), 'reseed', '/dev/urandom'], { input: crypto.randomBytes(64) });
+  test('reseeds the real /dev/urandom (RNDADDENTROPY, RNDRESEEDCRNG), request after request', { skip: !isRoot && 'needs root' }, () => {
+    const line = requestLine({ reseed: { device: '/dev/urandom', entropy: crypto.randomBytes(64) } }).line;
+    const r = helper(line + line);
     assert.equal(r.status, 0, r.stderr.toString());
-    assert.match(r.stdout.toString(), /^reseed \d+\n$/);
+    assert.match(r.stdout.toString(), /^reseed \d+\nend\nreseed \d+\nend\n$/);
   });
 
-  test('refuses a device that is not a character device', () => {
+  test('refuses a device that is not a character device, and goes on to the next request', () => {
     const file = path.join(os.tmpdir(), `cove-not-a-device-${process.pid}`);
     fs.writeFileSync(file, '');
     try {
-      const r = spawnSync('perl', ['-e', SYSCALL_HELPER, '--', ...syscallNumbers(), 'reseed', file], { input: crypto.randomBytes(64) });
-      assert.notEqual(r.status, 0);
-      assert.match(r.stderr.toString(), /not a character device/);
+      const r = helper(requestLine({ reseed: { device: file, entropy: crypto.randomBytes(64) }, flush: file }).line + requestLine({ flush: file }).line);
+      assert.equal(r.status, 0, r.stderr.toString());
+      assert.match(r.stdout.toString(), new RegExp(`^fail reseed ${file} is not a character device\nend\nflush \\d+\nend\n$`));
     } finally {
       fs.rmSync(file, { force: true });
     }
@@ -422,9 +432,8 @@ describe('the perl helper on this host', () => {
   test('credits the entropy, reseeds, and sets CLOCK_REALTIME to the target plus the time spent since', { skip: (!hasStrace || !isRoot) && 'needs strace and root' }, () => {
     const target = BigInt(Date.now() - 86_400_000) * 1_000_000n;
     const then = process.hrtime.bigint();
-    const r = spawnSync('strace', ['-qq', '-e', 'trace=clock_settime,ioctl', '-e', 'inject=clock_settime:retval=0', 'perl', '-e', SYSCALL_HELPER, '--', ...syscallNumbers(), 'reseed', '/dev/urandom', 'clock', String(target), String(then)], {
-      input: crypto.randomBytes(64),
-    });
+    const { line } = requestLine({ reseed: { device: '/dev/urandom', entropy: crypto.randomBytes(64) }, clock: { epochMs: Number(target / 1_000_000n), receivedAt: then } });
+    const r = helper(line, ['strace', '-qq', '-e', 'trace=clock_settime,ioctl', '-e', 'inject=clock_settime:retval=0']);
     if (r.status !== 0 && /ptrace|Operation not permitted/.test(r.stderr.toString())) return; // No ptrace in this container.
     assert.equal(r.status, 0, r.stderr.toString());
     const m = /clock_settime\(CLOCK_REALTIME, \{tv_sec=(\d+), tv_nsec=(\d+)\}\) = 0 \(INJECTED\)/.exec(r.stderr.toString());
@@ -432,9 +441,67 @@ describe('the perl helper on this host', () => {
     const set = BigInt(m[1]) * 1_000_000_000n + BigInt(m[2]);
     const elapsed = process.hrtime.bigint() - then;
     assert.ok(set >= target && set <= target + elapsed, `set ${set} within [${target}, ${target + elapsed}]`);
-    assert.match(r.stdout.toString(), /^reseed \d+\nclock \d+\n$/);
+    assert.match(r.stdout.toString(), /^reseed \d+\nclock \d+\nend\n$/);
     // The kernel took the entropy as 64 bytes worth 512 bits, then reseeded.
     assert.match(r.stderr.toString(), /ioctl\(\d+, RNDADDENTROPY, \{entropy_count=512, buf_size=64, buf=.*\) = 0/);
     assert.match(r.stderr.toString(), /ioctl\(\d+, RNDRESEEDCRNG\)\s+= 0/);
+  });
+});
+
+describe('SyscallHelper: one perl, kept', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cove-helper-'));
+  const file = path.join(dir, 'not-a-device');
+  fs.writeFileSync(file, '');
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  test('answers request after request from one perl process, and starts another after it is killed', async () => {
+    const h = new SyscallHelper('/usr/bin:/bin');
+    try {
+      h.start();
+      const pid = h.pid;
+      assert.ok(pid, 'perl runs before the first request');
+      assert.equal(typeof (await h.run({ flush: file })).flush, 'number');
+      assert.equal(typeof (await h.run({ flush: file })).flush, 'number');
+      assert.equal(h.pid, pid, 'the same perl answered both');
+      process.kill(pid, 'SIGKILL');
+      await waitFor(() => h.pid === null, 5000, 'the helper to see its perl die');
+      assert.equal(typeof (await h.run({ flush: file })).flush, 'number');
+      assert.ok(h.pid && h.pid !== pid, 'a new perl answered');
+    } finally {
+      h.stop();
+    }
+  });
+
+  test('a failed op is an error naming it, and the same perl takes the next request', async () => {
+    const h = new SyscallHelper('/usr/bin:/bin');
+    try {
+      await assert.rejects(h.run({ reseed: { device: file, entropy: crypto.randomBytes(8) }, flush: file }), (err: unknown) => {
+        assert.ok(err instanceof SystemError);
+        assert.equal(err.op, 'reseed');
+        assert.match(err.message, /^cannot reseed the kernel RNG: .*not a character device$/);
+        return true;
+      });
+      const pid = h.pid;
+      assert.equal(typeof (await h.run({ flush: file })).flush, 'number');
+      assert.equal(h.pid, pid);
+    } finally {
+      h.stop();
+    }
+  });
+
+  test('a perl that does not answer is killed at the deadline, and a missing perl is named', async () => {
+    const bin = path.join(dir, 'bin');
+    fs.mkdirSync(bin);
+    fs.writeFileSync(path.join(bin, 'perl'), '#!/bin/sh\nexec /bin/sleep 30\n', { mode: 0o755 });
+    const hung = new SyscallHelper(bin, 300);
+    try {
+      await assert.rejects(hung.run({ flush: file }), /^SystemError: cannot drop the config disk cache: perl did not answer within 0.3 s and was killed$/);
+      assert.equal(hung.pid, null);
+    } finally {
+      hung.stop();
+    }
+    const none = new SyscallHelper(path.join(dir, 'empty'));
+    await assert.rejects(none.run({ clock: { epochMs: Date.now(), receivedAt: process.hrtime.bigint() } }), /cannot step the clock: cannot run perl: .*ENOENT.*looked on PATH=/);
+    assert.throws(() => requestLine({ flush: 'a b' }), /white space/);
   });
 });

@@ -123,6 +123,9 @@ export async function startAgent(options: { port?: boolean; data?: boolean; env?
   // A stand-in for kernel.randomize_va_space: tests run as root, and a config with `aslr` must never reach the host's.
   const aslrSysctl = path.join(dir, 'randomize_va_space');
   fs.writeFileSync(aslrSysctl, '2\n');
+  // And one for the kernel's hostname, which a rebirth sets.
+  const hostnameSysctl = path.join(dir, 'hostname-sysctl');
+  fs.writeFileSync(hostnameSysctl, 'template\n');
   let logText = '';
   const child = spawn(process.execPath, [bundle], {
     cwd: dir,
@@ -138,6 +141,7 @@ export async function startAgent(options: { port?: boolean; data?: boolean; env?
       COVE_AGENT_READY_MARKER: readyMarker,
       COVE_AGENT_POLL_MS: '200',
       COVE_AGENT_ASLR_SYSCTL: aslrSysctl,
+      COVE_AGENT_HOSTNAME_SYSCTL: hostnameSysctl,
       ...options.env,
     },
     stdio: ['ignore', 'ignore', 'pipe'],
