@@ -196,6 +196,11 @@ describe('sandbox t1 (restored from the warm-start template, 9p)', { timeout: 45
     assert.equal(inContainer.stdout.trim(), expected);
     const agentSaid = ok(await cove(['exec', 't1', '--', 'grep', '-c', `rebirth: address randomization: /proc/sys/kernel/randomize_va_space = ${expected}`, '/var/log/cove/cove-agent.log']), 'the agent log');
     assert.equal(agentSaid.stdout.trim(), '1', 'the rebirth set it');
+
+    // The rebirth set the kernel's hostname without hostname(1), and the reseed went to the one perl
+    // helper the template's agent started (none was started for this clone).
+    const names = ok(await cove(['exec', 't1', '--', 'sh', '-c', 'hostname; cat /etc/hostname; pgrep -c -x perl']), 'hostname and the perl helper');
+    assert.deepEqual(names.stdout.trim().split('\n'), ['t1', 't1', '1']);
   });
 
   test('a named volume survives cove stop and cove start', async () => {
