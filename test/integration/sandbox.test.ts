@@ -197,9 +197,9 @@ describe('sandbox t1 (restored from the warm-start template, 9p)', { timeout: 45
     const agentSaid = ok(await cove(['exec', 't1', '--', 'grep', '-c', `rebirth: address randomization: /proc/sys/kernel/randomize_va_space = ${expected}`, '/var/log/cove/cove-agent.log']), 'the agent log');
     assert.equal(agentSaid.stdout.trim(), '1', 'the rebirth set it');
 
-    // The rebirth set the kernel's hostname without hostname(1), and the reseed went to the one perl
-    // helper the template's agent started (none was started for this clone).
-    // The agent runs without TurboFan for small functions (cove-init; docs/memory.md).
+    // The rebirth set the kernel's hostname without hostname(1), the reseed went to the one perl
+    // helper the template's agent started (none was started for this clone), and the agent runs
+    // without TurboFan for small functions (cove-init; docs/memory.md).
     const names = ok(await cove(['exec', 't1', '--', 'sh', '-c', 'hostname; cat /etc/hostname; pgrep -c -x perl; tr "\\0" " " < /proc/$(cat /run/cove/cove-agent.pid)/cmdline']), 'hostname, the perl helper, the agent');
     assert.deepEqual(names.stdout.trim().split('\n'), ['t1', 't1', '1', 'node --max-bytecode-size-for-early-opt=0 /opt/cove/agent.js']);
   });
