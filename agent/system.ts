@@ -2,8 +2,8 @@
 // ioctl or clock_settime, and a second node process costs seconds under TCG, so one perl process,
 // started once and kept (perl-base is Essential in Debian, so every image has it), reseeds the
 // kernel RNG and steps the clock; mount, umount and sync are the util-linux and coreutils commands
-// the init uses. Every command is looked up on `systemPath` (COVE_AGENT_SYSTEM_PATH), which tests point
-// at stub scripts so that nothing on the test host changes.
+// the init uses. Every command is looked up on `systemPath` (COVE_AGENT_SYSTEM_PATH), which tests
+// point at stub scripts so that nothing on the test host changes.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 
 export interface CommandResult {
@@ -13,13 +13,18 @@ export interface CommandResult {
   ms: number;
 }
 
+/** The environment every system command runs with: only the PATH to look it up on, and a C locale. */
+function systemEnv(systemPath: string): NodeJS.ProcessEnv {
+  return { PATH: systemPath, LANG: 'C.UTF-8', LC_ALL: 'C.UTF-8' };
+}
+
 /** Runs `command args…` with PATH=systemPath, feeding `stdin`; never rejects for a non-zero exit. */
 export function runCommand(systemPath: string, command: string, args: string[], stdin?: Buffer, timeoutMs = 60_000): Promise<CommandResult> {
   const started = performance.now();
   return new Promise((resolve) => {
     let stdout = '';
     let stderr = '';
-    const child = spawn(command, args, { env: { PATH: systemPath, LANG: 'C.UTF-8', LC_ALL: 'C.UTF-8' }, stdio: 'pipe' });
+    const child = spawn(command, args, { env: systemEnv(systemPath), stdio: 'pipe' });
     const timer = setTimeout(() => {
       stderr += `\n${command} did not finish within ${timeoutMs / 1000} s and was killed`;
       child.kill('SIGKILL');
@@ -248,7 +253,7 @@ export class SyscallHelper {
 
   private ensure(): ChildProcessWithoutNullStreams {
     if (this.child && this.child.exitCode === null && this.child.signalCode === null) return this.child;
-    const child = spawn('perl', ['-e', SYSCALL_HELPER, '--', ...syscallNumbers()], { env: { PATH: this.systemPath, LANG: 'C.UTF-8', LC_ALL: 'C.UTF-8' }, stdio: 'pipe' });
+    const child = spawn('perl', ['-e', SYSCALL_HELPER, '--', ...syscallNumbers()], { env: systemEnv(this.systemPath), stdio: 'pipe' });
     this.child = child;
     this.pending = '';
     this.stderrTail = '';
