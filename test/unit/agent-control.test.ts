@@ -404,8 +404,11 @@ describe('agent control channel over the agent port', () => {
 describe('the perl helper on this host', () => {
   const isRoot = process.getuid?.() === 0;
   const hasStrace = spawnSync('sh', ['-c', 'command -v strace']).status === 0;
-  const helper = (lines: string, prefix: string[] = []) =>
-    spawnSync(prefix[0] ?? 'perl', [...prefix.slice(1), ...(prefix.length ? ['perl'] : []), '-e', SYSCALL_HELPER, '--', ...syscallNumbers()], { input: lines });
+  /** Runs the helper on `lines`, under `wrapper` (e.g. strace and its flags) when given. */
+  const helper = (lines: string, wrapper: string[] = []) => {
+    const [command, ...args] = [...wrapper, 'perl', '-e', SYSCALL_HELPER, '--', ...syscallNumbers()];
+    return spawnSync(command, args, { input: lines });
+  };
 
   // This mixes 64 random bytes into the host's own pool and makes its CRNG reseed, which any
   // `cat > /dev/urandom` by root does too; it proves the ioctl numbers and struct layout.
