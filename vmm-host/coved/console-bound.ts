@@ -6,16 +6,17 @@
 // are unaffected; `cove logs` leaves the NULs out.
 import * as child_process from 'node:child_process';
 import * as fs from 'node:fs';
+import { envWhole } from './env-parse';
+
+const BLOCK = 4096;
 
 export const DEFAULT_CONSOLE_KEEP_BYTES = 8 * 1024 * 1024;
 
-/** `COVE_CONSOLE_MAX_BYTES`, else the default; a value that is not a positive number is ignored. */
+/** `COVE_CONSOLE_MAX_BYTES`, else the default; coved refuses a value it cannot read at its start. */
 export function consoleKeepBytes(env: NodeJS.ProcessEnv = process.env): number {
-  const n = Number(env.COVE_CONSOLE_MAX_BYTES);
-  return Number.isInteger(n) && n > 0 ? n : DEFAULT_CONSOLE_KEEP_BYTES;
+  return envWhole(env, 'COVE_CONSOLE_MAX_BYTES', DEFAULT_CONSOLE_KEEP_BYTES, BLOCK, 2 ** 50, `a whole number of bytes, at least ${BLOCK}`);
 }
 
-const BLOCK = 4096;
 /** Files whose punch failed (a file system without hole punching), so it is reported once. */
 const failed = new Set<string>();
 

@@ -10,6 +10,7 @@ import type { ImageBuildResult, PortForward, ProgressEvent, SandboxInfo } from '
 import { VM, imagesDir, vmDir, vmsDir } from '../../contract/layout';
 import { QemuDriver, type Accel, type Driver } from '../driver';
 import { ensureContext, findDocker } from './context';
+import { envPositive, envSecondsMs, envSecondsOrNeverMs } from './env-parse';
 import { readJson } from './files';
 import { ImageBuilds } from '../image/builds';
 import * as images from './images';
@@ -25,37 +26,35 @@ export interface Listener {
   port(name: string, port: PortForward, action: 'forwarded' | 'removed' | 'failed'): void;
 }
 
-const envMs = (key: string, fallback: number) => {
-  const v = Number(process.env[key]);
-  return Number.isFinite(v) && v > 0 ? v * 1000 : fallback;
-};
-/** Seconds from the environment where 0 means never; `fallback` in ms. */
-const envMsOrNever = (key: string, fallback: number) => {
-  const raw = process.env[key];
-  if (raw === undefined || raw.trim() === '') return fallback;
-  const v = Number(raw);
-  return Number.isFinite(v) && v >= 0 ? v * 1000 : fallback;
-};
+/** How long coved waits for a guest, from COVE_BOOT_TIMEOUT and COVE_SOCKET_WAIT (seconds). */
+export function timeoutsFromEnv(env: NodeJS.ProcessEnv = process.env): Timeouts {
+  return {
+    bootTcgMs: envSecondsMs(env, 'COVE_BOOT_TIMEOUT', 480_000),
+    bootKvmMs: envSecondsMs(env, 'COVE_BOOT_TIMEOUT', 120_000),
+    handshakeMs: 60_000,
+    socketWaitMs: envSecondsMs(env, 'COVE_SOCKET_WAIT', 120_000),
+    stopMs: 60_000,
+  };
+}
+
+/**
+ * An idle sandbox (no client connection, a quiet guest: qemu under COVE_QUIET_CPU of one CPU) is
+ * paused after COVE_PAUSE_AFTER seconds and saved to disk COVE_SLEEP_AFTER seconds later; 0 turns
+ * either off.
+ */
+export function idlePolicyFromEnv(env: NodeJS.ProcessEnv = process.env): IdlePolicy {
+  return {
+    pauseAfterMs: envSecondsOrNeverMs(env, 'COVE_PAUSE_AFTER', 300_000),
+    sleepAfterMs: envSecondsOrNeverMs(env, 'COVE_SLEEP_AFTER', 1_800_000),
+    quietCpu: envPositive(env, 'COVE_QUIET_CPU', 0.25, 64, 'a share of one CPU greater than 0, such as 0.25'),
+  };
+}
 
 
 export class Coved {
   readonly imagesDir: string;
-  readonly timeouts: Timeouts = {
-    bootTcgMs: envMs('COVE_BOOT_TIMEOUT', 480_000),
-    bootKvmMs: envMs('COVE_BOOT_TIMEOUT', 120_000),
-    handshakeMs: 60_000,
-    socketWaitMs: envMs('COVE_SOCKET_WAIT', 120_000),
-    stopMs: 60_000,
-  };
-  /**
-   * An idle sandbox (no client connection, a quiet guest) is paused after COVE_PAUSE_AFTER seconds
-   * and saved to disk COVE_SLEEP_AFTER seconds later; 0 turns either off.
-   */
-  readonly idle: IdlePolicy = {
-    pauseAfterMs: envMsOrNever('COVE_PAUSE_AFTER', 300_000),
-    sleepAfterMs: envMsOrNever('COVE_SLEEP_AFTER', 1_800_000),
-    quietCpu: Number(process.env.COVE_QUIET_CPU) > 0 ? Number(process.env.COVE_QUIET_CPU) : 0.25,
-  };
+  readonly timeouts: Timeouts = timeoutsFromEnv();
+  readonly idle: IdlePolicy = idlePolicyFromEnv();
   private readonly sandboxes = new Map<string, Sandbox>();
   /** Creations in flight, by name, and the name each workspace is being created under. */
   readonly creating = new Map<string, Promise<Sandbox>>();

@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { Duplex } from 'node:stream';
+import { envSwitch } from './env-parse';
 import { DATA_CONNECTION_WINDOW, DATA_ERROR_HEADER, DATA_SETTINGS, dataAuthority, dataHello, type DataTarget } from '../../contract/data-channel';
 
 const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS, HTTP2_METHOD_CONNECT } = http2.constants;
@@ -30,13 +31,11 @@ export const DATA_CHANNEL_DEFAULT = true;
 
 /**
  * `COVE_DATA_CHANNEL`: `off` keeps the Docker socket, forwarded ports and ssh.sock on SSH channels
- * (for comparison, or to rule the channel out); anything else, or nothing, uses the data channel
- * where the VM has one.
+ * (for comparison, or to rule the channel out); `on`, or nothing, uses the data channel where the
+ * VM has one.
  */
 export function dataChannelEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
-  const v = (env.COVE_DATA_CHANNEL ?? '').trim().toLowerCase();
-  if (v === '') return DATA_CHANNEL_DEFAULT;
-  return !(v === 'off' || v === '0' || v === 'false' || v === 'no');
+  return envSwitch(env, 'COVE_DATA_CHANNEL', DATA_CHANNEL_DEFAULT);
 }
 
 export interface DataLinkOptions {

@@ -4,15 +4,21 @@ import * as fs from 'node:fs';
 import type { DoctorCheck } from '../../contract/protocol';
 import { which } from '../image/tools';
 import * as driver from '../driver';
+import { envChoice } from './env-parse';
 
 /** virtio-fs needs a virtiofsd, and the C virtiofsd needs root for its namespace sandbox. */
 function virtiofsAvailable(): boolean {
   return driver.findVirtiofsd() !== null && process.getuid?.() === 0;
 }
 
-/** passt where it is installed (COVE_NETWORK=user forces qemu's slirp). */
+/**
+ * The guest's network: passt where it is installed (`COVE_NETWORK=auto`, or unset); `user` forces
+ * qemu's slirp; `passt` insists on passt, and a sandbox then fails to start without it, naming the
+ * package.
+ */
 export function networkFor(env: NodeJS.ProcessEnv = process.env): 'passt' | 'user' {
-  if (env.COVE_NETWORK === 'user') return 'user';
+  const set = envChoice(env, 'COVE_NETWORK', ['auto', 'passt', 'user'] as const);
+  if (set === 'user' || set === 'passt') return set;
   return driver.findPasst(env) ? 'passt' : 'user';
 }
 

@@ -5,10 +5,9 @@ import { coveHome, homeFile, vmFile } from '../../contract/layout';
 import { NAME_MAX, checkName } from '../../contract/names';
 import { sshProxy } from '../../contract/ssh';
 import { processAlive } from '../driver/proc';
-import type { DriverError } from '../driver/errors';
-import { guestAslrSetting } from '../driver/guest-aslr';
 import { Coved } from './coved';
 import { exitOnUncaught, serve } from './server';
+import { settingProblems } from './settings';
 import { takeLockOrHolder, type Lock } from '../image/lock';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -35,12 +34,12 @@ async function main(): Promise<void> {
   const home = coveHome();
   fs.mkdirSync(home, { recursive: true, mode: 0o700 });
   fs.chmodSync(home, 0o700);
-  // A setting coved cannot take stops it here, naming it, rather than failing each boot later.
-  try {
-    guestAslrSetting();
-  } catch (e) {
-    const err = e as DriverError;
-    log(`${err.message}: ${err.hint}`);
+  // A setting coved cannot take stops it here, naming each, rather than being ignored or failing
+  // each boot later. The CLI shows these lines when coved exits before it answers.
+  const problems = settingProblems();
+  if (problems.length > 0) {
+    for (const p of problems) log(p.message);
+    log(`coved cannot start: ${problems.length === 1 ? 'a setting' : `${problems.length} settings`} in its environment above; fix or unset ${problems.map((p) => p.key).join(', ')}`);
     process.exit(2);
   }
   const longest = vmFile('x'.repeat(NAME_MAX), 'dockerSock', home);

@@ -12,6 +12,7 @@ import { createOverlay } from '../../driver';
 import type { Coved } from '../coved';
 import { removeContext } from '../context';
 import { generateKeys, writeSshConfig } from '../keys';
+import { envSwitch } from '../env-parse';
 import { networkFor } from '../host-checks';
 import * as images from '../images';
 import { checkMounts } from '../mounts';
@@ -19,8 +20,8 @@ import type { Sandbox, SandboxConfig } from '../sandbox';
 import type { MachineShape, Template } from '../templates';
 import { asParams, checkWorkspace, optBool, optEnum, optInt, optPorts, reqInt, type Params } from '../validate';
 
-/** Whether new sandboxes start from a warm-start template (COVE_WARM=0 turns it off). */
-const warmEnabled = () => process.env.COVE_WARM !== '0';
+/** Whether new sandboxes start from a warm-start template (COVE_WARM=off turns it off). */
+export const warmEnabled = (env: NodeJS.ProcessEnv = process.env) => envSwitch(env, 'COVE_WARM', true);
 
 type SizeOptions = ReturnType<typeof sizeOptions>;
 
@@ -191,7 +192,7 @@ coved: Coved,
   mount: 'virtiofs' | '9p' | undefined,
   progress: (step: string, message: string, fraction?: number) => void,
 ): Promise<{ template: Template | null; note?: string }> {
-  if (!warmEnabled()) return { template: null, note: 'warm start is off (COVE_WARM=0)' };
+  if (!warmEnabled()) return { template: null, note: 'warm start is off (COVE_WARM)' };
   const accel = await coved.accel(imageDir);
   const driver = coved.driver(accel.accel);
   if (!driver.features.snapshots) return { template: null, note: `${driver.features.name} cannot save VMs on this host` };
