@@ -208,10 +208,17 @@ export class SyscallHelper {
     return result;
   }
 
-  private runNow(req: SyscallRequest): Promise<Partial<Record<SyscallOp, number>>> {
+  /**
+   * One request. A perl that is gone before it answered any of it (killed while parked, its exit
+   * not yet seen when the request was written) gets the request again, once, in a new perl: every
+   * op can be done twice (entropy added twice, the clock stepped to the same time, a cache dropped
+   * again).
+   */
+  private runNow(req: SyscallRequest, retried = false): Promise<Partial<Record<SyscallOp, number>>> {
     const { line, ops } = requestLine(req);
     const child = this.ensure();
     const started = performance.now();
+    let answered = false;
     return new Promise<Partial<Record<SyscallOp, number>>>((resolve, reject) => {
       const reported: Partial<Record<SyscallOp, number>> = {};
       const nextOp = (): SyscallOp => ops.find((op) => reported[op] === undefined) ?? ops[ops.length - 1];
@@ -226,10 +233,20 @@ export class SyscallHelper {
         finish(new SystemError(`${WHAT[nextOp()]}: perl did not answer within ${this.timeoutMs / 1000} s and was killed`, nextOp()));
         if (this.child === child) this.stop();
       }, this.timeoutMs);
-      this.onGone = (why) => finish(new SystemError(`${WHAT[nextOp()]}: ${why}`, nextOp()));
+      this.onGone = (why) => {
+        if (answered || retried) {
+          finish(new SystemError(`${WHAT[nextOp()]}: ${why}`, nextOp()));
+          return;
+        }
+        clearTimeout(timer);
+        this.onLine = null;
+        this.onGone = null;
+        this.runNow(req, true).then(resolve, reject);
+      };
       let failed: SystemError | null = null;
       // A failure is answered at `end`, so that the next request never reads this one's `end`.
       this.onLine = (text) => {
+        answered = true;
         const done = /^(reseed|clock|flush) (\d+)$/.exec(text);
         const fail = /^fail (\S*) ?(.*)$/.exec(text);
         if (done) reported[done[1] as SyscallOp] = round(Number(done[2]) / 1e6);

@@ -475,6 +475,37 @@ describe('SyscallHelper: one perl, kept', () => {
     }
   });
 
+  test('a request written to a perl that was killed, before its exit is seen, is answered by a new perl', async () => {
+    const h = new SyscallHelper('/usr/bin:/bin');
+    try {
+      h.start();
+      const pid = h.pid;
+      assert.ok(pid);
+      await h.run({ flush: file });
+      process.kill(pid, 'SIGKILL');
+      // Written at once: the helper still holds the dead perl, whose exit event has not come yet.
+      assert.equal(h.pid, pid);
+      assert.equal(typeof (await h.run({ flush: file })).flush, 'number');
+      assert.ok(h.pid && h.pid !== pid, 'a new perl answered');
+    } finally {
+      h.stop();
+    }
+  });
+
+  test('a perl that dies at every request fails it after one retry, naming the step', async () => {
+    const bin = path.join(dir, 'dying');
+    fs.mkdirSync(bin);
+    const starts = path.join(dir, 'starts');
+    fs.writeFileSync(path.join(bin, 'perl'), `#!/bin/sh\necho x >> ${starts}\nread line\nexit 3\n`, { mode: 0o755 });
+    const h = new SyscallHelper(bin);
+    try {
+      await assert.rejects(h.run({ flush: file }), /^SystemError: cannot drop the config disk cache: perl exited \(code 3\)$/);
+      assert.equal(fs.readFileSync(starts, 'utf8'), 'x\nx\n', 'two perls, one retry');
+    } finally {
+      h.stop();
+    }
+  });
+
   test('a failed op is an error naming it, and the same perl takes the next request', async () => {
     const h = new SyscallHelper('/usr/bin:/bin');
     try {
