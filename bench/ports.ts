@@ -55,6 +55,7 @@ export async function portsGroup(suite: Suite): Promise<void> {
           figure: host,
           baselineWhat: "the same GET on the guest's loopback",
           baseline: guest,
+          goal: (r) => ({ text: "≥ 80 % of the guest's loopback", met: (r.ratio ?? 0) >= 0.8 }),
         }),
       );
     }

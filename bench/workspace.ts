@@ -34,6 +34,9 @@ async function installGit(name: string): Promise<void> {
   ok(await cove(['exec', name, '--', 'sh', '-c', 'chmod 755 /usr/local/bin/git && git --version'], 60_000), 'git --version in the guest');
 }
 
+/** The data-path issue's goal for creates and deletes on the virtio-fs share. */
+const halfOfDisk = (r: { ratio?: number | null }) => ({ text: '≥ 50 % of the guest disk', met: (r.ratio ?? 0) >= 0.5 });
+
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[a.length >> 1];
 
 export async function workspaceRows(suite: Suite, name: string, mount: 'virtiofs' | '9p'): Promise<void> {
@@ -76,12 +79,21 @@ export async function workspaceRows(suite: Suite, name: string, mount: 'virtiofs
       unit: 'files/s',
       figure: rate(share, 'create', FILES),
       baseline: rate(disk, 'create', FILES),
-      goal: mount === 'virtiofs' ? (r) => ({ text: '≥ 30 % of the guest disk', met: (r.ratio ?? 0) >= 0.3 }) : undefined,
+      goal: mount === 'virtiofs' ? halfOfDisk : undefined,
     }),
     makeRow({ ...base, id: `fs.${mount}.stat`, what: `${mount}: stat ${FILES} small files (ls -l)`, unit: 'files/s', figure: rate(share, 'stat', FILES), baseline: rate(disk, 'stat', FILES) }),
     makeRow({ ...base, id: `fs.${mount}.read`, what: `${mount}: read ${FILES} small files`, unit: 'files/s', figure: rate(share, 'read', FILES), baseline: rate(disk, 'read', FILES) }),
-    makeRow({ ...base, id: `fs.${mount}.delete`, what: `${mount}: delete ${FILES} small files`, unit: 'files/s', figure: rate(share, 'delete', FILES), baseline: rate(disk, 'delete', FILES) }),
-    makeRow({ ...base, better: 'lower', id: `fs.${mount}.git`, what: `${mount}: \`git status\` on a 5,000-file tree (warm)`, unit: 'ms', figure: gitMs(share), baseline: gitMs(disk) }),
+    makeRow({ ...base, id: `fs.${mount}.delete`, what: `${mount}: delete ${FILES} small files`, unit: 'files/s', figure: rate(share, 'delete', FILES), baseline: rate(disk, 'delete', FILES), goal: mount === 'virtiofs' ? halfOfDisk : undefined }),
+    makeRow({
+      ...base,
+      better: 'lower',
+      id: `fs.${mount}.git`,
+      what: `${mount}: \`git status\` on a 5,000-file tree (warm)`,
+      unit: 'ms',
+      figure: gitMs(share),
+      baseline: gitMs(disk),
+      goal: mount === 'virtiofs' ? (r) => ({ text: '≤ 1.5× the guest disk', met: (r.ratio ?? Infinity) <= 1.5 }) : undefined,
+    }),
   ];
   for (const r of rows) if (suite.want(r.id)) suite.add(r);
   suite.profile[`fs.${mount}`] = { share, disk, medianCreateShareS: median(seconds(share, 'create')), medianCreateDiskS: median(seconds(disk, 'create')) };
