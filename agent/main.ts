@@ -44,7 +44,7 @@ export async function startAgent(opts: AgentOptions): Promise<{ stop(reason: str
   }
   // The data channel: HTTP/2 streams to dockerd and guest ports, beside SSH (PROTOCOL.md).
   const stdinPort = new StdinPort(() => findVirtioPort(opts.virtioPortsDir, GUEST.stdinPortName));
-  const mux = new MuxServer(opts.dockerSock, opts.socketPath, stdinPort);
+  const mux = new MuxServer(opts.dockerSock, opts.socketPath, stdinPort, opts.systemPath);
   if (opts.dataPort !== 'none') {
     const data = new DataPortTransport({ port: opts.dataPort, portOut: opts.dataPortOut, portsDir: opts.virtioPortsDir, portName: GUEST.dataPortName, bridgePath: opts.systemPath });
     transports.push(data);

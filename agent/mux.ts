@@ -11,6 +11,7 @@ import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { DATA_CONNECTION_WINDOW, DATA_SETTINGS, parseDataTarget, type DataTarget } from '../contract/data-channel';
 import { EXEC_STDERR_TARGET, EXEC_TARGET } from '../contract/exec-stream';
+import { serveDockerUpload } from './docker-upload';
 import { ExecStreams } from './exec-stream';
 import { errorText, log } from './log';
 import type { StdinPort } from './stdin-port';
@@ -29,8 +30,10 @@ export class MuxServer {
     private readonly dockerSock: string,
     /** The agent's own SSH socket, or null when it has none. */
     private readonly agentSock: string | null,
-    /** The stdin port commands may take as their stdin (null: none). */
-    stdinPort: StdinPort | null = null,
+    /** The stdin port commands may take as their stdin, and large Docker uploads their request (null: none). */
+    private readonly stdinPort: StdinPort | null = null,
+    /** PATH for the `cat` of a Docker upload on the stdin port (docker-upload.ts). */
+    private readonly systemPath = '/usr/sbin:/usr/bin:/sbin:/bin',
   ) {
     this.exec = new ExecStreams(stdinPort);
     this.server = http2.createServer({
@@ -71,6 +74,7 @@ export class MuxServer {
     }
     const id = ++streamCount;
     const what = target.kind === 'tcp' ? `tcp ${authority} #${id}` : `${authority} #${id}`;
+    if (target.kind === 'docker' && serveDockerUpload(stream, headers, this.dockerSock, this.stdinPort, this.systemPath, what)) return;
     const socket = connectTarget(target, this.dockerSock, this.agentSock ?? '');
     const onError = (err: Error): void => {
       log(`data: cannot open ${what}: ${errorText(err)}`);

@@ -2,7 +2,9 @@
 // `cove exec` command's stdin, so host → guest bytes go from qemu to the command with no process in
 // the guest copying them. The agent only opens the device and reads the host's preamble off it.
 // Asked the other way round (`cove cp` from the guest), it is the command's stdout instead; the
-// command's shell then writes the end marker after it (exec-stream.ts, STDOUT_PORT_WRAPPER).
+// command's shell then writes the end marker after it (exec-stream.ts, STDOUT_PORT_WRAPPER). A
+// large Docker upload takes it the same way, as the request bytes of one dockerd connection
+// (docker-upload.ts). One holder at a time.
 //
 // What the Linux driver does, and why the order below: a port has one opener at a time (EBUSY
 // otherwise); opening it drops whatever was queued before; while the host end is not connected a
@@ -36,7 +38,7 @@ export class StdinPort {
    */
   open(nonce: unknown, as: 'stdin' | 'stdout' = 'stdin'): OpenedStdinPort | null {
     if (typeof nonce !== 'string' || !EXEC_ID_RE.test(nonce)) {
-      log(`data: an exec asked for the stdin port without a valid nonce; ${as} is the stream`);
+      log(`data: a stream asked for the stdin port without a valid nonce; ${as} is the stream`);
       return null;
     }
     const dev = this.device();
@@ -79,6 +81,6 @@ export class StdinPort {
       if (Date.now() > until) return `the host did not connect the stdin port within ${waitMs / 1000} s`;
       await sleep(RETRY_MS);
     }
-    return got.equals(want) ? null : 'the stdin port began with bytes that are not this command\'s preamble';
+    return got.equals(want) ? null : 'the stdin port began with bytes that are not this stream\'s preamble';
   }
 }

@@ -34,6 +34,15 @@ export const DATA_TARGET_DOCKER = 'docker.sock';
 export const DATA_TARGET_AGENT = 'agent.sock';
 
 /**
+ * Request header of a CONNECT to DATA_TARGET_DOCKER: asks the agent to take the connection's
+ * request bytes from the stdin port (GUEST.stdinPortName) instead of the stream's body, for a large
+ * upload. Its value, 32 lowercase hex digits new for every connection, is the preamble the host
+ * writes first on the port's socket, as for EXEC_STDIN_PORT_HEADER. The agent echoes it when it
+ * took the port; without the echo the connection is an ordinary one and the host sends on the stream.
+ */
+export const DOCKER_STDIN_PORT_HEADER = 'cove-docker-stdin-port';
+
+/**
  * HTTP/2 settings both ends announce: frames of up to 1 MiB may be received (a Node sender still
  * sends DATA frames of at most 16 KiB, nghttp2's default payload length: docs/data-path.md), and
  * windows wide enough that a stream is never held up by flow control on a link this short.

@@ -40,7 +40,7 @@ describe('agent stdin port', () => {
   test("another command's bytes, or an empty port past the deadline, are refused with the reason", async () => {
     const wrong = new StdinPort(() => device(`${'f'.repeat(32)}data`)).open(NONCE);
     assert.ok(wrong);
-    assert.match((await StdinPort.preamble(wrong, 1000, () => false)) ?? '', /not this command's preamble/);
+    assert.match((await StdinPort.preamble(wrong, 1000, () => false)) ?? '', /not this stream's preamble/);
     fs.closeSync(wrong.fd);
     // A file at its end reads 0, as the device does before the host connects.
     const silent = new StdinPort(() => device('')).open(NONCE);

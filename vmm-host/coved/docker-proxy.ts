@@ -20,6 +20,11 @@ export interface DockerProxyOptions {
   path: string;
   /** Opens one guest channel to dockerd; rejects when the guest cannot be reached. */
   open: () => Promise<Duplex>;
+  /**
+   * Opens a channel for one request with a large body (UPLOAD_MIN_BYTES, or chunked), whose request
+   * bytes may take a faster path than the answer (the stdin port); `open` is used when not given.
+   */
+  openUpload?: () => Promise<Duplex>;
   /** The message a client shows (`Error response from daemon: …`) when open() fails. */
   unavailable: (err: Error) => string;
   /** The guard's policy right now; null when the guard is off. Asked on every create request. */
@@ -55,8 +60,12 @@ function coalesceWrites(ch: Duplex): Duplex {
 class ChannelAgent extends http.Agent {
   private closed = false;
 
-  constructor(private readonly openChannel: () => Promise<Duplex>) {
-    super({ keepAlive: true, maxSockets: 1, maxFreeSockets: 1 });
+  constructor(
+    private readonly openChannel: () => Promise<Duplex>,
+    /** false: one request, and the channel closes after its answer (an upload's). */
+    private readonly reuse = true,
+  ) {
+    super({ keepAlive: reuse, maxSockets: 1, maxFreeSockets: 1 });
   }
 
   override createConnection(_options: http.ClientRequestArgs, callback?: (err: Error | null, stream: Duplex) => void): Duplex | null | undefined {
@@ -76,7 +85,7 @@ class ChannelAgent extends http.Agent {
   }
 
   override keepSocketAlive(): boolean {
-    return true;
+    return this.reuse;
   }
 
   override reuseSocket(): void {
@@ -87,6 +96,16 @@ class ChannelAgent extends http.Agent {
     this.closed = true;
     super.destroy();
   }
+}
+
+/** A request body at least this large (or chunked, of unknown length) is an upload. */
+export const UPLOAD_MIN_BYTES = 1024 * 1024;
+
+/** Whether a request sends a large body: `docker load`, a build context, `docker cp` into a container. */
+export function isUpload(req: http.IncomingMessage): boolean {
+  if (req.method !== 'POST' && req.method !== 'PUT') return false;
+  if (/\bchunked\b/i.test(req.headers['transfer-encoding'] ?? '')) return true;
+  return Number(req.headers['content-length'] ?? 0) >= UPLOAD_MIN_BYTES;
 }
 
 /** Answers with an error the docker CLI, compose and the devcontainer CLI show as `Error response from daemon: …`. */
@@ -155,9 +174,12 @@ export async function startDockerProxy(opts: DockerProxyOptions): Promise<net.Se
       }
       headers.push('Content-Length', String(body.length));
     }
+    // An upload gets a channel of its own, closed after its answer; the connection's stays for the rest.
+    const upload = body === undefined && opts.openUpload !== undefined && isUpload(req) ? new ChannelAgent(opts.openUpload, false) : null;
+    if (upload) res.once('close', () => upload.destroy());
     let up: http.ClientRequest;
     try {
-      up = http.request({ agent: agentFor(req.socket), method: req.method, path: req.url, headers, maxHeaderSize: MAX_HEADER_BYTES });
+      up = http.request({ agent: upload ?? agentFor(req.socket), method: req.method, path: req.url, headers, maxHeaderSize: MAX_HEADER_BYTES });
     } catch (e) {
       // Node's client checks the path and headers again; what its server let through passes here.
       answer(res, 400, `cove: the request cannot be passed on: ${(e as Error).message}`);

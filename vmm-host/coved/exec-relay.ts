@@ -17,7 +17,6 @@
 import { randomBytes } from 'node:crypto';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
-import type { Duplex } from 'node:stream';
 import { DATA_SETTINGS, refusalHeaders } from '../../contract/data-channel';
 import {
   EXEC_EXIT_TRAILER,
@@ -33,6 +32,7 @@ import {
 } from '../../contract/exec-stream';
 import type { OpenedStream } from './data-link';
 import { closingServer, listenPrivate } from './relay';
+import { StdinPortLease, closed, stdinPortSink } from './stdin-port';
 
 const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS, HTTP2_METHOD_CONNECT, NGHTTP2_CANCEL, NGHTTP2_NO_ERROR } = http2.constants;
 
@@ -51,6 +51,8 @@ export interface ExecRelayOptions {
    * VM has no such port.
    */
   stdinSock?: string;
+  /** Who holds the stdin port (shared with the Docker socket's uploads); a relay of its own when not given. */
+  lease?: StdinPortLease;
 }
 
 function refuse(stream: http2.ServerHttp2Stream, status: number, message: string): void {
@@ -73,12 +75,8 @@ function exitTrailers(t: http2.IncomingHttpHeaders | null): http2.OutgoingHttpHe
  * client's EOF is a shutdown of our write side: qemu then reads every byte before it sees the end
  * and disconnects (a full close would make it drop what it had not read yet).
  */
-function stdinPortSink(sockPath: string, nonce: string, log: (msg: string) => void): net.Socket {
-  const sock = net.connect({ path: sockPath, allowHalfOpen: true });
-  sock.write(nonce, 'latin1');
-  sock.resume(); // qemu sends nothing the host wants on this port.
-  sock.on('error', (err) => log(`exec.sock: the stdin port: ${err.message}`));
-  return sock;
+function execStdinSink(sockPath: string, nonce: string, log: (msg: string) => void): net.Socket {
+  return stdinPortSink(sockPath, nonce, log, 'exec.sock');
 }
 
 /**
@@ -105,11 +103,6 @@ function stdoutPortSource(sockPath: string, nonce: string, log: (msg: string) =>
     return { data: buf.subarray(0, buf.length - keep), ended: false };
   };
   return { sock, scan };
-}
-
-/** Resolves once `s` has closed (at once if it has). */
-function closed(s: Duplex): Promise<void> {
-  return new Promise((resolve) => (s.closed ? resolve() : s.once('close', () => resolve())));
 }
 
 function relayStream(client: http2.ServerHttp2Stream, opened: OpenedStream, withTrailers: boolean, stdinSink: net.Socket | null, stdoutSource: ReturnType<typeof stdoutPortSource> | null = null): void {
@@ -203,7 +196,7 @@ function relayStdoutPort(client: http2.ServerHttp2Stream, up: http2.ClientHttp2S
 
 export async function startExecRelay(opts: ExecRelayOptions): Promise<net.Server> {
   const h2 = http2.createServer({ settings: DATA_SETTINGS, maxSessionMemory: 256 });
-  let stdinPortBusy = false;
+  const lease = opts.lease ?? new StdinPortLease();
   h2.on('session', (session: http2.ServerHttp2Session) => session.on('error', (err: Error) => opts.log(`exec.sock: session error: ${err.message}`)));
   h2.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
     stream.on('error', () => undefined);
@@ -219,22 +212,19 @@ export async function startExecRelay(opts: ExecRelayOptions): Promise<net.Server
     }
     // The stdin port, if free: held from the ask until both its socket and the command have ended.
     // As stdin unless the client asked for it as stdout.
-    const nonce = authority === EXEC_TARGET && opts.stdinSock && !stdinPortBusy ? randomBytes(16).toString('hex') : null;
+    const nonce = authority === EXEC_TARGET && opts.stdinSock && lease.take() ? randomBytes(16).toString('hex') : null;
     const portHeader = headers[EXEC_STDOUT_PORT_HEADER] === EXEC_STDOUT_PORT_WANTED ? EXEC_STDOUT_PORT_HEADER : EXEC_STDIN_PORT_HEADER;
-    if (nonce) {
-      stdinPortBusy = true;
-      pass[portHeader] = nonce;
-    }
+    if (nonce) pass[portHeader] = nonce;
     opts.open(authority, pass).then(
       (opened) => {
         const taken = nonce !== null && opened.headers[portHeader] === nonce;
         // The agent took the port and waits for its preamble; a reset stream ends that wait.
         const connect = taken && opts.stdinSock && !stream.destroyed ? { path: opts.stdinSock, nonce } : null;
-        const sink = connect && portHeader === EXEC_STDIN_PORT_HEADER ? stdinPortSink(connect.path, connect.nonce, opts.log) : null;
+        const sink = connect && portHeader === EXEC_STDIN_PORT_HEADER ? execStdinSink(connect.path, connect.nonce, opts.log) : null;
         const source = connect && portHeader === EXEC_STDOUT_PORT_HEADER ? stdoutPortSource(connect.path, connect.nonce, opts.log) : null;
         const sock = sink ?? source?.sock ?? null;
-        if (taken) void Promise.all([opened.stream, ...(sock ? [sock] : [])].map(closed)).then(() => (stdinPortBusy = false));
-        else if (nonce) stdinPortBusy = false;
+        if (taken) void Promise.all([opened.stream, ...(sock ? [sock] : [])].map(closed)).then(() => lease.release());
+        else if (nonce) lease.release();
         if (stream.destroyed) {
           opened.stream.close(NGHTTP2_CANCEL);
           sock?.destroy();
@@ -243,7 +233,7 @@ export async function startExecRelay(opts: ExecRelayOptions): Promise<net.Server
         relayStream(stream, opened, authority === EXEC_TARGET, sink, source);
       },
       (err: unknown) => {
-        if (nonce) stdinPortBusy = false;
+        if (nonce) lease.release();
         const message = err instanceof Error ? err.message : String(err);
         if (opts.useSsh(err)) refuse(stream, EXEC_USE_SSH_STATUS, message);
         else {

@@ -16,7 +16,7 @@ import { IMAGE, VM, vmDir } from '../../contract/layout';
 import { ErrorCodes, type Accel, type ExtraMount, type MountType, type PortForward, type SandboxInfo, type SandboxState } from '../../contract/protocol';
 import { waitFor } from '../../contract/wait';
 import { CONTROL_ENTROPY_BYTES } from '../../contract/control';
-import type { DataTarget } from '../../contract/data-channel';
+import { DOCKER_STDIN_PORT_HEADER, dataAuthority, type DataTarget } from '../../contract/data-channel';
 import { guestAslr, processAlive, type AccelResult, type Driver, type VmSpec } from '../driver';
 import { AgentLink } from './agent-link';
 import { DataLink, DataLinkDown, dataChannelEnabled, isDataLinkDown, type OpenedStream } from './data-link';
@@ -34,6 +34,7 @@ import { NicForwards } from './nic-forwards';
 import { GUEST_FORWARD_NIC } from '../../contract/guest';
 import { startRelay } from './relay';
 import { startDockerProxy } from './docker-proxy';
+import { SplitChannel, StdinPortLease, closed, stdinPortSink } from './stdin-port';
 import type { BindPolicy } from './bind-guard';
 import { mountSpec, prepareMounts } from './mounts';
 import { sha256File, type Template, type Templates } from './templates';
@@ -141,6 +142,8 @@ export class Sandbox extends EventEmitter {
   /** Set once a connection through the forwarding NIC failed, so the fallback is logged once. */
   private nicFailed = false;
   private relays: net.Server[] = [];
+  /** The stdin port, held by one `cove exec` or one Docker upload at a time (stdin-port.ts). */
+  private readonly stdinLease = new StdinPortLease();
   private dockerReady = false;
   private readyWaiters: Array<() => void> = [];
   private monitor: NodeJS.Timeout | null = null;
@@ -299,6 +302,7 @@ export class Sandbox extends EventEmitter {
         path: this.file('dockerSock'),
         log: (m) => this.log(m),
         open: () => this.openGuest(GUEST.dockerSock, 'dockerd'),
+        openUpload: () => this.openDockerUpload(),
         unavailable: (err) => `cove: ${err.message}`,
         policy: () => this.bindPolicy(),
       }),
@@ -314,6 +318,7 @@ export class Sandbox extends EventEmitter {
         open: (authority, headers) => this.openExec(authority, headers),
         useSsh: (e) => isDataLinkDown(e),
         stdinSock: this.file('stdinSock'),
+        lease: this.stdinLease,
       }),
     );
   }
@@ -351,6 +356,34 @@ export class Sandbox extends EventEmitter {
       const how = state === 'crashed' ? `crashed (${this.runtime.problem ?? 'see cove logs'}); start it again with \`cove start ${this.name}\`` : `${state}; start it with \`cove start ${this.name}\``;
       throw new Error(`sandbox ${this.name} is ${how}`);
     }
+  }
+
+  /**
+   * A connection to dockerd for one request with a large body: its request bytes on the stdin port
+   * when the VM has one, the data channel is up and the port is free (agent/docker-upload.ts), else
+   * an ordinary connection. Never from the pool: the ask goes with the open.
+   */
+  private async openDockerUpload(): Promise<Duplex> {
+    await this.readyForClient();
+    const data = this.data;
+    if (!data?.isUp || this.runtime.spec?.stdinPort !== true || !this.stdinLease.take()) return this.openGuest(GUEST.dockerSock, 'dockerd');
+    const nonce = randomBytes(16).toString('hex');
+    let opened: OpenedStream;
+    try {
+      opened = await data.request(dataAuthority({ kind: 'docker' }), { [DOCKER_STDIN_PORT_HEADER]: nonce });
+    } catch (e) {
+      this.stdinLease.release();
+      if (!isDataLinkDown(e)) throw e;
+      return this.openGuest(GUEST.dockerSock, 'dockerd');
+    }
+    if (opened.headers[DOCKER_STDIN_PORT_HEADER] !== nonce) {
+      // The agent did not take the port (an older image, or something in the guest holds it).
+      this.stdinLease.release();
+      return this.track(opened.stream);
+    }
+    const sink = stdinPortSink(this.file('stdinSock'), nonce, (m) => this.log(m), 'docker upload');
+    void Promise.all([closed(opened.stream), closed(sink)]).then(() => this.stdinLease.release());
+    return this.track(new SplitChannel(sink, opened.stream));
   }
 
   /** An exec stream for exec.sock; DataLinkDown when the client should use SSH instead. */
