@@ -83,6 +83,38 @@ describe('the data channel on a real sandbox', { timeout: 60 * 60_000 }, () => {
     await waitUntil('the data channel to come up', 60_000, async () => covedLog().includes(UP));
     ok(await docker(CTX, ['load', '-i', imageTar], 300_000), 'docker load');
     assert.match(await ping(), /200 OK[\s\S]*OK$/);
+    const agentLog = ok(await cove(['exec', NAME, '--', 'cat', '/var/log/cove/cove-agent.log'], 120_000), 'read the agent log').stdout;
+    assert.match(agentLog, /data: docker\.sock #\d+: the request comes on the stdin port/, 'the load (a chunked POST) took the stdin port');
+  });
+
+  test('Docker uploads take the stdin port byte for byte, and the data channel while something in the guest holds it', async () => {
+    const agentLog = async () => ok(await cove(['exec', NAME, '--', 'cat', '/var/log/cove/cove-agent.log'], 120_000), 'read the agent log').stdout;
+    const viaPort = (text: string) => count(text, 'the request comes on the stdin port');
+    const file = path.join(SCRATCH, 'upload.bin');
+    const bytes = crypto.randomBytes(6 * 1024 * 1024 + 321);
+    fs.writeFileSync(file, bytes);
+    const md5 = crypto.createHash('md5').update(bytes).digest('hex');
+    await docker(CTX, ['rm', '-f', 'dcup'], 120_000);
+    ok(await docker(CTX, ['run', '-d', '--name', 'dcup', image, 'sleep', '600'], 300_000), 'a container to copy into');
+    try {
+      const before = viaPort(await agentLog());
+      ok(await docker(CTX, ['cp', file, 'dcup:/tmp/upload.bin'], 300_000), 'docker cp into the container');
+      assert.equal(ok(await docker(CTX, ['exec', 'dcup', 'md5sum', '/tmp/upload.bin'], 120_000), 'md5sum in the container').stdout.split(' ')[0], md5);
+      assert.equal(viaPort(await agentLog()), before + 1, 'the copy (a chunked PUT) took the stdin port');
+      // A leftover process in the guest holds the port: the next upload takes the data channel.
+      ok(await cove(['exec', NAME, '--', 'sh', '-c', 'exec 3<&0; sleep 600 >/dev/null 2>&1 & echo $! > /tmp/holder'], 120_000, ''), 'leave a holder');
+      try {
+        ok(await docker(CTX, ['cp', file, 'dcup:/tmp/again.bin'], 300_000), 'docker cp while the port is held');
+        assert.equal(ok(await docker(CTX, ['exec', 'dcup', 'md5sum', '/tmp/again.bin'], 120_000), 'md5sum of the second copy').stdout.split(' ')[0], md5);
+        const log = await agentLog();
+        assert.equal(viaPort(log), before + 1, 'the second copy did not take the port');
+        assert.match(log, /cannot open the stdin port \S+: EBUSY/);
+      } finally {
+        ok(await cove(['exec', NAME, '--', 'sh', '-c', 'kill $(cat /tmp/holder)'], 120_000), 'end the holder');
+      }
+    } finally {
+      await docker(CTX, ['rm', '-f', 'dcup'], 120_000);
+    }
   });
 
   test('cove exec without a terminal runs over exec streams: exit status, stdout and stderr apart, 4 MiB of stdin byte for byte', async () => {

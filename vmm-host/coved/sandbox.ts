@@ -34,7 +34,7 @@ import { NicForwards } from './nic-forwards';
 import { GUEST_FORWARD_NIC } from '../../contract/guest';
 import { startRelay } from './relay';
 import { startDockerProxy } from './docker-proxy';
-import { SplitChannel, StdinPortLease, closed, stdinPortSink } from './stdin-port';
+import { SplitChannel, StdinPortLease, closed, stdinPortSink, uploadPortEnabled } from './stdin-port';
 import type { BindPolicy } from './bind-guard';
 import { mountSpec, prepareMounts } from './mounts';
 import { sha256File, type Template, type Templates } from './templates';
@@ -366,7 +366,7 @@ export class Sandbox extends EventEmitter {
   private async openDockerUpload(): Promise<Duplex> {
     await this.readyForClient();
     const data = this.data;
-    if (!data?.isUp || this.runtime.spec?.stdinPort !== true || !this.stdinLease.take()) return this.openGuest(GUEST.dockerSock, 'dockerd');
+    if (!data?.isUp || this.runtime.spec?.stdinPort !== true || !uploadPortEnabled() || !this.stdinLease.take()) return this.openGuest(GUEST.dockerSock, 'dockerd');
     const nonce = randomBytes(16).toString('hex');
     let opened: OpenedStream;
     try {

@@ -13,6 +13,7 @@ import { SettingError, envChoice, envText } from './env-parse';
 import { warmEnabled } from './handlers/sandbox';
 import { networkFor } from './host-checks';
 import { portPolicyFromEnv } from './ports';
+import { uploadPortEnabled } from './stdin-port';
 
 /** One setting's problem: the line coved prints, and what to do. */
 export interface SettingProblem {
@@ -69,6 +70,7 @@ const CHECKS: ReadonlyArray<readonly [key: string, read: (env: NodeJS.ProcessEnv
   ['COVE_SLEEP_AFTER', idlePolicyFromEnv],
   ['COVE_SOCKET_WAIT', timeoutsFromEnv],
   ['COVE_TCG_TB_MIB', (env) => tcgCacheMiB(env)],
+  ['COVE_UPLOAD_PORT', uploadPortEnabled],
   ['COVE_VIRTIOFSD', (env) => programSetting('COVE_VIRTIOFSD', env, true)],
   ['COVE_WARM', warmEnabled],
 ];

@@ -5,6 +5,12 @@
 // then the bytes take the data channel as before.
 import * as net from 'node:net';
 import { Duplex } from 'node:stream';
+import { envSwitch } from './env-parse';
+
+/** `COVE_UPLOAD_PORT=off` keeps Docker uploads on the data channel (to compare, or to rule the port out). */
+export function uploadPortEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  return envSwitch(env, 'COVE_UPLOAD_PORT', true);
+}
 
 /** Who holds the sandbox's stdin port on the host side. */
 export class StdinPortLease {
