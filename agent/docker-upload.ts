@@ -15,6 +15,7 @@ import { DOCKER_STDIN_PORT_HEADER } from '../contract/data-channel';
 import { EXEC_STDIN_PORT_WAIT_MS } from '../contract/exec-stream';
 import { errorText, log } from './log';
 import { StdinPort } from './stdin-port';
+import { answerOnStream } from './stream-answer';
 import { respondError } from './stream-error';
 
 const { HTTP2_HEADER_STATUS, NGHTTP2_CANCEL } = http2.constants;
@@ -111,13 +112,7 @@ function relay(stream: http2.ServerHttp2Stream, socket: net.Socket, portFd: numb
       stream.close(NGHTTP2_CANCEL);
     }
   });
-  socket.pipe(stream, { end: false });
-  socket.on('end', () => stream.end());
-  socket.on('error', () => {
-    if (!stream.destroyed) stream.close(NGHTTP2_CANCEL);
-    socket.destroy();
-  });
-  stream.on('error', () => socket.destroy());
+  answerOnStream(socket, stream);
   stream.on('close', () => {
     socket.destroy();
     if (!catDone) cat.kill('SIGKILL');

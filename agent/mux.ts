@@ -15,9 +15,10 @@ import { serveDockerUpload } from './docker-upload';
 import { ExecStreams } from './exec-stream';
 import { errorText, log } from './log';
 import type { StdinPort } from './stdin-port';
+import { answerOnStream } from './stream-answer';
 import { respondError } from './stream-error';
 
-const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS, HTTP2_METHOD_CONNECT, NGHTTP2_CANCEL } = http2.constants;
+const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS, HTTP2_METHOD_CONNECT } = http2.constants;
 
 let streamCount = 0;
 
@@ -106,14 +107,8 @@ function connectTarget(target: DataTarget, dockerSock: string, agentSock: string
 /** Pipes an HTTP/2 stream and a socket both ways with half-close (see the top of this file). */
 export function bridgeStream(stream: http2.Http2Stream, socket: net.Socket): void {
   stream.pipe(socket, { end: false });
-  socket.pipe(stream, { end: false });
   stream.on('end', () => socket.end());
-  socket.on('end', () => stream.end());
-  socket.on('error', () => {
-    if (!stream.destroyed) stream.close(NGHTTP2_CANCEL);
-    socket.destroy();
-  });
-  stream.on('error', () => socket.destroy());
+  answerOnStream(socket, stream);
   stream.on('close', () => {
     // A stream that ended with both END_STREAMs leaves the socket to finish its writes; a reset one
     // takes the socket with it.
