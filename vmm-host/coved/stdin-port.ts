@@ -26,10 +26,6 @@ export class StdinPortLease {
   release(): void {
     this.held = false;
   }
-
-  get busy(): boolean {
-    return this.held;
-  }
 }
 
 /**
