@@ -71,15 +71,6 @@ function exitTrailers(t: http2.IncomingHttpHeaders | null): http2.OutgoingHttpHe
 }
 
 /**
- * The command's stdin on the stdin port: qemu's socket, the preamble first. Half-open, so that the
- * client's EOF is a shutdown of our write side: qemu then reads every byte before it sees the end
- * and disconnects (a full close would make it drop what it had not read yet).
- */
-function execStdinSink(sockPath: string, nonce: string, log: (msg: string) => void): net.Socket {
-  return stdinPortSink(sockPath, nonce, log, 'exec.sock');
-}
-
-/**
  * The command's stdout on the stdin port: qemu's socket, the preamble written first, then read up to
  * the end marker (the nonce again), which is not passed on. Never half-closed: qemu would take our
  * EOF for a hang-up and drop what the guest writes after it.
@@ -111,6 +102,8 @@ function relayStream(client: http2.ServerHttp2Stream, opened: OpenedStream, with
   // Asked for once the guest's answer has ended, so its trailers are in by then.
   if (withTrailers) client.on('wantTrailers', () => client.sendTrailers(exitTrailers(opened.trailers())));
   if (stdinSink) {
+    // The client's EOF shuts down the sink's write side (it is half-open): qemu then reads every
+    // byte before it sees the end and disconnects (a full close would drop what it had not read).
     client.pipe(stdinSink);
     up.end(); // The agent reads stdin from the port; this body stays empty.
   } else {
@@ -220,7 +213,7 @@ export async function startExecRelay(opts: ExecRelayOptions): Promise<net.Server
         const taken = nonce !== null && opened.headers[portHeader] === nonce;
         // The agent took the port and waits for its preamble; a reset stream ends that wait.
         const connect = taken && opts.stdinSock && !stream.destroyed ? { path: opts.stdinSock, nonce } : null;
-        const sink = connect && portHeader === EXEC_STDIN_PORT_HEADER ? execStdinSink(connect.path, connect.nonce, opts.log) : null;
+        const sink = connect && portHeader === EXEC_STDIN_PORT_HEADER ? stdinPortSink(connect.path, connect.nonce, opts.log, 'exec.sock') : null;
         const source = connect && portHeader === EXEC_STDOUT_PORT_HEADER ? stdoutPortSource(connect.path, connect.nonce, opts.log) : null;
         const sock = sink ?? source?.sock ?? null;
         if (taken) void Promise.all([opened.stream, ...(sock ? [sock] : [])].map(closed)).then(() => lease.release());

@@ -2,10 +2,10 @@
 // cannot read stops it there with one line per setting, naming the variable and what it takes,
 // instead of being ignored (a deny list or a limit silently not in force) or failing a boot later.
 // The readers themselves live beside what they configure; this is the list of them.
-import * as fs from 'node:fs';
 import { DriverError } from '../driver/errors';
 import { guestAslrSetting } from '../driver/guest-aslr';
 import { tcgCacheMiB } from '../driver/tcg-cache';
+import { executable } from '../driver/tools';
 import { consoleKeepBytes } from './console-bound';
 import { idlePolicyFromEnv, timeoutsFromEnv } from './coved';
 import { dataChannelEnabled } from './data-link';
@@ -29,14 +29,7 @@ function programSetting(key: string, env: NodeJS.ProcessEnv, pathOnly: boolean):
     if (pathOnly) throw new SettingError(key, text, 'the path of an executable file');
     return;
   }
-  let ok: boolean;
-  try {
-    fs.accessSync(text, fs.constants.X_OK);
-    ok = fs.statSync(text).isFile();
-  } catch {
-    ok = false;
-  }
-  if (!ok) throw new SettingError(key, text, 'the path of an executable file, and this is not one');
+  if (!executable(text)) throw new SettingError(key, text, 'the path of an executable file, and this is not one');
 }
 
 function mirrorSetting(env: NodeJS.ProcessEnv): void {

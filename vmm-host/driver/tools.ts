@@ -13,7 +13,8 @@ export interface QemuTools {
 const BIN_DIRS = ['/usr/local/bin', '/usr/bin', '/bin', '/usr/local/sbin', '/usr/sbin'];
 const VIRTIOFSD = ['/usr/libexec/virtiofsd', '/usr/lib/qemu/virtiofsd', '/usr/libexec/qemu/virtiofsd', '/usr/local/libexec/virtiofsd'];
 
-function executable(p: string): boolean {
+/** Whether `p` is a file this process may execute. */
+export function executable(p: string): boolean {
   try {
     fs.accessSync(p, fs.constants.X_OK);
     return fs.statSync(p).isFile();
