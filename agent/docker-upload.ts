@@ -15,8 +15,7 @@ import { DOCKER_STDIN_PORT_HEADER } from '../contract/data-channel';
 import { EXEC_STDIN_PORT_WAIT_MS } from '../contract/exec-stream';
 import { errorText, log } from './log';
 import { StdinPort } from './stdin-port';
-import { answerOnStream } from './stream-answer';
-import { respondError } from './stream-error';
+import { answerOnStream, onceConnected } from './stream-answer';
 
 const { HTTP2_HEADER_STATUS, NGHTTP2_CANCEL } = http2.constants;
 
@@ -44,39 +43,26 @@ export function serveDockerUpload(
     }
   };
   const socket = net.connect({ path: dockerSock, allowHalfOpen: true });
-  const onError = (err: Error): void => {
-    log(`data: cannot open ${what}: ${errorText(err)}`);
-    respondError(stream, 502, errorText(err));
-    socket.destroy();
-    closePort();
-  };
-  socket.once('error', onError);
-  stream.once('close', () => {
-    if (socket.connecting) {
-      socket.destroy();
-      closePort();
-    }
-  });
-  socket.once('connect', () => {
-    socket.off('error', onError);
-    if (stream.destroyed) {
-      socket.destroy();
-      closePort();
-      return;
-    }
-    stream.respond({ [HTTP2_HEADER_STATUS]: 200, [DOCKER_STDIN_PORT_HEADER]: port.nonce });
-    stream.resume(); // The host sends the request on the port; this body stays empty.
-    void StdinPort.preamble(port, EXEC_STDIN_PORT_WAIT_MS, () => stream.destroyed).then((problem) => {
-      if (problem !== null || stream.destroyed) {
-        if (problem !== null) log(`data: ${what}: ${problem}`);
-        closePort();
-        socket.destroy();
-        if (!stream.destroyed) stream.close(NGHTTP2_CANCEL);
-        return;
-      }
-      relay(stream, socket, port.fd, systemPath, what);
-    });
-  });
+  onceConnected(
+    stream,
+    socket,
+    what,
+    () => {
+      stream.respond({ [HTTP2_HEADER_STATUS]: 200, [DOCKER_STDIN_PORT_HEADER]: port.nonce });
+      stream.resume(); // The host sends the request on the port; this body stays empty.
+      void StdinPort.preamble(port, EXEC_STDIN_PORT_WAIT_MS, () => stream.destroyed).then((problem) => {
+        if (problem !== null || stream.destroyed) {
+          if (problem !== null) log(`data: ${what}: ${problem}`);
+          closePort();
+          socket.destroy();
+          if (!stream.destroyed) stream.close(NGHTTP2_CANCEL);
+          return;
+        }
+        relay(stream, socket, port.fd, systemPath, what);
+      });
+    },
+    closePort,
+  );
   return true;
 }
 

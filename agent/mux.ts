@@ -15,7 +15,7 @@ import { serveDockerUpload } from './docker-upload';
 import { ExecStreams } from './exec-stream';
 import { errorText, log } from './log';
 import type { StdinPort } from './stdin-port';
-import { answerOnStream } from './stream-answer';
+import { answerOnStream, onceConnected } from './stream-answer';
 import { respondError } from './stream-error';
 
 const { HTTP2_HEADER_METHOD, HTTP2_HEADER_AUTHORITY, HTTP2_HEADER_STATUS, HTTP2_METHOD_CONNECT } = http2.constants;
@@ -77,21 +77,7 @@ export class MuxServer {
     const what = target.kind === 'tcp' ? `tcp ${authority} #${id}` : `${authority} #${id}`;
     if (target.kind === 'docker' && serveDockerUpload(stream, headers, this.dockerSock, this.stdinPort, this.systemPath, what)) return;
     const socket = connectTarget(target, this.dockerSock, this.agentSock ?? '');
-    const onError = (err: Error): void => {
-      log(`data: cannot open ${what}: ${errorText(err)}`);
-      respondError(stream, 502, errorText(err));
-      socket.destroy();
-    };
-    socket.once('error', onError);
-    stream.once('close', () => {
-      if (socket.connecting) socket.destroy(); // The host gave up before the connect finished.
-    });
-    socket.once('connect', () => {
-      socket.off('error', onError);
-      if (stream.destroyed) {
-        socket.destroy();
-        return;
-      }
+    onceConnected(stream, socket, what, () => {
       stream.respond({ [HTTP2_HEADER_STATUS]: 200 });
       bridgeStream(stream, socket);
     });
