@@ -63,6 +63,8 @@ export const GUEST_FORWARD_NIC = {
   /** slirp's network and its own address on it (the source of every forwarded connection). */
   net: '10.0.3.0/24',
   host: '10.0.3.2',
+  /** Its MTU in the guest (slirp4netns's for libslirp); slirp's SYNs are rewritten to MSS = mtu - 40 (init-lib.sh cove_forward_segments). */
+  mtu: 65520,
 } as const;
 
 /** The client's working directory request: `env COVE_CWD=/path` on an SSH session, before exec or shell. */

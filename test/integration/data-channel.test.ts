@@ -194,6 +194,23 @@ describe('the data channel on a real sandbox', { timeout: 60 * 60_000 }, () => {
       return r.code === 0 && fs.statSync(out).size === big.length;
     }, 2000);
     assert.ok(fs.readFileSync(out).equals(big), 'the file came through unchanged');
+    // Large segments (init-lib.sh cove_forward_segments): the NIC's MTU, and the guest sending the
+    // next 8 MiB in segments far above slirp's 1,460-byte MSS. That needs all three settings: without
+    // the conntrack exemption, Docker's DNAT hands the connection to the container, whose veth
+    // (MTU 1500) cuts it into 1,448-byte segments again.
+    const nicStats = async () => {
+      const script = `n=$(grep -l ${GUEST_FORWARD_NIC.mac} /sys/class/net/*/address | cut -d/ -f5); cd /sys/class/net/$n && cat mtu statistics/tx_bytes statistics/tx_packets`;
+      const [mtu, bytes, packets] = ok(await cove(['exec', NAME, '--', 'sh', '-c', script], 60_000), 'read the NIC counters').stdout.trim().split('\n').map(Number);
+      return { mtu, bytes, packets };
+    };
+    const before = await nicStats();
+    assert.equal(before.mtu, GUEST_FORWARD_NIC.mtu, "the forwarding NIC's MTU");
+    ok(await run('curl', ['-sf', '--max-time', '120', '-o', out, 'http://127.0.0.1:8383/big'], { timeoutMs: 150_000 }), 'the second GET');
+    assert.ok(fs.readFileSync(out).equals(big), 'the file came through unchanged again');
+    const after = await nicStats();
+    const perPacket = (after.bytes - before.bytes) / (after.packets - before.packets);
+    assert.ok(after.bytes - before.bytes > big.length, `the GET left through the NIC: ${after.bytes - before.bytes} bytes`);
+    assert.ok(perPacket > 8000, `the guest sent large segments: ${perPacket.toFixed(0)} bytes a packet (1,448 at slirp's MSS)`);
     let small = '';
     await waitUntil('the loopback-published port to answer', 180_000, async () => {
       const r = await run('curl', ['-sf', '--max-time', '60', 'http://127.0.0.1:8384/small'], { timeoutMs: 90_000 });

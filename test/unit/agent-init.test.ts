@@ -2,7 +2,8 @@
 // on good and broken configs, cove_config_load (init-lib.sh) surviving every failure under
 // `set -u` with defaults and a `cove: config unreadable` line, and cove_mount_share recording a
 // failed mount for the agent to report, and cove_forward_nic (its MAC and address are the ones of
-// contract/guest.ts). Nothing here boots a VM; stubs of `mount` and `ip` stand in.
+// contract/guest.ts) with its large-segment settings. Nothing here boots a VM; stubs of `mount`, `ip`,
+// `tc` and `iptables` stand in.
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -155,13 +156,42 @@ exit 0
       fs.mkdirSync(path.join(sys, nic), { recursive: true });
       fs.writeFileSync(path.join(sys, nic, 'address'), `${mac}\n`);
     }
-    // ip: records its arguments; fails `addr add` when FAIL_IP is set.
-    fs.writeFileSync(path.join(bin, 'ip'), `#!/bin/sh\necho "ip $*" >> '${dir}/ip-calls'\n[ -n "\${FAIL_IP:-}" ] && [ "$1" = addr ] && { echo "RTNETLINK answers: File exists" >&2; exit 2; }\nexit 0\n`, { mode: 0o755 });
+    // ip, tc, iptables: record their arguments; ip fails `addr add` when FAIL_IP is set, tc fails
+    // adding its filter when FAIL_TC is set; iptables -C (check) finds no rule.
+    const calls = path.join(dir, 'ip-calls');
+    fs.writeFileSync(path.join(bin, 'ip'), `#!/bin/sh\necho "ip $*" >> '${calls}'\n[ -n "\${FAIL_IP:-}" ] && [ "$1" = addr ] && { echo "RTNETLINK answers: File exists" >&2; exit 2; }\nexit 0\n`, { mode: 0o755 });
+    fs.writeFileSync(path.join(bin, 'tc'), `#!/bin/sh\necho "tc $*" >> '${calls}'\n[ -n "\${FAIL_TC:-}" ] && [ "$1 $2" = "filter add" ] && { printf 'Error: Unknown action "pedit".\\nUsage: ...\\n' >&2; exit 1; }\nexit 0\n`, { mode: 0o755 });
+    fs.writeFileSync(path.join(bin, 'iptables'), `#!/bin/sh\necho "iptables $*" >> '${calls}'\n[ "$3 $4" = "-C PREROUTING" ] && exit 1\nexit 0\n`, { mode: 0o755 });
     const forward = path.join(run, 'forward-address');
     const setUp = bash('cove_config_defaults; cove_forward_nic; echo "rc=$?"', { COVE_SYS_NET: sys });
-    assert.equal(setUp.stdout, `cove: forwarding NIC eth1: ${GUEST_FORWARD_NIC.address}/${GUEST_FORWARD_NIC.prefixLength}\nrc=0\n`, setUp.stderr);
+    const { mtu } = GUEST_FORWARD_NIC;
+    assert.equal(setUp.stdout, `cove: forwarding NIC eth1: ${GUEST_FORWARD_NIC.address}/${GUEST_FORWARD_NIC.prefixLength}\ncove: forwarding NIC eth1: MTU ${mtu}, MSS ${mtu - 40}, untracked\nrc=0\n`, setUp.stderr);
     assert.equal(fs.readFileSync(forward, 'utf8'), `${GUEST_FORWARD_NIC.address}\n`);
-    assert.deepEqual(fs.readFileSync(path.join(dir, 'ip-calls'), 'utf8').trim().split('\n'), ['ip link set eth1 up', `ip addr add ${GUEST_FORWARD_NIC.address}/${GUEST_FORWARD_NIC.prefixLength} dev eth1`]);
+    const filter =
+      'tc filter add dev eth1 parent ffff: protocol ip prio 1 u32 match u8 0x45 0xff at 0 match ip protocol 6 0xff ' +
+      'match u8 0x60 0xf0 at 32 match u8 0x02 0x02 at 33 match u32 0x020405b4 0xffffffff at 40 ' +
+      `action pedit munge offset 40 u32 set 0x0204${(mtu - 40).toString(16)} pipe action csum tcp`;
+    assert.deepEqual(fs.readFileSync(calls, 'utf8').trim().split('\n'), [
+      'ip link set eth1 up',
+      `ip addr add ${GUEST_FORWARD_NIC.address}/${GUEST_FORWARD_NIC.prefixLength} dev eth1`,
+      `ip link set eth1 mtu ${mtu}`,
+      'tc qdisc del dev eth1 ingress',
+      'tc qdisc add dev eth1 ingress',
+      filter,
+      'iptables -t raw -C PREROUTING -i eth1 -p tcp -j CT --notrack',
+      'iptables -t raw -I PREROUTING -i eth1 -p tcp -j CT --notrack',
+    ]);
+
+    // A kernel without one of the settings' modules: the NIC still forwards, and the line says what failed.
+    fs.rmSync(calls);
+    const slower = bash('cove_config_defaults; cove_forward_nic; echo "rc=$?"', { COVE_SYS_NET: sys, FAIL_TC: '1' });
+    assert.equal(
+      slower.stdout,
+      `cove: forwarding NIC eth1: ${GUEST_FORWARD_NIC.address}/${GUEST_FORWARD_NIC.prefixLength}\n` +
+        'cove: forwarding NIC eth1: not all large-segment settings took (the MSS rewrite: Error: Unknown action "pedit". Usage: ...); forwarded ports are slower\nrc=0\n',
+    );
+    assert.equal(fs.readFileSync(forward, 'utf8'), `${GUEST_FORWARD_NIC.address}\n`, 'the NIC is still used');
+    assert.match(fs.readFileSync(calls, 'utf8'), /iptables -t raw -I PREROUTING -i eth1 -p tcp -j CT --notrack/, 'the other settings are still made');
 
     const failed = bash('cove_config_defaults; cove_forward_nic; echo "rc=$?"', { COVE_SYS_NET: sys, FAIL_IP: '1' });
     assert.match(failed.stdout, /^cove: forwarding NIC eth1: cannot set it up \(RTNETLINK answers: File exists\); forwarded ports use the data channel\nrc=1\n$/);

@@ -14,6 +14,7 @@ cove_config_defaults() {
   # it is the same for every sandbox, and a template's clones keep what the template's boot set).
   COVE_FORWARD_MAC=52:54:00:c0:fe:02
   COVE_FORWARD_ADDRESS=10.0.3.15/24
+  COVE_FORWARD_MTU=65520
   COVE_RESIZE_ROOT=yes
   COVE_ASLR=
   COVE_MOUNT_TAGS=()
@@ -116,8 +117,47 @@ cove_forward_nic() {
   if err="$(ip link set "$nic" up 2>&1 && ip addr add "$COVE_FORWARD_ADDRESS" dev "$nic" 2>&1)"; then
     echo "${COVE_FORWARD_ADDRESS%/*}" > "$run/forward-address"
     say "forwarding NIC $nic: ${COVE_FORWARD_ADDRESS}"
+    cove_forward_segments "$nic" || true
   else
     say "forwarding NIC $nic: cannot set it up (${err:-ip failed}); forwarded ports use the data channel"
     return 1
   fi
+}
+
+# Large segments on the forwarding NIC (docs/data-path.md, "Large segments on the forwarding NIC").
+# qemu's slirp offers no offloads and an MSS of 1460, so a guest sending a published port's bytes
+# to the host would cut them into 1,448-byte segments and checksum each in emulated code. Three
+# settings, each on its own (any subset still forwards, only slower), none of which lets the guest
+# reach anything (the netdev has restrict=on):
+#  - the NIC's MTU is $COVE_FORWARD_MTU, the MTU slirp4netns gives libslirp;
+#  - slirp's SYN (its only option is MSS=1460, at offset 40 of an IPv4 header without options) is
+#    rewritten on arrival to MSS = MTU - 40, so the guest's TCP sends segments of up to ~64 KiB,
+#    which slirp takes whole; only that exact SYN shape is touched, never a data segment;
+#  - connections arriving on the NIC are not tracked, so Docker's DNAT does not take them past
+#    docker-proxy to the container (whose veth has MTU 1500 and would cut them again): they reach
+#    docker-proxy's 0.0.0.0 listener, as a connection on the guest's loopback does.
+# Returns 1, and says which settings failed and why, when any did.
+cove_forward_segments() {
+  local nic="$1" mtu="${COVE_FORWARD_MTU}" err failed=""
+  if ! err="$(ip link set "$nic" mtu "$mtu" 2>&1)"; then
+    failed+="; mtu $mtu: ${err:-failed}"
+  fi
+  tc qdisc del dev "$nic" ingress > /dev/null 2>&1
+  if ! err="$( { tc qdisc add dev "$nic" ingress && tc filter add dev "$nic" parent ffff: \
+      protocol ip prio 1 u32 match u8 0x45 0xff at 0 match ip protocol 6 0xff \
+      match u8 0x60 0xf0 at 32 match u8 0x02 0x02 at 33 match u32 0x020405b4 0xffffffff at 40 \
+      action pedit munge offset 40 u32 set "0x0204$(printf '%04x' $((mtu - 40)))" \
+      pipe action csum tcp; } 2>&1)"; then
+    failed+="; the MSS rewrite: ${err:-failed}"
+  fi
+  if ! iptables -t raw -C PREROUTING -i "$nic" -p tcp -j CT --notrack > /dev/null 2>&1 \
+      && ! err="$(iptables -t raw -I PREROUTING -i "$nic" -p tcp -j CT --notrack 2>&1)"; then
+    failed+="; the conntrack exemption: ${err:-failed}"
+  fi
+  if [ -n "$failed" ]; then
+    failed="$(printf '%s' "${failed#; }" | tr '\n\t' '  ')"
+    say "forwarding NIC $nic: not all large-segment settings took ($failed); forwarded ports are slower"
+    return 1
+  fi
+  say "forwarding NIC $nic: MTU $mtu, MSS $((mtu - 40)), untracked"
 }
