@@ -157,11 +157,11 @@ exit 0
       fs.writeFileSync(path.join(sys, nic, 'address'), `${mac}\n`);
     }
     // ip, tc, iptables: record their arguments; ip fails `addr add` when FAIL_IP is set, tc fails
-    // adding its filter when FAIL_TC is set; iptables -C (check) finds no rule.
+    // adding its filter when FAIL_TC is set.
     const calls = path.join(dir, 'ip-calls');
     fs.writeFileSync(path.join(bin, 'ip'), `#!/bin/sh\necho "ip $*" >> '${calls}'\n[ -n "\${FAIL_IP:-}" ] && [ "$1" = addr ] && { echo "RTNETLINK answers: File exists" >&2; exit 2; }\nexit 0\n`, { mode: 0o755 });
     fs.writeFileSync(path.join(bin, 'tc'), `#!/bin/sh\necho "tc $*" >> '${calls}'\n[ -n "\${FAIL_TC:-}" ] && [ "$1 $2" = "filter add" ] && { printf 'Error: Unknown action "pedit".\\nUsage: ...\\n' >&2; exit 1; }\nexit 0\n`, { mode: 0o755 });
-    fs.writeFileSync(path.join(bin, 'iptables'), `#!/bin/sh\necho "iptables $*" >> '${calls}'\n[ "$3 $4" = "-C PREROUTING" ] && exit 1\nexit 0\n`, { mode: 0o755 });
+    fs.writeFileSync(path.join(bin, 'iptables'), `#!/bin/sh\necho "iptables $*" >> '${calls}'\nexit 0\n`, { mode: 0o755 });
     const forward = path.join(run, 'forward-address');
     const setUp = bash('cove_config_defaults; cove_forward_nic; echo "rc=$?"', { COVE_SYS_NET: sys });
     const { mtu } = GUEST_FORWARD_NIC;
@@ -175,10 +175,8 @@ exit 0
       'ip link set eth1 up',
       `ip addr add ${GUEST_FORWARD_NIC.address}/${GUEST_FORWARD_NIC.prefixLength} dev eth1`,
       `ip link set eth1 mtu ${mtu}`,
-      'tc qdisc del dev eth1 ingress',
       'tc qdisc add dev eth1 ingress',
       filter,
-      'iptables -t raw -C PREROUTING -i eth1 -p tcp -j CT --notrack',
       'iptables -t raw -I PREROUTING -i eth1 -p tcp -j CT --notrack',
     ]);
 

@@ -136,13 +136,13 @@ cove_forward_nic() {
 #  - connections arriving on the NIC are not tracked, so Docker's DNAT does not take them past
 #    docker-proxy to the container (whose veth has MTU 1500 and would cut them again): they reach
 #    docker-proxy's 0.0.0.0 listener, as a connection on the guest's loopback does.
-# Returns 1, and says which settings failed and why, when any did.
+# Runs once per boot, from cove_forward_nic after the address is added (a second run never gets
+# here: the address exists). Returns 1, and says which settings failed and why, when any did.
 cove_forward_segments() {
   local nic="$1" mtu="${COVE_FORWARD_MTU}" err failed=""
   if ! err="$(ip link set "$nic" mtu "$mtu" 2>&1)"; then
     failed+="; mtu $mtu: ${err:-failed}"
   fi
-  tc qdisc del dev "$nic" ingress > /dev/null 2>&1
   if ! err="$( { tc qdisc add dev "$nic" ingress && tc filter add dev "$nic" parent ffff: \
       protocol ip prio 1 u32 match u8 0x45 0xff at 0 match ip protocol 6 0xff \
       match u8 0x60 0xf0 at 32 match u8 0x02 0x02 at 33 match u32 0x020405b4 0xffffffff at 40 \
@@ -150,8 +150,7 @@ cove_forward_segments() {
       pipe action csum tcp; } 2>&1)"; then
     failed+="; the MSS rewrite: ${err:-failed}"
   fi
-  if ! iptables -t raw -C PREROUTING -i "$nic" -p tcp -j CT --notrack > /dev/null 2>&1 \
-      && ! err="$(iptables -t raw -I PREROUTING -i "$nic" -p tcp -j CT --notrack 2>&1)"; then
+  if ! err="$(iptables -t raw -I PREROUTING -i "$nic" -p tcp -j CT --notrack 2>&1)"; then
     failed+="; the conntrack exemption: ${err:-failed}"
   fi
   if [ -n "$failed" ]; then
